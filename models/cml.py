@@ -1,0 +1,21 @@
+"""CML, collaborative metric learning (Hsieh et al., WWW 2017): the relation-free baseline.
+
+d(u, v) = ‖p_u − q_v‖² (DESIGN §1 table, r = 0), trained with the same hinge loss and unit-ball
+projection as the relational models.
+"""
+
+from __future__ import annotations
+
+from torch import Tensor
+
+from models.base import RelationalModel
+
+
+class CML(RelationalModel):
+    """r(u, v) = 0: the user vector itself is compared with the item vector."""
+
+    def _relation(
+        self, user_vecs: Tensor, item_vecs: Tensor, hist_vecs: Tensor, hist_mask: Tensor
+    ) -> tuple[Tensor, Tensor | None]:
+        batch, n_cand, dim = user_vecs.shape[0], item_vecs.shape[-2], user_vecs.shape[-1]
+        return user_vecs.new_zeros(1, 1, dim).expand(batch, n_cand, dim), None  # [B, C, d]

@@ -1,0 +1,48 @@
+"""Model configuration: which relational model to build and its hyper-parameters.
+
+Read by `models.registry.build_model`, stored whole in the artifact's `manifest.json` so that the
+exporter and the loader can rebuild the model from it alone (nanoGPT keeps `model_args` in its
+checkpoint). Pure pydantic, no torch, so that the service can read a manifest without torch.
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, PositiveInt
+
+ModelKind = Literal["cml", "lrml", "hlr", "hlr++", "adacml"]
+
+# Models whose relation reads the user's history N_u (DESIGN §1).
+HISTORY_KINDS: frozenset[str] = frozenset({"hlr", "hlr++", "adacml"})
+
+# `copy` is the reference code's own name for the option (deezer/recsys21-hlr, LRML `copy`);
+# it shadows the deprecated `BaseModel.copy`, which nobody here calls (use `model_copy`).
+with warnings.catch_warnings():
+    warnings.filterwarnings("ignore", message='Field name "copy"', category=UserWarning)
+
+    class ModelConfig(BaseModel):
+        """Hyper-parameters of one relational model (DESIGN §1).
+
+        `copy=True` is the original LRML training (the negative's distance reuses the positive's
+        relation); `copy=False` computes the negative's own relation, as the HLR reference does
+        by default. `clip_memory` also projects K's and M's rows into the unit ball after each
+        step (reference `clip_ram`).
+        """
+
+        model_config = ConfigDict(extra="forbid")
+
+        kind: ModelKind
+        dim: PositiveInt = 100
+        n_memory: PositiveInt = 20
+        l_max: PositiveInt = 50
+        margin: float = Field(default=0.5, gt=0.0)
+        copy: bool = False
+        clip_memory: bool = False
+        history_sampling: Literal["uniform", "inverse_popularity"] = "uniform"
+
+        @property
+        def uses_history(self) -> bool:
+            """Whether the model's relation reads the user's history (HLR, HLR++, AdaCML)."""
+            return self.kind in HISTORY_KINDS

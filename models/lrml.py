@@ -1,0 +1,31 @@
+"""LRML, latent relational metric learning (Tay, Tuan, Hui, WWW 2018).
+
+r(u, v) = LRAM(p_u, q_v) = softmax((p_u ⊙ q_v) K) M and d(u, v) = ‖p_u + r − q_v‖² (DESIGN §1).
+The paper's training reuses the positive's relation for the negative: `copy=True`, handled by
+`RelationalModel.triplet_distances`.
+"""
+
+from __future__ import annotations
+
+from torch import Tensor
+
+from models.base import RelationalModel
+from models.config import ModelConfig
+from models.lram import LRAM
+
+
+class LRML(RelationalModel):
+    """One relation per (user, item) pair, read from the memory M by the key K."""
+
+    def __init__(self, config: ModelConfig, n_users: int, n_items: int) -> None:
+        super().__init__(config, n_users, n_items)
+        self.lram = LRAM(config.dim, config.n_memory)
+
+    def _relation(
+        self, user_vecs: Tensor, item_vecs: Tensor, hist_vecs: Tensor, hist_mask: Tensor
+    ) -> tuple[Tensor, Tensor | None]:
+        weights = self.lram.pair_weights(item_vecs, user_vecs[:, None, :])  # [B, C, 1, N]
+        return self.lram.read(weights[:, :, 0, :]), None  # [B, C, d]
+
+    def _pair_cost(self, n_hist: int) -> int:
+        return max(self.config.dim, self.config.n_memory)

@@ -1,0 +1,72 @@
+"""The `relrec` entry point: serving subcommands here, offline ones from `training.cli`.
+
+Offline subcommands import torch; they are loaded only when asked for, so the serving image,
+which carries neither torch nor `training/`, runs `relrec serve` with this module alone.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+OFFLINE = ("train", "export", "sample", "demo")
+SERVING = ("serve", "export-interactions")
+
+
+def _serving_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="relrec",
+        description="relrec: relational metric learning recommender. Offline: "
+                    + ", ".join(OFFLINE) + ". Online: " + ", ".join(SERVING) + ".")
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("serve", help="serve the current artifact over HTTP (uvicorn)")
+    p.add_argument("--host", default=None, help="default: RELREC_HOST or 127.0.0.1")
+    p.add_argument("--port", type=int, default=None, help="default: RELREC_PORT or 8000")
+    p.add_argument("--workers", type=int, default=None, help="uvicorn worker processes")
+    p.add_argument("--artifact-dir", default=None, help="default: RELREC_ARTIFACT_DIR")
+    p.add_argument("--history-url", default=None, help="redis://… or sqlite:///path")
+    p = sub.add_parser("export-interactions",
+                       help="write the durable interaction log as a CSV for the next training")
+    p.add_argument("--out", required=True)
+    p.add_argument("--history-url", default=None)
+    for name in OFFLINE:
+        sub.add_parser(name, help=f"offline: see `relrec {name} --help`", add_help=False)
+    return parser
+
+
+def _settings(args: argparse.Namespace):
+    from service.settings import Settings
+
+    overrides = {k: v for k, v in {
+        "host": getattr(args, "host", None), "port": getattr(args, "port", None),
+        "workers": getattr(args, "workers", None),
+        "artifact_dir": getattr(args, "artifact_dir", None),
+        "history_url": getattr(args, "history_url", None)}.items() if v is not None}
+    return Settings(**overrides)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: "
+                        "%(message)s", stream=sys.stderr)
+    if argv and argv[0] in OFFLINE:
+        from training.cli import main as offline_main
+
+        return offline_main(argv)
+    args = _serving_parser().parse_args(argv)
+    settings = _settings(args)
+    if args.command == "serve":
+        from service.server import serve
+
+        serve(settings)
+        return 0
+    from service.export_interactions import export_interactions
+
+    n = export_interactions(settings.history_url, args.out)
+    sys.stdout.write(f"wrote {n} interactions to {args.out}\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,188 @@
+"""Errors at the API boundary: one hierarchy, one JSON shape, one handler.
+
+The core (`recommender.py`, `history.py`, `loader.py`, `runtime.py`) raises these; routes stay thin
+and never build a `JSONResponse`. Each class names its HTTP status and machine-readable `code`
+(KServe `errors.py`), and `install_error_handlers` maps them, FastAPI's own 422 and Starlette's
+404/405 to the single shape
+
+    {"error": {"code": ..., "message": ..., "details": [...]}, "request_id": ...}
+
+so that a client parses exactly one error format (gorse `rest.go`: errors mapped in one place).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from typing import Any, ClassVar
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+log = logging.getLogger(__name__)
+
+__all__ = [
+    "ArtifactRejectedError",
+    "InvalidInputError",
+    "NotFoundError",
+    "NotReadyError",
+    "PayloadTooLargeError",
+    "RelrecError",
+    "StoreUnavailableError",
+    "UnauthorizedError",
+    "UnknownItemError",
+    "error_body",
+    "install_error_handlers",
+]
+
+
+class RelrecError(Exception):
+    """Base of every error the service answers with; status and code live on the class."""
+
+    status_code: ClassVar[int] = 500
+    code: ClassVar[str] = "internal"
+
+    def __init__(
+        self,
+        message: str,
+        details: Sequence[Any] | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.details: list[Any] = list(details or [])
+        self.headers: dict[str, str] = dict(headers or {})
+
+
+class InvalidInputError(RelrecError):
+    """The request is well-formed JSON but a value is out of bounds or of the wrong kind."""
+
+    status_code = 422
+    code = "invalid_input"
+
+
+class UnknownItemError(RelrecError):
+    """An item id is not in the model version that is serving."""
+
+    status_code = 404
+    code = "unknown_item"
+
+
+class NotFoundError(RelrecError):
+    """No route matches the path (Starlette's 404, rendered in our shape)."""
+
+    status_code = 404
+    code = "not_found"
+
+
+class MethodNotAllowedError(RelrecError):
+    status_code = 405
+    code = "method_not_allowed"
+
+
+class PayloadTooLargeError(RelrecError):
+    """The body, or the number of interactions in it, exceeds the configured bound."""
+
+    status_code = 413
+    code = "payload_too_large"
+
+
+class UnauthorizedError(RelrecError):
+    """A write or admin endpoint was called without a valid API key."""
+
+    status_code = 401
+    code = "unauthorized"
+
+    def __init__(self, message: str = "a valid API key is required") -> None:
+        super().__init__(message, headers={"WWW-Authenticate": "ApiKey"})
+
+
+class ArtifactRejectedError(RelrecError):
+    """A new artifact version failed to load or verify; the previous version keeps serving."""
+
+    status_code = 409
+    code = "artifact_rejected"
+
+
+class NotReadyError(RelrecError):
+    """A part the request needs (artifact, history store) is not up yet: retry later."""
+
+    status_code = 503
+    code = "not_ready"
+    retry_after_s: ClassVar[int] = 5
+
+    def __init__(self, message: str, details: Sequence[Any] | None = None) -> None:
+        super().__init__(message, details, headers={"Retry-After": str(self.retry_after_s)})
+
+
+class StoreUnavailableError(NotReadyError):
+    """The history store cannot be reached or refused the operation."""
+
+    code = "store_unavailable"
+
+
+_HTTP_CODES: dict[int, str] = {
+    404: NotFoundError.code,
+    405: MethodNotAllowedError.code,
+    413: PayloadTooLargeError.code,
+    401: UnauthorizedError.code,
+}
+
+
+def error_body(code: str, message: str, details: Sequence[Any], request_id: str | None
+               ) -> dict[str, Any]:
+    """The one error shape; also used by the middleware for 413 and unhandled errors."""
+    return {"error": {"code": code, "message": message, "details": list(details)},
+            "request_id": request_id}
+
+
+def _request_id(request: Request) -> str | None:
+    rid = getattr(request.state, "request_id", None)
+    return rid if isinstance(rid, str) else None
+
+
+def render(request: Request, exc: RelrecError) -> JSONResponse:
+    """Render a RelrecError in the one shape; 5xx are logged, 4xx are the client's business."""
+    if exc.status_code >= 500:
+        log.warning("%s %s: %s", exc.status_code, exc.code, exc.message)
+    return JSONResponse(
+        error_body(exc.code, exc.message, exc.details, _request_id(request)),
+        status_code=exc.status_code,
+        headers=exc.headers or None,
+    )
+
+
+def _validation_details(exc: RequestValidationError) -> list[dict[str, Any]]:
+    # pydantic's "input" and "ctx" may echo secrets or non-JSON values: keep loc, msg, type only.
+    return [{"loc": [str(p) for p in e.get("loc", ())], "msg": str(e.get("msg", "")),
+             "type": str(e.get("type", ""))} for e in exc.errors()]
+
+
+async def _relrec_handler(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RelrecError)
+    return render(request, exc)
+
+
+async def _validation_handler(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    details = _validation_details(exc)
+    first = details[0] if details else {"loc": [], "msg": "invalid request"}
+    where = ".".join(first["loc"])
+    message = f"{where}: {first['msg']}" if where else str(first["msg"])
+    return render(request, InvalidInputError(message, details))
+
+
+async def _http_handler(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, StarletteHTTPException)
+    code = _HTTP_CODES.get(exc.status_code, "http_error")
+    body = error_body(code, str(exc.detail), [], _request_id(request))
+    return JSONResponse(body, status_code=exc.status_code, headers=exc.headers)
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """Route every error through `render`; unhandled exceptions are caught by the middleware."""
+    app.add_exception_handler(RelrecError, _relrec_handler)
+    app.add_exception_handler(RequestValidationError, _validation_handler)
+    app.add_exception_handler(StarletteHTTPException, _http_handler)

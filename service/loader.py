@@ -1,0 +1,167 @@
+"""Loader: one artifact version directory -> a `LoadedArtifact` ready to serve.
+
+Reads what `training/exporter.py` wrote (docs/architecture.md "Artifact"): checks the manifest
+and the files' hashes (`models.artifact.verify`), reads the arrays, opens `scorer.onnx` in an
+onnxruntime session (providers from `accel`), loads the FAISS index (memory-mapped where FAISS
+can, so that uvicorn workers share its pages) and runs one smoke inference. Anything wrong
+raises `ArtifactRejectedError` naming the file and the fix, so that a broken version is never
+swapped in (the runtime keeps the old one serving).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import faiss
+import numpy as np
+import onnxruntime as ort
+
+from models import artifact as art
+from service import accel
+from service.errors import ArtifactRejectedError
+
+log = logging.getLogger(__name__)
+
+__all__ = ["INDEX_FILE", "SCORER_FILE", "LoadedArtifact", "load_artifact"]
+
+SCORER_FILE = art.SCORER
+INDEX_FILE = art.INDEX
+ONNX_INPUTS = ("user_vecs", "hist_rows", "hist_mask", "cand_rows")
+
+
+@dataclass(eq=False)
+class LoadedArtifact:
+    """Everything one model version serves with; immutable once built (shared by threads)."""
+
+    version: str
+    path: Path
+    manifest: Any  # models.artifact.Manifest
+    arrays: Any  # models.artifact.ArtifactArrays
+    session: ort.InferenceSession
+    index: Any  # faiss.Index over the item vectors (L2)
+    l_max: int
+    has_attention: bool
+    popular_rows: np.ndarray = field(repr=False)  # [V] item rows, most popular first
+
+    @property
+    def n_items(self) -> int:
+        return int(self.arrays.items.shape[0])
+
+    @property
+    def dim(self) -> int:
+        return int(self.arrays.items.shape[1])
+
+
+def load_artifact(
+    path: Path,
+    *,
+    ort_threads: int = 0,
+    faiss_threads: int = 0,
+    use_gpu: bool | None = None,
+    ef_search: int = 256,
+    check_hashes: bool = True,
+) -> LoadedArtifact:
+    """Load and check one version directory; `ArtifactRejectedError` says what is wrong."""
+    started = time.perf_counter()
+    path = Path(path).resolve()
+    try:
+        manifest = art.read_manifest(path)
+        if check_hashes:
+            art.verify(path, manifest)
+        arrays = art.read_arrays(path)
+    except (art.ArtifactError, OSError, ValueError) as exc:
+        raise ArtifactRejectedError(f"artifact {path.name} is unreadable: {exc}") from exc
+    _check_arrays(path, arrays)
+    l_max = int(manifest.l_max)
+    session = _open_session(path / SCORER_FILE, ort_threads, use_gpu)
+    has_attention = "attention" in {o.name for o in session.get_outputs()}
+    if faiss_threads:
+        faiss.omp_set_num_threads(faiss_threads)
+    index = _open_index(path / INDEX_FILE, arrays.items, ef_search, use_gpu)
+    loaded = LoadedArtifact(
+        version=str(manifest.version or path.name), path=path, manifest=manifest,
+        arrays=arrays, session=session, index=index, l_max=l_max, has_attention=has_attention,
+        popular_rows=np.argsort(-np.asarray(arrays.popularity), kind="stable"),
+    )
+    _smoke_test(loaded)
+    log.info("loaded artifact %s (%d users, %d items, d=%d, L_max=%d, index %s) in %.2fs",
+             loaded.version, len(arrays.user_ids), loaded.n_items, loaded.dim, l_max,
+             type(index).__name__, time.perf_counter() - started)
+    return loaded
+
+
+def _check_arrays(path: Path, arrays: Any) -> None:
+    # Sizes are checked by models.artifact.read_arrays; values are not, and one NaN row would
+    # poison every FAISS search that meets it.
+    if not (np.isfinite(arrays.items).all() and np.isfinite(arrays.users).all()):
+        raise ArtifactRejectedError(f"artifact {path.name}: item or user vectors contain NaN or "
+                                    f"inf; the training run diverged, re-train and re-export")
+
+
+def _open_session(path: Path, threads: int, use_gpu: bool | None) -> ort.InferenceSession:
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads
+    opts.inter_op_num_threads = 1
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    try:
+        session = ort.InferenceSession(str(path), opts, providers=accel.ort_providers(use_gpu))
+    except Exception as exc:  # noqa: BLE001 - ORT raises its own unrelated exception types
+        raise ArtifactRejectedError(f"{path.parent.name}/{path.name} does not load in "
+                                    f"onnxruntime: {exc}") from exc
+    names = {i.name for i in session.get_inputs()}
+    missing = [n for n in ONNX_INPUTS if n not in names]
+    if missing or "distances" not in {o.name for o in session.get_outputs()}:
+        raise ArtifactRejectedError(
+            f"{path.parent.name}/{path.name} must take inputs {', '.join(ONNX_INPUTS)} and "
+            f"output 'distances' (missing inputs: {missing or 'none'}); re-export the model")
+    return session
+
+
+def _open_index(path: Path, items: np.ndarray, ef_search: int, use_gpu: bool | None) -> Any:
+    if not path.exists():
+        # An exact index over a small catalogue costs milliseconds to build; keep serving.
+        log.warning("%s has no %s; building an exact IndexFlatL2", path.parent.name, path.name)
+        index: Any = faiss.IndexFlatL2(items.shape[1])
+        index.add(np.ascontiguousarray(items, dtype=np.float32))
+        return accel.faiss_to_gpu(index, use_gpu)
+    try:
+        index = faiss.read_index(str(path), faiss.IO_FLAG_MMAP_IFC | faiss.IO_FLAG_READ_ONLY)
+    except RuntimeError:
+        try:
+            index = faiss.read_index(str(path))
+        except RuntimeError as exc:
+            raise ArtifactRejectedError(f"{path.parent.name}/{path.name} is not a FAISS index: "
+                                        f"{exc}") from exc
+    if index.ntotal != items.shape[0] or index.d != items.shape[1]:
+        raise ArtifactRejectedError(
+            f"{path.parent.name}/{path.name} holds {index.ntotal} vectors of dim {index.d}, but "
+            f"the artifact has {items.shape[0]} items of dim {items.shape[1]}")
+    if "HNSW" in type(faiss.downcast_index(index)).__name__ or hasattr(index, "index"):
+        try:
+            faiss.ParameterSpace().set_index_parameter(index, "efSearch", ef_search)
+        except RuntimeError:
+            log.info("%s has no efSearch parameter; searched as built", path.name)
+    return accel.faiss_to_gpu(index, use_gpu)
+
+
+def _smoke_test(loaded: LoadedArtifact) -> None:
+    """One tiny inference: a graph that loads but cannot run must not be swapped in."""
+    n = min(2, loaded.n_items)
+    feeds = {
+        "user_vecs": np.ascontiguousarray(loaded.arrays.items[:1], dtype=np.float32),
+        "hist_rows": np.zeros((1, loaded.l_max), np.int64),
+        "hist_mask": np.zeros((1, loaded.l_max), np.float32),
+        "cand_rows": np.arange(n, dtype=np.int64)[None, :],
+    }
+    try:
+        (dist,) = loaded.session.run(["distances"], feeds)
+    except Exception as exc:  # noqa: BLE001 - ORT raises its own exception types
+        raise ArtifactRejectedError(f"{loaded.version}/{SCORER_FILE} fails on a test input "
+                                    f"(L_max={loaded.l_max} from the manifest): {exc}") from exc
+    if dist.shape != (1, n) or not np.isfinite(dist).all():
+        raise ArtifactRejectedError(f"{loaded.version}/{SCORER_FILE} returns distances of shape "
+                                    f"{dist.shape} or non-finite values on a test input")

@@ -1,0 +1,191 @@
+"""Recommender: one micro-batch of requests -> recommendations (DESIGN §4, steps 1-5).
+
+Reads the online history (history store) and the training history (artifact CSR), builds each
+user's vector (trained p_u; else from the history; else the most popular items), retrieves
+candidates with translated FAISS queries, re-ranks them exactly with `scorer.onnx`, drops seen
+items and returns the top k with scores, the version and, on request, explanations. Every
+request of a batch shares one store round trip, one FAISS search and one ONNX call.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+
+from models.artifact import user_history
+from service.history import HistoryStore
+from service.loader import LoadedArtifact
+from service.ranker import Ranked, Ranker
+from service.retriever import Retriever
+
+__all__ = ["Query", "Recommendation", "Recommender", "ScoredItem", "Source", "StageObserver"]
+
+StageObserver = Callable[[str, float], None]
+Source = Literal["personalized", "history", "popular"]
+N_EXPLAIN = 3  # history items listed per recommended item with explain=true
+
+
+@dataclass(frozen=True)
+class Query:
+    user_id: str
+    k: int
+    explain: bool = False
+
+
+@dataclass(frozen=True)
+class ScoredItem:
+    item_id: str
+    score: float
+    because: list[tuple[str, float]] | None = None
+
+
+@dataclass(frozen=True)
+class Recommendation:
+    user_id: str
+    model_version: str
+    source: Source
+    items: list[ScoredItem]
+
+
+@dataclass
+class _UserState:
+    """What step 1-2 found for one request."""
+
+    hist: np.ndarray  # [ℓ] item rows fed to the model, newest first, ℓ <= L_max
+    seen: np.ndarray  # item rows to exclude (posted + every training item)
+    vec: np.ndarray | None  # [d] user vector, None for the popular fallback
+    source: Source
+
+
+class Recommender:
+    """Serves one artifact version; holds no per-request state, so threads may share it."""
+
+    def __init__(
+        self,
+        artifact: LoadedArtifact,
+        store: HistoryStore,
+        retriever: Retriever,
+        ranker: Ranker,
+        history_len: int,
+        on_stage: StageObserver | None = None,
+    ) -> None:
+        self.artifact = artifact
+        self.store = store
+        self.retriever = retriever
+        self.ranker = ranker
+        self.history_len = history_len
+        self.on_stage = on_stage or (lambda stage, seconds: None)
+
+    @property
+    def version(self) -> str:
+        return self.artifact.version
+
+    def recommend(self, user_id: str, k: int, explain: bool = False) -> Recommendation:
+        return self.recommend_many([Query(user_id, k, explain)])[0]
+
+    def recommend_many(self, queries: Sequence[Query]) -> list[Recommendation]:
+        """All of a micro-batch, in order; store errors propagate (StoreUnavailableError)."""
+        t0 = time.perf_counter()
+        posted = self.store.recent_many([q.user_id for q in queries], self.history_len)
+        states = [self._user_state(q.user_id, p) for q, p in zip(queries, posted, strict=True)]
+        t1 = time.perf_counter()
+        self.on_stage("history", t1 - t0)
+
+        model_idx = [i for i, s in enumerate(states) if s.vec is not None]
+        ranked: dict[int, Ranked] = {}
+        if model_idx:
+            ranked = self._retrieve_and_rank([queries[i] for i in model_idx],
+                                             [states[i] for i in model_idx], model_idx)
+        out = []
+        for i, (q, s) in enumerate(zip(queries, states, strict=True)):
+            if s.vec is None:
+                out.append(self._popular(q, s))
+            else:
+                out.append(self._personal(q, s, ranked[i]))
+        return out
+
+    # -- step 1-2: history and user vector ----------------------------------------------------
+
+    def _user_state(self, user_id: str, posted_ids: list[str]) -> _UserState:
+        arrays = self.artifact.arrays
+        rows = [arrays.item_ids.get(x) for x in posted_ids]
+        posted = np.fromiter((r for r in rows if r >= 0), np.int64)  # unknown to this version
+        user_row = arrays.user_ids.get(user_id)
+        trained = user_history(arrays, user_row) if user_row >= 0 else np.empty(0, np.int64)
+        both = np.concatenate([posted, trained])
+        # First occurrence wins: posted (newest) before training history, both newest first.
+        _, first = np.unique(both, return_index=True)
+        hist = both[np.sort(first)][: self.artifact.l_max]
+        seen = np.unique(both)
+        if user_row >= 0:
+            return _UserState(hist, seen, np.asarray(arrays.users[user_row]), "personalized")
+        if len(hist):
+            return _UserState(hist, seen, self._vector_from_history(hist), "history")
+        return _UserState(hist, seen, None, "popular")
+
+    def _vector_from_history(self, hist: np.ndarray) -> np.ndarray:
+        """A user vector for a user unknown to training: the mean of their items' vectors.
+
+        Items a user liked sit near p_u + r, so their mean is p_u shifted by the mean relation;
+        the re-ranker scores with the full history, which carries the rest of the signal.
+        Projected into the unit ball like every trained row.
+        """
+        vec = np.asarray(self.artifact.arrays.items[hist], np.float32).mean(axis=0)
+        norm = float(np.linalg.norm(vec))
+        return vec / norm if norm > 1.0 else vec
+
+    # -- step 3-4: retrieval and exact re-ranking ---------------------------------------------
+
+    def _retrieve_and_rank(self, queries: Sequence[Query], states: Sequence[_UserState],
+                           positions: Sequence[int]) -> dict[int, Ranked]:
+        l_max = self.artifact.l_max
+        user_vecs = np.stack([s.vec for s in states if s.vec is not None]).astype(np.float32)
+        t0 = time.perf_counter()
+        cands = self.retriever.candidates(user_vecs, [s.hist for s in states],
+                                          [s.seen for s in states])
+        t1 = time.perf_counter()
+        self.on_stage("retrieval", t1 - t0)
+        hist_rows = np.zeros((len(states), l_max), np.int64)  # [B, L]
+        hist_mask = np.zeros((len(states), l_max), np.float32)  # [B, L]
+        for b, s in enumerate(states):
+            hist_rows[b, : len(s.hist)] = s.hist
+            hist_mask[b, : len(s.hist)] = 1.0
+        ranked = self.ranker.rank(user_vecs, hist_rows, hist_mask, cands,
+                                  [q.k for q in queries], explain=any(q.explain for q in queries))
+        self.on_stage("rerank", time.perf_counter() - t1)
+        return dict(zip(positions, ranked, strict=True))
+
+    # -- step 5: responses --------------------------------------------------------------------
+
+    def _personal(self, q: Query, s: _UserState, r: Ranked) -> Recommendation:
+        ids = self.artifact.arrays.item_ids.ids
+        items = []
+        for j, (row, dist) in enumerate(zip(r.rows, r.distances, strict=True)):
+            because = None
+            if q.explain:
+                because = [] if r.attention is None else self._because(r.attention[j], s.hist)
+            items.append(ScoredItem(str(ids[row]), -float(dist), because))
+        return Recommendation(q.user_id, self.version, s.source, items)
+
+    def _because(self, weights: np.ndarray, hist: np.ndarray) -> list[tuple[str, float]]:
+        """The history items with the largest attention for one recommended item."""
+        ids = self.artifact.arrays.item_ids.ids
+        w = weights[: len(hist)]
+        top = np.argsort(-w, kind="stable")[:N_EXPLAIN]
+        return [(str(ids[hist[t]]), float(w[t])) for t in top if w[t] > 0]
+
+    def _popular(self, q: Query, s: _UserState) -> Recommendation:
+        """Most popular items not seen: the answer for a user with no usable history."""
+        art = self.artifact
+        pop = art.popular_rows
+        if len(s.seen):
+            head = pop[: q.k + len(s.seen)]
+            pop = head[~np.isin(head, s.seen)]
+        rows = pop[: q.k]
+        items = [ScoredItem(str(art.arrays.item_ids.ids[r]), float(art.arrays.popularity[r]),
+                            [] if q.explain else None) for r in rows]
+        return Recommendation(q.user_id, self.version, "popular", items)

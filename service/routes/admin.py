@@ -1,0 +1,26 @@
+"""Admin: POST /admin/reload swaps to the version `current` names (API key when configured)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Query
+
+from service.deps import AdminKeyDep, RuntimeDep
+from service.schemas import ErrorResponse, ReloadResponse
+
+router = APIRouter(prefix="/admin", tags=["admin"])
+
+
+@router.post("/reload", response_model=ReloadResponse,
+             responses={code: {"model": ErrorResponse} for code in (401, 409, 503)})
+async def reload(
+    runtime: RuntimeDep,
+    _: AdminKeyDep,
+    force: Annotated[bool, Query(description="reload even if `current` is unchanged")] = False,
+) -> ReloadResponse:
+    """Load `current` beside the serving version and swap; a broken version is refused (409)
+    and the serving version stays."""
+    result = await runtime.reload(force=force)
+    return ReloadResponse(version=result.version, previous=result.previous,
+                          changed=result.changed)

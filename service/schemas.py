@@ -1,0 +1,160 @@
+"""Request and response models of the HTTP API (and so of its OpenAPI document).
+
+Ids are bounded, non-empty text without control characters; the exact length bound is a
+setting (`max_id_length`) checked in the routes, the static `ID_MAX` here only caps what the
+schema will ever accept. Responses are what clients parse: fields are documented and stable.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    Tag,
+    WithJsonSchema,
+    field_validator,
+)
+
+from service.recommender import Source
+
+__all__ = [
+    "ErrorBody",
+    "ErrorResponse",
+    "ExplainItem",
+    "InteractionIn",
+    "InteractionsBody",
+    "InteractionsRequest",
+    "InteractionsResponse",
+    "PartStatus",
+    "ReadyResponse",
+    "RecommendResponse",
+    "RecommendedItem",
+    "RejectedInteraction",
+    "ReloadResponse",
+]
+
+ID_MAX = 4096
+# No control characters (they break logs and line-oriented exports); anything else is opaque.
+ID_PATTERN = r"^[^\x00-\x1f\x7f]+$"
+Id = Annotated[str, Field(min_length=1, max_length=ID_MAX, pattern=ID_PATTERN)]
+
+
+class ErrorBody(BaseModel):
+    code: str = Field(description="machine-readable, e.g. unknown_item, invalid_input")
+    message: str
+    details: list[Any] = Field(default_factory=list)
+
+
+class ErrorResponse(BaseModel):
+    """The one shape of every error the service answers."""
+
+    error: ErrorBody
+    request_id: str | None = None
+
+
+class ExplainItem(BaseModel):
+    item_id: str
+    weight: float = Field(description="attention of the candidate on this history item")
+
+
+class RecommendedItem(BaseModel):
+    item_id: str
+    score: float = Field(description="higher is better: -squared distance for model sources, "
+                                     "train interactions for `popular`")
+    because: list[ExplainItem] | None = Field(
+        None, description="with explain=true: the history items that weighed most")
+
+
+class RecommendResponse(BaseModel):
+    user_id: str
+    model_version: str
+    source: Source = Field(description="personalized: trained user vector; history: vector "
+                                       "built from the user's history; popular: no history")
+    items: list[RecommendedItem]
+
+
+class InteractionIn(BaseModel):
+    """One interaction; `event_id` makes a retry idempotent (unique per user)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    user_id: Id
+    item_id: Id
+    timestamp: datetime | None = Field(
+        None, description="epoch seconds or ISO 8601 (UTC when no zone); default: now")
+    weight: float = Field(1.0, ge=-1e6, le=1e6, allow_inf_nan=False)
+    event_id: Id | None = None
+
+    @field_validator("timestamp")
+    @classmethod
+    def _in_range(cls, value: datetime | None) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            value = value.replace(tzinfo=UTC)
+        if not 0 <= value.timestamp() < 2**40:
+            raise ValueError("timestamp must be after 1970 and before year 36812")
+        return value
+
+    def epoch_seconds(self, now: float) -> int:
+        return int(self.timestamp.timestamp()) if self.timestamp else int(now)
+
+
+class InteractionsRequest(BaseModel):
+    """A batch: each element is validated on its own, so one bad element rejects only itself."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    # Typed Any so that a malformed element is rejected alone (in the route), not the batch;
+    # documented as InteractionIn.
+    interactions: list[Annotated[Any, WithJsonSchema(
+        {"$ref": "#/components/schemas/InteractionIn"})]] = Field(min_length=1)
+
+
+def _body_kind(value: Any) -> str:
+    if isinstance(value, dict) and "interactions" in value:
+        return "batch"
+    if isinstance(value, BaseModel):
+        return "batch" if isinstance(value, InteractionsRequest) else "one"
+    return "one"
+
+
+InteractionsBody = Annotated[
+    Annotated[InteractionIn, Tag("one")] | Annotated[InteractionsRequest, Tag("batch")],
+    Discriminator(_body_kind),
+]
+
+
+class RejectedInteraction(BaseModel):
+    index: int = Field(description="position in the batch")
+    item_id: str | None
+    code: str = Field(description="unknown_item or invalid_input")
+    message: str
+
+
+class InteractionsResponse(BaseModel):
+    accepted: int = Field(description="interactions stored, retries of stored ones included")
+    duplicates: int = Field(0, description="of `accepted`, event ids already stored")
+    rejected: list[RejectedInteraction] = Field(default_factory=list)
+
+
+class PartStatus(BaseModel):
+    ready: bool
+    detail: str | None = None
+    version: str | None = None
+
+
+class ReadyResponse(BaseModel):
+    status: Literal["ready", "not_ready"]
+    parts: dict[str, PartStatus]
+
+
+class ReloadResponse(BaseModel):
+    version: str
+    previous: str | None
+    changed: bool

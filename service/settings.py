@@ -1,0 +1,91 @@
+"""Serving settings: the only reader of the environment (variables prefixed `RELREC_`).
+
+Built once, by `create_app()` or by `relrec serve`, and handed down as plain values: below
+`app.py`/`runtime.py` nothing sees the whole object (STYLE "How config flows"). Each field maps
+1:1 to an env var, e.g. `n_candidates` <-> `RELREC_N_CANDIDATES`; lists (API keys) are comma
+separated. An optional `.env` in the working directory is read too.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+__all__ = ["Settings"]
+
+KeyList = Annotated[list[SecretStr], NoDecode]
+
+
+class Settings(BaseSettings):
+    """Every knob of the online path, with bounds so that a typo fails at start-up."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="RELREC_", env_file=".env", extra="ignore", frozen=True
+    )
+
+    # Where the model comes from: an artifacts root holding `current` and version dirs (watched
+    # for hot reload), or one version dir (has manifest.json; served as is, never reloaded).
+    artifact_dir: Path = Path("artifacts")
+    reload_poll_s: float = Field(2.0, ge=0.0, description="poll `current` every s; 0: never")
+
+    # History store: sqlite:///relative/path, sqlite:////absolute/path, redis://host:port/db,
+    # rediss://..., redis+cluster://host:port.
+    history_url: str = "sqlite:///.relrec/history.db"
+    # Items kept per user in the online history (newest first). The model reads its own L_max of
+    # them; the rest still count as seen. Use the model's L_max to trim to exactly that.
+    history_max_len: int = Field(50, ge=1, le=10_000)
+    idempotency_ttl_s: int = Field(7 * 24 * 3600, ge=1)
+
+    # API keys (comma separated). `api_keys` guard writes (POST /interactions) and admin;
+    # `admin_api_keys`, when set, guard admin instead. Empty: the endpoints are open.
+    api_keys: KeyList = Field(default_factory=list)
+    admin_api_keys: KeyList = Field(default_factory=list)
+
+    # Bounds on requests.
+    max_k: int = Field(100, ge=1, le=10_000)
+    max_batch: int = Field(1000, ge=1, le=100_000, description="interactions per POST")
+    max_body_bytes: int = Field(1 << 20, ge=1024)
+    max_id_length: int = Field(128, ge=1, le=4096)
+
+    # Retrieval and re-ranking.
+    n_candidates: int = Field(300, ge=1, le=100_000, description="C re-ranked exactly")
+    ef_search: int = Field(256, ge=1, le=100_000, description="HNSW efSearch when HNSW")
+    ort_threads: int = Field(0, ge=0, description="ORT intra-op threads; 0: library default")
+    faiss_threads: int = Field(0, ge=0, description="FAISS OpenMP threads; 0: library default")
+    use_gpu: bool | None = Field(None, description="None: use a GPU when one is found")
+
+    # Micro-batching of concurrent GET /recommend (max_size 1 turns it off).
+    batch_max_size: int = Field(32, ge=1, le=4096)
+    batch_max_wait_ms: float = Field(0.0, ge=0.0, le=1000.0)
+    batch_in_flight: int = Field(2, ge=1, le=64)
+
+    log_level: str = "INFO"
+
+    @field_validator("api_keys", "admin_api_keys", mode="before")
+    @classmethod
+    def _split_keys(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [k.strip() for k in value.split(",") if k.strip()]
+        return value
+
+    # A field validator, not a model validator: pydantic echoes the validated input in its
+    # message, and the whole model's input would include the API keys.
+    @field_validator("history_url")
+    @classmethod
+    def _check_store_url(cls, value: str) -> str:
+        schemes = ("sqlite:///", "redis://", "rediss://", "redis+cluster://", "unix://")
+        if not value.startswith(schemes):
+            raise ValueError(
+                f"history_url must start with one of {', '.join(schemes)}; got scheme "
+                f"{value.split(':', 1)[0]!r}"
+            )
+        return value
+
+    def write_keys(self) -> list[str]:
+        return [k.get_secret_value() for k in self.api_keys]
+
+    def admin_keys(self) -> list[str]:
+        return [k.get_secret_value() for k in (self.admin_api_keys or self.api_keys)]

@@ -1,0 +1,135 @@
+"""Fixtures of the service tests: a real redis-server, the history store over both backends.
+
+The Redis fixture starts the `redis-server` binary on a free port in a temp dir (no Docker, no
+mocks: gorse's `baseTestSuite` runs its cache suite against real servers); tests that need it
+skip when the binary is missing.
+"""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+from fastapi.testclient import TestClient
+
+from service.app import create_app
+from service.history import HistoryStore, open_history_store
+from service.loader import LoadedArtifact, load_artifact
+from service.settings import Settings
+
+REDIS_BIN = shutil.which("redis-server") or "/usr/bin/redis-server"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="session")
+def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """URL of a throw-away redis-server (AOF on, as production should run it)."""
+    if not Path(REDIS_BIN).exists():
+        pytest.skip("redis-server binary not found")
+    workdir = tmp_path_factory.mktemp("redis")
+    port = _free_port()
+    proc = subprocess.Popen(
+        [REDIS_BIN, "--port", str(port), "--bind", "127.0.0.1", "--dir", str(workdir),
+         "--save", "", "--appendonly", "yes", "--daemonize", "no"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    url = f"redis://127.0.0.1:{port}/0"
+    client = redis.Redis.from_url(url)
+    for _ in range(100):
+        try:
+            client.ping()
+            break
+        except redis.ConnectionError:
+            time.sleep(0.05)
+    else:
+        proc.kill()
+        pytest.fail("redis-server did not start")
+    try:
+        yield url
+    finally:
+        client.close()
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+@pytest.fixture(params=["sqlite", "redis"])
+def history_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A fresh, empty history store URL for each backend (Redis is flushed per test)."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'history.db'}"
+        return
+    url: str = request.getfixturevalue("redis_url")
+    client = redis.Redis.from_url(url)
+    client.flushdb()
+    client.close()
+    yield url
+
+
+@pytest.fixture
+def store(history_url: str) -> Iterator[HistoryStore]:
+    s = open_history_store(history_url, max_len=5, idempotency_ttl_s=60)
+    try:
+        yield s
+    finally:
+        s.close()
+
+
+# -- artifacts and apps -----------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def version_dir(tiny_artifact_dir: Path) -> Path:
+    """The tiny HLR's version directory (read-only: tests that change files copy it)."""
+    from models.artifact import resolve_current
+
+    return resolve_current(tiny_artifact_dir)
+
+
+@pytest.fixture(scope="session")
+def loaded(version_dir: Path) -> LoadedArtifact:
+    return load_artifact(version_dir, ort_threads=1)
+
+
+def make_settings(artifact_dir: Path, history_url: str, **overrides: object) -> Settings:
+    """Settings for a test app: no env file, no watcher unless asked, one ORT thread."""
+    values: dict[str, object] = {"artifact_dir": artifact_dir, "history_url": history_url,
+                                 "reload_poll_s": 0.0, "ort_threads": 1, "faiss_threads": 1}
+    values.update(overrides)
+    return Settings(_env_file=None, **values)  # type: ignore[arg-type]
+
+
+@pytest.fixture
+def sqlite_url(tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path / 'history.db'}"
+
+
+@pytest.fixture
+def client(tiny_artifact_dir: Path, sqlite_url: str) -> Iterator[TestClient]:
+    """The real app over the tiny artifact and a fresh SQLite store, lifespan running."""
+    with TestClient(create_app(make_settings(tiny_artifact_dir, sqlite_url))) as c:
+        yield c
+
+
+def assert_error(response: Any, status: int, code: str | None = None) -> dict[str, Any]:
+    """The one error shape, with the request id of the response header."""
+    assert response.status_code == status, response.text
+    body: dict[str, Any] = response.json()
+    assert set(body) == {"error", "request_id"}
+    assert set(body["error"]) == {"code", "message", "details"}
+    assert isinstance(body["error"]["message"], str) and body["error"]["message"]
+    assert body["request_id"] == response.headers["x-request-id"]
+    if code is not None:
+        assert body["error"]["code"] == code, body
+    return body

@@ -1,0 +1,167 @@
+"""Offline subcommands of `relrec`: sample, train, export, demo.
+
+Parses arguments into a `TrainConfig` and calls the pipeline, the exporter or the demo. Imported
+lazily by `service/cli.py` so that the serving image needs neither torch nor this module.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+from training.config import ALGORITHMS, load_config
+
+log = logging.getLogger("relrec")
+
+# CLI flag -> (section, key): the hyper-parameters the issues name as overrides
+_FLAG_MAP = {
+    "epochs": ("trainer", "epochs"), "lr": ("trainer", "lr"),
+    "batch_size": ("trainer", "batch_size"), "patience": ("trainer", "patience"),
+    "select_by": ("trainer", "select_by"), "device": ("trainer", "device"),
+    "eval_users": ("trainer", "eval_users"),
+    "margin": ("model", "margin"), "dim": ("model", "dim"), "memories": ("model", "n_memory"),
+    "max_history": ("model", "l_max"), "history_sampling": ("model", "history_sampling"),
+    "format": ("data", "format"), "min_rating": ("data", "min_rating"),
+    "k_core": ("data", "k_core"), "split": ("data", "split"),
+}
+
+
+def add_train_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    p = sub.add_parser("train", help="train and evaluate a model on an interaction log")
+    p.add_argument("--data", required=True, help="interaction log (csv/tsv/parquet/MovieLens/…)")
+    p.add_argument("--model", default="hlr", choices=ALGORITHMS)
+    p.add_argument("--out", required=True, help="run directory to write")
+    p.add_argument("--format", help="override format detection (see docs)")
+    p.add_argument("--columns", help="names for a headerless file, e.g. user,item,rating")
+    p.add_argument("--min-rating", type=float, help="positive threshold (default 4)")
+    p.add_argument("--no-threshold", action="store_true", help="keep every interaction")
+    p.add_argument("--k-core", type=int, help="iterative k-core (default 10)")
+    p.add_argument("--split", choices=["per-user", "global", "leave-one-out"])
+    p.add_argument("--seed", type=int, default=0, help="seeds the split and the training")
+    for flag, typ in (("epochs", int), ("lr", float), ("batch-size", int), ("margin", float),
+                      ("dim", int), ("memories", int), ("max-history", int),
+                      ("patience", int), ("eval-users", int)):
+        p.add_argument(f"--{flag}", type=typ)
+    p.add_argument("--history-sampling", choices=["uniform", "inverse_popularity"])
+    p.add_argument("--select-by", choices=["ndcg", "loss"])
+    p.add_argument("--device", help="auto (default), cpu, cuda, cuda:1")
+    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--config", help="TOML file with [data] [model] [trainer] [eval] sections")
+    p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE")
+    p.set_defaults(func=cmd_train)
+    return p
+
+
+def config_from_args(args: argparse.Namespace):
+    sections: dict[str, dict[str, Any]] = {"data": {"path": args.data}, "trainer": {},
+                                           "model": {}}
+    for attr, (section, key) in _FLAG_MAP.items():
+        value = getattr(args, attr, None)
+        if value is not None:
+            sections.setdefault(section, {})[key] = value
+    sections["data"]["seed"] = args.seed
+    sections["trainer"]["seed"] = args.seed
+    if args.columns:
+        sections["data"]["columns"] = [c.strip() for c in args.columns.split(",")]
+    overrides = list(args.set)
+    if args.no_threshold:
+        overrides.append("data.min_rating=null")
+    if args.no_progress:
+        overrides.append("trainer.progress=false")
+    return load_config(args.config, overrides, algorithm=args.model, **sections)
+
+
+def format_metrics(doc: dict[str, Any]) -> str:
+    """Two markdown tables: full ranking, then sampled (never mixed)."""
+    k = doc["k"]
+    m = doc["metrics"]
+    names = ["precision", "recall", "ndcg", "map", "mrr"]
+    lines = [f"full ranking @{k} ({doc['model']}, split {doc['split']})", "",
+             "| " + " | ".join(f"{n}@{k}" for n in names) + " | median pop |",
+             "|" + "---|" * (len(names) + 1),
+             "| " + " | ".join(_cell(m[n], doc["spread"][n]["ci95"]) for n in names)
+             + f" | {m['median_popularity']:.0f} |"]
+    if "sampled" in doc:
+        s = doc["sampled"]
+        lines += ["", f"sampled protocol ({s['n_negatives']} negatives)", "",
+                  f"| HR@{k} | NDCG@{k} |", "|---|---|", f"| {s['hr']:.4f} | {s['ndcg']:.4f} |"]
+    return "\n".join(lines)
+
+
+def _cell(mean: float, ci95: float | None) -> str:
+    return f"{mean:.4f}" if ci95 is None else f"{mean:.4f} ± {ci95:.4f}"
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from training.pipeline import run
+
+    cfg = config_from_args(args)
+    result = run(cfg, args.out)
+    sys.stdout.write(format_metrics(result.metrics) + "\n")
+    sys.stdout.write(f"\nrun written to {result.run_dir} (metrics.json)\n")
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from training.exporter import export_run
+
+    version_dir = export_run(args.run_dir, args.out)
+    sys.stdout.write(f"exported {version_dir}; {Path(args.out) / 'current'} -> "
+                     f"{version_dir.name}\n")
+    return 0
+
+
+def cmd_sample(args: argparse.Namespace) -> int:
+    from training.synthetic import write_sample
+
+    path = write_sample(args.out, n_users=args.users, n_items=args.items, seed=args.seed)
+    sys.stdout.write(f"wrote {path}\n")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from training.demo import run_demo
+
+    return run_demo(Path(args.workdir), host=args.host, port=args.port, serve=not args.no_serve,
+                    epochs=args.epochs)
+
+
+def add_subcommands(sub: argparse._SubParsersAction) -> None:
+    add_train_parser(sub)
+    p = sub.add_parser("export", help="export a training run as a served artifact version")
+    p.add_argument("run_dir")
+    p.add_argument("--out", required=True, help="artifacts directory (versions + current)")
+    p.set_defaults(func=cmd_export)
+    p = sub.add_parser("sample", help="write a synthetic interaction log with planted structure")
+    p.add_argument("--out", required=True)
+    p.add_argument("--users", type=int, default=2000)
+    p.add_argument("--items", type=int, default=1000)
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=cmd_sample)
+    p = sub.add_parser("demo", help="sample -> train HLR -> export -> serve, on embedded defaults")
+    p.add_argument("--workdir", default=".relrec/demo")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--epochs", type=int, default=10)
+    p.add_argument("--no-serve", action="store_true", help="stop after the export")
+    p.set_defaults(func=cmd_demo)
+
+
+
+def main(argv: list[str] | None = None, prog: str = "relrec") -> int:
+    """Parse and run one offline subcommand; errors the user can fix exit 2 with one line."""
+    from training.config import ConfigError
+    from training.interactions import DataError
+
+    parser = argparse.ArgumentParser(prog=prog, description="relrec offline commands")
+    add_subcommands(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args))
+    except (ConfigError, DataError, FileNotFoundError) as exc:
+        log.error("%s", exc)
+        sys.stderr.write(f"relrec {args.command}: error: {exc}\n")
+        return 2

@@ -1,0 +1,330 @@
+"""Export: a trained model and its training data -> one served artifact version (DESIGN §3).
+
+Stage: the last of the offline path. Reads a `RelationalModel` and the train `Interactions`
+(or a run directory through `training.checkpoint`); writes `ARTIFACTS_DIR/<version>/` with the
+files of docs/architecture.md ("Artifact"), then points `ARTIFACTS_DIR/current` at it.
+
+Everything is written into a hidden `.tmp-<version>` directory first, fsynced, checked (the
+ONNX scorer against the model's own distances), and only then renamed into place and made
+current. A failure at any step removes the temp directory and leaves `current` where it was;
+a reader never sees half a version.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+from datetime import UTC, datetime
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import faiss
+import numpy as np
+import onnxruntime as ort
+import torch
+
+from models import artifact as art
+from models.base import RelationalModel
+from training.checkpoint import load_run
+from training.interactions import Interactions
+from training.scorer_graph import OPSET, ScorerGraph, build_scorer_graph, export_onnx, io_spec
+
+__all__ = ["ExportError", "ParityError", "build_index", "export", "export_run", "history_csr"]
+
+log = logging.getLogger(__name__)
+
+FLAT_MAX_ITEMS = 50_000  # exact search up to here; HNSW above (autofaiss's rule of thumb)
+HNSW_M = 32
+HNSW_EF_CONSTRUCTION = 200
+HNSW_EF_SEARCH = 256  # the service's default `ef_search`
+RECALL_C = 300  # the service's default number of candidates
+PARITY_RTOL = 1e-5
+# Absolute slack for distances near 0: the float32 rounding of p + r − q (|·| ≲ 3 in the unit
+# ball) is ~3e-7 per coordinate, so a squared distance carries ~2‖p + r − q‖·√d·3e-7 absolute
+# error, which is far below 1e-6 whenever the relative test cannot apply (‖·‖² < 0.1).
+PARITY_ATOL = 1e-6
+
+
+class ExportError(RuntimeError):
+    """The export could not produce a valid artifact; nothing was published."""
+
+
+class ParityError(ExportError):
+    """`scorer.onnx` disagrees with the model's own distances beyond the tolerance."""
+
+
+def export_run(run_dir: str | Path, out_dir: str | Path, **kwargs: Any) -> Path:
+    """Export a training run directory (see `training.checkpoint`); returns the version dir."""
+    run = load_run(run_dir)
+    return export(run.model, run.train, out_dir, metrics=run.metrics, config=run.config,
+                  **kwargs)
+
+
+def export(model: RelationalModel, train: Interactions, out_dir: str | Path, *,
+           metrics: dict[str, Any] | None = None, config: dict[str, Any] | None = None,
+           index: str = "auto", parity_check: bool = True) -> Path:
+    """Write a new artifact version of `model` under `out_dir` and make it current.
+
+    `index` is "auto" (exact `Flat` up to FLAT_MAX_ITEMS items, `HNSW32` above), "flat" or
+    "hnsw". Returns the version directory.
+    """
+    model = model.eval()
+    if (train.n_users, train.n_items) != (model.n_users, model.n_items):
+        raise ExportError(f"the model has {model.n_users} x {model.n_items} rows, the training "
+                          f"data {train.n_users} x {train.n_items}: pass the train set of the "
+                          f"split the model was trained on")
+    root = Path(out_dir)
+    root.mkdir(parents=True, exist_ok=True)
+    created = datetime.now(UTC)
+    version = _version_name(root, created, model, train)
+    tmp = root / f".tmp-{version}"
+    tmp.mkdir()
+    try:
+        manifest = _write_version(tmp, version, created, model, train, metrics or {}, config,
+                                  index, parity_check)
+        _sync_tree(tmp)
+        os.rename(tmp, root / version)
+        art.fsync_dir(root)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    art.point_current(root, version)
+    log.info("exported %s (%s, %d items); %s -> %s", version, manifest.kind,
+             manifest.counts.items, root / art.CURRENT, version)
+    return root / version
+
+
+def _write_version(vdir: Path, version: str, created: datetime, model: RelationalModel,
+                   train: Interactions, metrics: dict[str, Any], config: dict[str, Any] | None,
+                   index: str, parity_check: bool) -> art.Manifest:
+    """Every file of the version, then the manifest with their checksums (last)."""
+    tensors = _model_tensors(model)
+    graph = build_scorer_graph(model)
+    log.info("writing %s (%s graph)", art.SCORER, type(graph).__name__)
+    export_onnx(graph, vdir / art.SCORER)
+    if parity_check:
+        err = check_parity(model, vdir / art.SCORER)
+        log.info("parity: max relative error %.2e (tolerance %.0e)", err, PARITY_RTOL)
+    _write_tensors(vdir / art.TENSORS, tensors)
+    index_info = _write_index(vdir / art.INDEX, tensors, index)
+    _write_ids(vdir, train)
+    np.save(vdir / art.POPULARITY, train.item_popularity())
+    _write_history(vdir, train)
+    files = {name: art.file_sha256(vdir / name) for name in art.PAYLOAD_FILES}
+    manifest = art.Manifest(
+        format_version=art.FORMAT_VERSION, version=version, relrec_version=_relrec_version(),
+        created_at=created, model=model.config.model_dump(mode="json"), dim=model.config.dim,
+        n_memory=tensors["keys"].shape[1], l_max=model.config.l_max,
+        counts=art.Counts(users=model.n_users, items=model.n_items, interactions=len(train)),
+        data_fingerprint=train.fingerprint(), metrics=metrics, config=config,
+        index=index_info, onnx=_onnx_info(graph), files=files,
+        sizes={name: (vdir / name).stat().st_size for name in art.PAYLOAD_FILES})
+    art.write_manifest(vdir, manifest)
+    return manifest
+
+
+# -- the pieces -------------------------------------------------------------------------------
+
+
+def _model_tensors(model: RelationalModel) -> dict[str, np.ndarray]:
+    """users, items, keys [d, N], memories [N, d] as float32 numpy (N = 0 without a memory)."""
+    def arr(t: torch.Tensor) -> np.ndarray:
+        return np.ascontiguousarray(t.detach().float().cpu().numpy())
+
+    dim = model.config.dim
+    keys = np.zeros((dim, 0), np.float32) if model.lram is None else arr(model.lram.keys)
+    memories = (np.zeros((0, dim), np.float32) if model.lram is None
+                else arr(model.lram.memories))
+    return {"users": arr(model.user_emb.weight), "items": arr(model.item_emb.weight),
+            "keys": keys, "memories": memories}
+
+
+def _write_tensors(path: Path, tensors: dict[str, np.ndarray]) -> None:
+    with open(path, "wb") as f:  # uncompressed: the service loads it at start and on reload
+        np.savez(f, **tensors)
+
+
+def _write_ids(vdir: Path, train: Interactions) -> None:
+    for name, ids in ((art.USER_IDS, train.users), (art.ITEM_IDS, train.items)):
+        (vdir / name).write_text(json.dumps(ids.to_list()) + "\n", encoding="utf-8")
+
+
+def _write_history(vdir: Path, train: Interactions) -> None:
+    indptr, items = history_csr(train)
+    np.save(vdir / art.HISTORY_INDPTR, indptr)
+    np.save(vdir / art.HISTORY_ITEMS, items)
+
+
+def history_csr(train: Interactions) -> tuple[np.ndarray, np.ndarray]:
+    """Each user's distinct training items, newest first: (indptr [U+1], items [nnz]).
+
+    Newest by timestamp where there are timestamps, ties and logs without them by position
+    (a log is appended to, so later is newer); a repeated item keeps its newest place.
+    """
+    n = len(train)
+    position = np.arange(n, dtype=np.int64)
+    stamp = train.timestamps if train.timestamps is not None else np.zeros(n, np.int64)
+    order = np.lexsort((-position, -stamp, train.user_rows))  # user, then newest first
+    users, items = train.user_rows[order], train.item_rows[order]
+    _, first = np.unique(users * np.int64(train.n_items) + items, return_index=True)
+    keep = np.sort(first)  # first occurrence in newest-first order = newest; order kept
+    users, items = users[keep], items[keep]
+    counts = np.bincount(users, minlength=train.n_users)
+    indptr = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+    return indptr, items.astype(np.int64)
+
+
+def _write_index(path: Path, tensors: dict[str, np.ndarray], kind: str) -> art.IndexInfo:
+    queries = _recall_queries(tensors)
+    index, info = build_index(tensors["items"], queries, kind)
+    faiss.write_index(index, str(path))
+    log.info("index %s over %d items (recall@%s %.3f)", info.factory, index.ntotal, info.c,
+             info.recall_at_c or 0.0)
+    return info
+
+
+def build_index(items: np.ndarray, queries: np.ndarray | None = None,
+                kind: str = "auto") -> tuple[faiss.Index, art.IndexInfo]:
+    """FAISS L2 index over item vectors, and what the manifest records of it.
+
+    Exact `Flat` search up to FLAT_MAX_ITEMS items; HNSW32 (efConstruction 200) above, its
+    recall@C measured against exact search on `queries`.
+    """
+    if kind not in ("auto", "flat", "hnsw"):
+        raise ExportError(f"index must be 'auto', 'flat' or 'hnsw', got {kind!r}")
+    items = np.ascontiguousarray(items, dtype=np.float32)
+    n_items, dim = items.shape
+    if kind == "flat" or (kind == "auto" and n_items <= FLAT_MAX_ITEMS):
+        index = faiss.IndexFlatL2(dim)
+        index.add(items)
+        return index, art.IndexInfo(factory="Flat", recall_at_c=1.0, c=min(RECALL_C, n_items))
+    index = faiss.IndexHNSWFlat(dim, HNSW_M, faiss.METRIC_L2)
+    index.hnsw.efConstruction = HNSW_EF_CONSTRUCTION
+    index.add(items)
+    index.hnsw.efSearch = HNSW_EF_SEARCH
+    c = min(RECALL_C, n_items)
+    recall = None if queries is None or len(queries) == 0 else _recall(index, items, queries, c)
+    params = {"M": HNSW_M, "efConstruction": HNSW_EF_CONSTRUCTION, "efSearch": HNSW_EF_SEARCH}
+    return index, art.IndexInfo(factory=f"HNSW{HNSW_M}", params=params, recall_at_c=recall, c=c)
+
+
+def _recall_queries(tensors: dict[str, np.ndarray], n: int = 500) -> np.ndarray:
+    """Queries like the service's: user vectors, translated by a memory row when there is M."""
+    rng = np.random.default_rng(0)
+    users = tensors["users"][rng.choice(len(tensors["users"]),
+                                        min(n, len(tensors["users"])), replace=False)]
+    memories = tensors["memories"]
+    if len(memories):
+        users = users + memories[rng.integers(0, len(memories), len(users))]
+    return np.ascontiguousarray(users, dtype=np.float32)
+
+
+def _recall(index: faiss.Index, items: np.ndarray, queries: np.ndarray, c: int) -> float:
+    exact = faiss.IndexFlatL2(items.shape[1])
+    exact.add(items)
+    _, truth = exact.search(queries, c)
+    _, found = index.search(queries, c)
+    hits = sum(len(np.intersect1d(t, f)) for t, f in zip(truth, found, strict=True))
+    return float(hits / truth.size)
+
+
+def _onnx_info(graph: ScorerGraph) -> art.OnnxInfo:
+    inputs, outputs = io_spec(graph)
+    details: dict[str, Any] = {"family": type(graph).__name__, "pad_row": graph.n_items,
+                               "invalid_candidate_distance": "inf"}
+    if hasattr(graph, "shift_mode"):
+        details["softmax_shift"] = graph.shift_mode
+    return art.OnnxInfo.model_validate({"opset": OPSET, "inputs": inputs, "outputs": outputs,
+                                        "graph": details})
+
+
+# -- parity -----------------------------------------------------------------------------------
+
+
+def parity_inputs(model: RelationalModel, rng: np.random.Generator, n_users: int = 8,
+                  n_cand: int = 64) -> dict[str, np.ndarray]:
+    """Trained and random (unit-ball) users, histories of every length from 0 to L_max, and
+    random candidates: the inputs on which the scorer must match the model."""
+    dim, l_max, n_items = model.config.dim, model.config.l_max, model.n_items
+    rows = rng.choice(model.n_users, min(n_users - 2, model.n_users), replace=False)
+    trained = model.user_emb.weight.detach().float().cpu().numpy()[rows]
+    fresh = rng.standard_normal((2, dim)).astype(np.float32)
+    fresh /= np.linalg.norm(fresh, axis=1, keepdims=True) * rng.uniform(1.0, 2.0, (2, 1))
+    user_vecs = np.concatenate([trained, fresh]).astype(np.float32)
+    batch = len(user_vecs)
+    lengths = np.linspace(0, l_max, batch).round().astype(np.int64)
+    hist_mask = (np.arange(l_max)[None, :] < lengths[:, None]).astype(np.float32)
+    hist_rows = rng.integers(0, n_items, (batch, l_max))
+    cand_rows = rng.integers(0, n_items, (batch, min(n_cand, n_items)))
+    return {"user_vecs": user_vecs, "hist_rows": hist_rows, "hist_mask": hist_mask,
+            "cand_rows": cand_rows}
+
+
+@torch.no_grad()
+def reference_outputs(model: RelationalModel, feed: dict[str, np.ndarray]
+                      ) -> tuple[np.ndarray, np.ndarray | None]:
+    """The model's own distances (and attention) on a scorer feed, as numpy."""
+    args = (torch.from_numpy(feed["user_vecs"]), torch.from_numpy(feed["cand_rows"]),
+            torch.from_numpy(feed["hist_rows"]), torch.from_numpy(feed["hist_mask"] > 0.5))
+    attn = model.attention(*args)
+    return model.distance(*args).numpy(), None if attn is None else attn.numpy()
+
+
+def check_parity(model: RelationalModel, onnx_path: Path, seed: int = 0) -> float:
+    """Run `scorer.onnx` and the model on the same random inputs; raise ParityError on a
+    disagreement beyond rtol PARITY_RTOL (atol PARITY_ATOL). Returns the max relative error."""
+    feed = parity_inputs(model, np.random.default_rng(seed))
+    session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    got = session.run(None, feed)
+    want, want_attn = reference_outputs(model, feed)
+    bad = np.abs(got[0] - want) > PARITY_ATOL + PARITY_RTOL * np.abs(want)
+    if bad.any() or not np.isfinite(got[0]).all():
+        raise ParityError(f"scorer.onnx distances differ from {model.kind}.distance at "
+                          f"{int(bad.sum())} of {bad.size} pairs (max abs diff "
+                          f"{float(np.abs(got[0] - want).max()):.3g}); nothing was published")
+    if want_attn is not None and not np.allclose(got[1], want_attn, rtol=PARITY_RTOL,
+                                                 atol=PARITY_ATOL):
+        raise ParityError(f"scorer.onnx attention differs from {model.kind}.attention; "
+                          f"nothing was published")
+    return float((np.abs(got[0] - want) / np.maximum(np.abs(want), 1e-12)).max())
+
+
+# -- naming and durability --------------------------------------------------------------------
+
+
+def _version_name(root: Path, created: datetime, model: RelationalModel,
+                  train: Interactions) -> str:
+    """UTC timestamp + short content hash (model parameters and data fingerprint), made unique
+    within `root` by a counter when the same model is exported twice in one second."""
+    h = hashlib.sha256(train.fingerprint().encode())
+    for name, tensor in sorted(model.state_dict().items()):
+        h.update(name.encode())
+        h.update(tensor.detach().float().cpu().numpy().tobytes())
+    base = f"{created.strftime('%Y%m%dT%H%M%SZ')}-{h.hexdigest()[:6]}"
+    name, n = base, 1
+    while (root / name).exists() or (root / f".tmp-{name}").exists():
+        n += 1
+        name = f"{base}-{n}"
+    return name
+
+
+def _sync_tree(vdir: Path) -> None:
+    """fsync every file and the directory: the rename that publishes must come after data."""
+    for path in vdir.iterdir():
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    art.fsync_dir(vdir)
+
+
+def _relrec_version() -> str:
+    try:
+        return metadata.version("relrec")
+    except metadata.PackageNotFoundError:
+        return "unknown"

@@ -1,0 +1,193 @@
+"""Pipeline: the main offline job, read -> filter -> split -> train -> evaluate -> save.
+
+Reads an interaction log named by `TrainConfig.data`, writes a run directory: `metrics.json`
+(the shape every algorithm shares), `config.json` (the resolved config) and, for the relational
+models, the checkpoint that `relrec export` turns into a served artifact.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from models.losses import hinge_loss
+from models.registry import build_model
+from training.baselines import ALSBaseline, MostPopular
+from training.config import ConfigError, TrainConfig
+from training.dataset import TrainDataset
+from training.evaluator import EvalReport, full_ranking, sampled
+from training.filters import binarize, k_core
+from training.interactions import Interactions
+from training.readers import read_log
+from training.scorer import ModelScorer
+from training.splits import Split, make_split
+from training.trainer import Trainer, TrainResult
+
+log = logging.getLogger(__name__)
+
+FULL_KEYS = ("precision", "recall", "ndcg", "map", "mrr")
+
+
+@dataclass
+class RunResult:
+    run_dir: Path
+    metrics: dict[str, Any]
+    model: torch.nn.Module | None
+    split: Split
+
+
+def prepare(cfg: TrainConfig) -> Split:
+    """Read, binarise, k-core and split the log named in `cfg.data`."""
+    if not cfg.data.path:
+        raise ConfigError("data.path is required: pass --data PATH")
+    raw = read_log(cfg.data.path, cfg.data.format, cfg.data.columns)
+    inter = k_core(binarize(raw, cfg.data.min_rating), cfg.data.k_core)
+    log.info("data: %d users, %d items, %d interactions after filters", inter.n_users,
+             inter.n_items, len(inter))
+    return make_split(inter, cfg.data.split, cfg.data.seed)
+
+
+def fit_relational(cfg: TrainConfig, split: Split, rank: int = 0, world_size: int = 1
+                   ) -> tuple[torch.nn.Module, TrainDataset, TrainResult]:
+    """Build and train a relational model, selecting the epoch on validation.
+
+    Under DDP every rank builds the same initial model from the same seed; rank 0 validates.
+    """
+    torch.manual_seed(cfg.trainer.seed)
+    model = build_model(cfg.model, split.train.n_users, split.train.n_items)
+    dataset = TrainDataset(split.train, cfg.model.l_max, cfg.model.uses_history,
+                           cfg.model.history_sampling)
+    validate = make_validator(cfg, split, dataset)
+    result = Trainer(model, cfg.trainer, rank, world_size).fit(dataset, validate)
+    return model, dataset, result
+
+
+def make_validator(cfg: TrainConfig, split: Split, dataset: TrainDataset):
+    """NDCG@k on (a sample of) validation users, or minus the validation hinge loss."""
+    valid_users = np.unique(split.valid.user_rows)
+    if len(valid_users) == 0:
+        return None
+    if cfg.trainer.eval_users and len(valid_users) > cfg.trainer.eval_users:
+        rng = np.random.default_rng(cfg.trainer.seed)
+        valid_users = np.sort(rng.choice(valid_users, cfg.trainer.eval_users, replace=False))
+    if cfg.trainer.select_by == "loss":
+        return lambda model: -validation_loss(model, split.valid, dataset, cfg.trainer.seed)
+
+    def validate(model: torch.nn.Module) -> float:
+        scorer = ModelScorer(model, dataset, seed=cfg.trainer.seed)
+        report = full_ranking(scorer, split, k=cfg.eval.k, stage="valid", users=valid_users,
+                              batch_size=cfg.eval.batch_size, progress=False)
+        return report.means()["ndcg"]
+
+    return validate
+
+
+@torch.no_grad()
+def validation_loss(model: torch.nn.Module, valid: Interactions, dataset: TrainDataset,
+                    seed: int) -> float:
+    """Mean hinge loss on validation pairs (the HLR reference's selection criterion)."""
+    model.eval()
+    rng = np.random.default_rng(seed)
+    device = next(model.parameters()).device
+    total = 0.0
+    for start in range(0, len(valid), 4096):
+        users = valid.user_rows[start:start + 4096]
+        pos = valid.item_rows[start:start + 4096]
+        neg = dataset.negatives.sample(rng, users)
+        hist, mask = dataset.histories(rng, users)
+        tensors = [torch.from_numpy(a).to(device) for a in (users, pos, neg, hist, mask)]
+        d_pos, d_neg = model.triplet_distances(*tensors)
+        total += float(hinge_loss(d_pos, d_neg, model.config.margin))
+    model.train()
+    return total / max(len(valid), 1)
+
+
+def evaluate(scorer: Any, split: Split, cfg: TrainConfig) -> tuple[EvalReport, EvalReport | None]:
+    """Full-ranking test report, and the sampled one when enabled (never in one table)."""
+    full = full_ranking(scorer, split, k=cfg.eval.k, stage="test",
+                        batch_size=cfg.eval.batch_size)
+    samp = (sampled(scorer, split, n_negatives=cfg.eval.sampled_negatives, k=cfg.eval.k,
+                    seed=cfg.data.seed) if cfg.eval.sampled else None)
+    return full, samp
+
+
+def metrics_document(cfg: TrainConfig, full: EvalReport, samp: EvalReport | None,
+                     extra: dict[str, Any]) -> dict[str, Any]:
+    """The `metrics.json` shape shared by every algorithm (issue "Foundation")."""
+    k = cfg.eval.k
+    summary = full.summary()
+    doc: dict[str, Any] = {
+        "model": cfg.algorithm,
+        "split": cfg.data.split,
+        "protocol": "full",
+        "k": k,
+        "metrics": {name: summary[name]["mean"] for name in FULL_KEYS},
+        "spread": {name: {key: _finite(summary[name][key]) for key in ("std", "ci95", "n_users")}
+                   for name in FULL_KEYS},
+    }
+    doc["metrics"]["median_popularity"] = full.median_popularity
+    if samp is not None:
+        means = samp.means()
+        doc["sampled"] = {"hr": means["hr"], "ndcg": means["ndcg"],
+                          "n_negatives": cfg.eval.sampled_negatives}
+    doc.update(extra)
+    return doc
+
+
+def _finite(value: Any) -> Any:
+    """JSON has no NaN: a spread over fewer than two users is written as null."""
+    return None if isinstance(value, float) and value != value else value
+
+
+def run(cfg: TrainConfig, out_dir: str | Path, split: Split | None = None, rank: int = 0,
+        world_size: int = 1) -> RunResult:
+    """Train `cfg.algorithm`, evaluate it, and write the run directory `out_dir`.
+
+    With `world_size > 1` (torchrun) every rank trains; only rank 0 evaluates and writes.
+    """
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    split = split if split is not None else prepare(cfg)
+    started = time.perf_counter()
+    extra: dict[str, Any] = {"data": {"users": split.train.n_users,
+                                      "items": split.train.n_items,
+                                      "train": len(split.train), "valid": len(split.valid),
+                                      "test": len(split.test)}}
+    model = None
+    if cfg.is_relational:
+        model, dataset, result = fit_relational(cfg, split, rank, world_size)
+        if rank != 0:
+            return RunResult(out, {}, model, split)
+        scorer: Any = ModelScorer(model, dataset, seed=cfg.trainer.seed)
+        extra["training"] = {"best_epoch": result.best_epoch, "epochs": len(result.epochs),
+                             "epoch_time_s": result.mean_epoch_time_s,
+                             "data_share": result.data_share,
+                             "best_valid": result.best_valid,
+                             "select_by": cfg.trainer.select_by}
+    else:
+        scorer = fit_baseline(cfg, split.train)
+    extra["fit_time_s"] = time.perf_counter() - started
+    full, samp = evaluate(scorer, split, cfg)
+    doc = metrics_document(cfg, full, samp, extra)
+    (out / "metrics.json").write_text(json.dumps(doc, indent=2) + "\n")
+    (out / "config.json").write_text(cfg.model_dump_json(indent=2) + "\n")
+    if model is not None:
+        from training.checkpoint import save_run
+
+        save_run(out, model, split.train, metrics=doc, config=cfg.model_dump(mode="json"))
+    return RunResult(out, doc, model, split)
+
+
+def fit_baseline(cfg: TrainConfig, train: Interactions) -> Any:
+    if cfg.algorithm == "pop":
+        return MostPopular().fit(train)
+    b = cfg.baseline
+    return ALSBaseline(factors=b.factors, iterations=b.iterations,
+                       regularization=b.regularization, seed=cfg.trainer.seed).fit(train)

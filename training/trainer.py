@@ -1,0 +1,188 @@
+"""Trainer: fits a RelationalModel on a TrainDataset and keeps the best epoch on validation.
+
+Reads batches from `TrainDataset`, writes the model's parameters in place (the best epoch's
+state is restored at the end) and returns the per-epoch log. The loop follows the HLR
+reference code (DESIGN §1): one uniform negative per positive, hinge loss summed over the batch,
+dense Adam, projection of every row into the unit ball after each step. Under `torchrun` the
+same loop runs with DistributedDataParallel (see `training/distributed.py`).
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Literal
+
+import numpy as np
+import torch
+from pydantic import BaseModel, ConfigDict, Field
+from tqdm.auto import tqdm
+
+from models.losses import hinge_loss
+from training.dataset import Batch, TrainDataset
+
+log = logging.getLogger(__name__)
+
+
+class TrainingDivergedError(RuntimeError):
+    """The loss became NaN or infinite; lower the learning rate or check the data."""
+
+
+class TrainerConfig(BaseModel):
+    """Optimisation settings; defaults are the reference code's (DESIGN §1)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    epochs: int = Field(30, ge=1)
+    lr: float = Field(1e-3, gt=0)
+    batch_size: int = Field(1000, ge=1)
+    patience: int = Field(5, ge=1, description="epochs without improvement before stopping")
+    select_by: Literal["ndcg", "loss"] = "ndcg"
+    eval_users: int = Field(2000, ge=0, description="validation users sampled; 0 = all")
+    device: str = "auto"
+    seed: int = 0
+    progress: bool = True
+
+
+@dataclass
+class EpochLog:
+    epoch: int
+    loss: float
+    valid: float
+    time_s: float
+    data_time_s: float
+
+
+@dataclass
+class TrainResult:
+    epochs: list[EpochLog] = field(default_factory=list)
+    best_epoch: int = 0
+    best_valid: float = float("nan")
+
+    @property
+    def mean_epoch_time_s(self) -> float:
+        return float(np.mean([e.time_s for e in self.epochs])) if self.epochs else 0.0
+
+    @property
+    def data_share(self) -> float:
+        """Share of the epoch spent building batches (sampling), not in model arithmetic."""
+        total = sum(e.time_s for e in self.epochs)
+        return sum(e.data_time_s for e in self.epochs) / total if total else 0.0
+
+
+def resolve_device(device: str) -> torch.device:
+    """`auto` picks CUDA when present (minGPT's trainer does the same)."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+class TripletObjective(torch.nn.Module):
+    """The hinge objective as a module, so DDP's forward hooks see every gradient."""
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, batch: Batch) -> torch.Tensor:
+        d_pos, d_neg = self.model.triplet_distances(
+            batch.user_rows, batch.pos_rows, batch.neg_rows, batch.hist_rows, batch.hist_mask)
+        return hinge_loss(d_pos, d_neg, self.model.config.margin)
+
+
+Validator = Callable[[torch.nn.Module], float]
+
+
+class Trainer:
+    """Runs epochs, validates, early-stops, restores the best epoch."""
+
+    def __init__(self, model: torch.nn.Module, cfg: TrainerConfig, rank: int = 0,
+                 world_size: int = 1) -> None:
+        self.cfg = cfg
+        self.rank = rank
+        self.world_size = world_size
+        self.device = resolve_device(cfg.device)
+        self.model = model.to(self.device)
+        objective: torch.nn.Module = TripletObjective(self.model)
+        if world_size > 1:
+            ddp_ids = [self.device.index] if self.device.type == "cuda" else None
+            objective = torch.nn.parallel.DistributedDataParallel(objective, device_ids=ddp_ids)
+        self.objective = objective
+        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=cfg.lr)
+
+    def fit(self, dataset: TrainDataset, validate: Validator | None = None) -> TrainResult:
+        """Train up to `epochs`; `validate(model)` returns a score where higher is better."""
+        torch.manual_seed(self.cfg.seed)
+        rng = np.random.default_rng(self.cfg.seed)
+        result = TrainResult()
+        best_state = None
+        best = -math.inf
+        stale = 0
+        for epoch in range(1, self.cfg.epochs + 1):
+            loss, elapsed, data_time = self._epoch(dataset, rng, epoch)
+            score = self._validate(validate)
+            result.epochs.append(EpochLog(epoch, loss, score, elapsed, data_time))
+            log.info("epoch %d loss %.4f valid %.4f (%.1fs, data %.0f%%)", epoch, loss, score,
+                     elapsed, 100 * data_time / max(elapsed, 1e-9))
+            if validate is None or score > best:
+                best, stale = score, 0
+                best_state = copy.deepcopy(self.model.state_dict())
+                result.best_epoch, result.best_valid = epoch, score
+            else:
+                stale += 1
+                if stale >= self.cfg.patience:
+                    log.info("early stop at epoch %d (best %d)", epoch, result.best_epoch)
+                    break
+        if best_state is not None:
+            self.model.load_state_dict(best_state)
+        return result
+
+    def _epoch(self, dataset: TrainDataset, rng: np.random.Generator,
+               epoch: int) -> tuple[float, float, float]:
+        self.model.train()
+        total, n, data_time = 0.0, 0, 0.0
+        start = time.perf_counter()
+        batches = dataset.batches(rng, self.cfg.batch_size, self.rank, self.world_size)
+        bar = tqdm(total=dataset.n_batches(self.cfg.batch_size, self.world_size),
+                   desc=f"epoch {epoch}", disable=not self.cfg.progress or self.rank != 0,
+                   leave=False)
+        while True:
+            t0 = time.perf_counter()
+            batch = next(batches, None)
+            data_time += time.perf_counter() - t0
+            if batch is None:
+                break
+            loss = self._step(batch.to(self.device))
+            total += loss
+            n += len(batch.user_rows)
+            bar.update()
+            bar.set_postfix(loss=f"{loss / len(batch.user_rows):.4f}")
+        bar.close()
+        return total / max(n, 1), time.perf_counter() - start, data_time
+
+    def _step(self, batch: Batch) -> float:
+        self.optimizer.zero_grad(set_to_none=True)
+        loss = self.objective(batch)
+        value = float(loss.detach())
+        if not math.isfinite(value):
+            raise TrainingDivergedError(
+                f"loss is {value}; lower the learning rate (now {self.cfg.lr}) or the margin")
+        loss.backward()
+        self.optimizer.step()
+        self.model.project_()
+        return value
+
+    def _validate(self, validate: Validator | None) -> float:
+        """Rank 0 validates; under DDP the score is broadcast so every rank stops together."""
+        if validate is None:
+            return float("nan")
+        score = validate(self.model) if self.rank == 0 else 0.0
+        if self.world_size > 1:
+            box = [score]
+            torch.distributed.broadcast_object_list(box, src=0)
+            score = box[0]
+        return float(score)
