@@ -251,6 +251,9 @@ def verify(version_dir: Path, manifest: Manifest, checksums: bool = True) -> Non
         raise ArtifactError(f"{vdir / MANIFEST} lists no checksum for {', '.join(missing)}: "
                             f"the manifest is incomplete; re-export the version")
     for name, expected in manifest.files.items():
+        if Path(name).name != name or name in ("", ".", ".."):
+            raise ArtifactError(f"{vdir / MANIFEST} lists {name!r}, which is not a file name "
+                                f"inside the version: a foreign or tampered manifest")
         _verify_file(vdir, name, expected, manifest.sizes.get(name), checksums)
 
 

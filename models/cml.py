@@ -6,6 +6,8 @@ projection as the relational models.
 
 from __future__ import annotations
 
+from typing import Any
+
 from torch import Tensor
 
 from models.base import RelationalModel
@@ -19,3 +21,10 @@ class CML(RelationalModel):
     ) -> tuple[Tensor, Tensor | None]:
         batch, n_cand, dim = user_vecs.shape[0], item_vecs.shape[-2], user_vecs.shape[-1]
         return user_vecs.new_zeros(1, 1, dim).expand(batch, n_cand, dim), None  # [B, C, d]
+
+    def _score_chunk(self, state: Any, item_vecs: Tensor) -> Tensor:
+        # ‖p − q‖² = ‖p‖² + ‖q‖² − 2 p·q: one matmul instead of a [B, C, d] difference.
+        user_vecs = state[0]  # [B, d]
+        cross = user_vecs @ item_vecs.T  # [B, C]
+        gap = (user_vecs * user_vecs).sum(-1)[:, None] + (item_vecs * item_vecs).sum(-1) - 2 * cross
+        return gap.clamp_min_(0.0)

@@ -8,75 +8,27 @@ over the user slot and the ℓ real history items. HLR++ adds to HLR's item-item
 
 Every relation here is (slot weights) @ M, so the code works with the weights `[…, N]` and
 reads M once: ⟨w M, p_u⟩ = w · (M p_u), and Σ_k β_k (w_k M) = (Σ_k β_k w_k) M. This keeps the
-largest tensor at `[B, C, L, N]` instead of `[B, C, L, d]`. Full ranking (`score_all`) goes
-further, see `_HistoryPairs`.
+largest tensor at `[B, C, L, N]` instead of `[B, C, L, d]`. `score_all` evaluates the same
+equations with candidates shared by the batch (`_score_chunk`): the item-pair weights come
+from `HistoryPairs`, and the distance stays in slot space (`LRAM.shared_distance`).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from models.base import RelationalModel, masked_softmax
 from models.config import ModelConfig
-from models.lram import LRAM
+from models.lram import LRAM, PAD_LOGIT, HistoryPairs
 
-
-@dataclass
-class _HistoryPairs:
-    """A batch's history for scoring shared candidates, by its U distinct items.
-
-    The slot weights of LRAM(q_c, q_j) depend on the item pair only, so for a chunk of C
-    candidates they are computed once per distinct history item (`[C, U, N]`, one matmul of
-    q against x_u ⊙ K) instead of once per history slot (`[B, C, L, N]`, ~4x more with
-    L = 50 and 256 users on ML-1M). The per-slot attention logits and weighted sums are then
-    gathered with `embedding_bag`, which never materialises `[B, C, L, N]`.
-    """
-
-    inv: Tensor  # [B, L] index of each slot's item among the U distinct ones
-    keyed: Tensor  # [d, U·N] x_u ⊙ K, so that q @ keyed = (q ⊙ x_u) K
-    bag_rows: Tensor  # [B·L, N] rows u·N + n of the transposed weights for slot (b, l)
-    bag_weights: Tensor  # [B·L, N] (M p_u)_n for slot (b, l)
-    n_unique: int
-
-    @classmethod
-    def build(cls, lram: LRAM, items: Tensor, hist_rows: Tensor, user_mem: Tensor) -> _HistoryPairs:
-        n_mem = lram.n_memory
-        uniq, inv = torch.unique(hist_rows, return_inverse=True)  # [U], [B, L]
-        keyed = items[uniq].T[:, :, None] * lram.keys[:, None, :]  # [d, U, N]
-        slots = torch.arange(n_mem, device=inv.device)
-        bag_rows = (inv.reshape(-1, 1) * n_mem + slots).contiguous()  # [B·L, N]
-        batch, length = inv.shape
-        bag_weights = user_mem[:, None, :].expand(batch, length, n_mem).reshape(-1, n_mem)
-        return cls(inv, keyed.reshape(keyed.shape[0], -1), bag_rows, bag_weights, len(uniq))
-
-    def weights(self, q: Tensor) -> Tensor:
-        """Slot weights of LRAM(q_c, x_u) `[C, U, N]` for candidates q `[C, d]`."""
-        logits = q @ self.keyed  # [C, U·N]
-        return torch.softmax(logits.view(q.shape[0], self.n_unique, -1), dim=-1)
-
-    def logits(self, weights: Tensor) -> Tensor:
-        """⟨LRAM(q_c, q_jl), p_u⟩ = w · (M p_u) for every slot `[B, L, C]`."""
-        n_cand = weights.shape[0]
-        by_row = weights.view(n_cand, -1).T.contiguous()  # [U·N, C]
-        out = F.embedding_bag(
-            self.bag_rows, by_row, per_sample_weights=self.bag_weights, mode="sum"
-        )
-        return out.view(*self.inv.shape, n_cand)  # [B, L, C]
-
-    def mix(self, weights: Tensor, beta: Tensor) -> Tensor:
-        """Σ_l β_l w(c, j_l) `[C, B, N]` for attention β `[B, L, C]` over the slots."""
-        n_cand, n_unique, n_mem = weights.shape
-        offsets = torch.arange(n_cand, device=beta.device)[:, None, None] * n_unique
-        rows = (self.inv[None] + offsets).view(-1, self.inv.shape[1])  # [C·B, L]
-        per_slot = beta.permute(2, 0, 1).reshape(rows.shape)  # [C·B, L]
-        flat = weights.view(-1, n_mem)  # [C·U, N]
-        out = F.embedding_bag(rows, flat, per_sample_weights=per_slot, mode="sum")
-        return out.view(n_cand, -1, n_mem)  # [C, B, N]
+# An attention logit w · key is a convex combination of the key's entries (w is a softmax), so
+# `score_all` shifts it by max(key) instead of taking a row max: exp ≤ 1 with no extra pass.
+# If max(key) − min(key) passes this, exp could underflow to 0 in every slot of a row, and the
+# exact row max is used instead (e^-60 ≈ 1e-26 is still far from float32's 1e-38).
+_SAFE_SPREAD = 60.0
 
 
 @dataclass
@@ -85,10 +37,38 @@ class _ScoringState:
 
     user_vecs: Tensor  # [B, d]
     mask: Tensor  # [B, L]
-    user_mem: Tensor  # [B, N]: M p_u
+    user_key: Tensor  # [B, N]: M p_u − max_n (M p_u)_n, the shifted attention key
+    exact: bool  # whether the spread of M p_u asks for the exact shift
     keyed_user: Tensor  # [d, B·N]: p_u ⊙ K
-    pairs: _HistoryPairs | None  # None when no history column is left
-    hist_w: Tensor | None = None  # [B, L, N]: LRAM(p_u, q_j) slot weights (HLR++)
+    pairs: HistoryPairs | None  # None when no history column is left
+    hist_w: Tensor | None = None  # [B, L, N+1]: LRAM(p_u, q_j) slot weights, pad bias (HLR++)
+
+
+def _exp_attention_(
+    logits: Tensor, extra: Tensor | None, exact: bool
+) -> tuple[Tensor, Tensor | None, Tensor]:
+    """Masked softmax over dim 1, unnormalised and in place, for the `score_all` hot path.
+
+    logits `[B, L, C]` (overwritten) are already shifted by an upper bound (so exp ≤ 1) and
+    hold PAD_LOGIT at pads; extra `[B, C]` is one more, always present slot (HLR's user slot)
+    or None. Returns exp(logits) (0 at pads), exp(extra) or None, and 1/Σ `[B, C]`, so the
+    caller divides its `[C, B, N]` mix once. A row with no slot gets 1/Σ = 0: it adds nothing.
+    """
+    if exact:
+        empty = logits.new_full((logits.shape[0], logits.shape[2]), PAD_LOGIT)
+        top = logits.amax(dim=1) if logits.shape[1] > 0 else empty  # [B, C]
+        if extra is not None:
+            top = torch.maximum(top, extra)
+        top = torch.where(top > PAD_LOGIT / 2, top, torch.zeros_like(top))
+        logits.sub_(top[:, None, :])
+        extra = None if extra is None else extra - top
+    expd = logits.exp_()
+    total = expd.sum(dim=1)  # [B, C]
+    extra_exp = None if extra is None else extra.exp()
+    if extra_exp is not None:
+        total += extra_exp
+    inv_total = torch.where(total > 0, total.reciprocal(), torch.zeros_like(total))
+    return expd, extra_exp, inv_total
 
 
 class HLR(RelationalModel):
@@ -130,18 +110,26 @@ class HLR(RelationalModel):
 
     def _prepare_scoring(
         self, user_vecs: Tensor, hist_rows: Tensor | None, hist_mask: Tensor | None
-    ) -> tuple[Any, int]:
+    ) -> tuple[_ScoringState, int]:
         _, mask = self._history(user_vecs, hist_rows, hist_mask)  # [B, L]
         user_mem = user_vecs @ self.lram.memories.T  # [B, N]: M p_u
+        # ⟨LRAM(q, x), p_u⟩ = w · (M p_u) with w on the simplex: at most max_n (M p_u)_n.
+        top, bottom = user_mem.amax(dim=-1), user_mem.amin(dim=-1)  # [B]
+        exact = bool((top - bottom).max() > _SAFE_SPREAD)
+        user_key = user_mem - top[:, None]  # [B, N]
         keyed_user = user_vecs.T[:, :, None] * self.lram.keys[:, None, :]  # [d, B, N]
         pairs = None
         if hist_rows is not None and mask.shape[1] > 0:
-            pairs = _HistoryPairs.build(self.lram, self.item_emb.weight, hist_rows, user_mem)
+            items = self.item_emb.weight
+            pairs = HistoryPairs.build(self.lram, items, hist_rows, mask, user_key)
         batch, length = mask.shape
-        unique = 0 if pairs is None else pairs.n_unique
-        per_item = 3 * unique * self.config.n_memory + batch * (4 * length + 3 * self.config.dim)
-        keyed_user = keyed_user.reshape(self.config.dim, -1)
-        return _ScoringState(user_vecs, mask, user_mem, keyed_user, pairs), per_item
+        n_mem = self.config.n_memory
+        n_unique = 0 if pairs is None else pairs.n_unique
+        # Floats per candidate: the pair weights and their transpose, the [B, L] logits and
+        # mix rows/weights, a few [B, N] mixes.
+        per_item = 3 * n_unique * n_mem + batch * (6 * length + 6 * n_mem)
+        state = _ScoringState(user_vecs, mask, user_key, exact, keyed_user.flatten(1), pairs)
+        return state, per_item
 
     def _user_slot(self, state: _ScoringState, item_vecs: Tensor) -> Tensor:
         """Slot weights of LRAM(q_c, p_u) = LRAM(p_u, q_c) `[C, B, N]`."""
@@ -149,25 +137,24 @@ class HLR(RelationalModel):
         return torch.softmax(logits.view(item_vecs.shape[0], state.user_vecs.shape[0], -1), -1)
 
     def _score_chunk(self, state: _ScoringState, item_vecs: Tensor) -> Tensor:
-        user_vecs, mask, pairs = state.user_vecs, state.mask, state.pairs
         user_w = self._user_slot(state, item_vecs)  # [C, B, N]
-        user_logit = (user_w * state.user_mem).sum(-1).T  # [B, C]
-        if pairs is None:  # only the user slot: β = 1 on it
-            mixed = user_w
-        else:
-            weights = pairs.weights(item_vecs)  # [C, U, N]
-            logits = torch.cat([user_logit[:, None, :], pairs.logits(weights)], dim=1)
-            slot_mask = torch.cat([mask.new_ones(mask.shape[0], 1), mask], dim=1)  # [B, L+1]
-            beta = masked_softmax(logits, slot_mask[:, :, None], dim=1)  # [B, L+1, C]
-            mixed = beta[:, 0].T[..., None] * user_w + pairs.mix(weights, beta[:, 1:])
-        return _shared_distance(user_vecs, self.lram.read(mixed), item_vecs)
+        if state.pairs is None:  # the user slot alone: β = 1 on it
+            return self.lram.shared_distance(state.user_vecs, item_vecs, user_w)
+        user_logit = torch.einsum("cbn,bn->bc", user_w, state.user_key)  # [B, C]
+        weights = state.pairs.weights(item_vecs)  # [C, U, N]
+        hist_logits = state.pairs.logits(weights)  # [B, L, C]
+        hist_exp, user_exp, inv_total = _exp_attention_(hist_logits, user_logit, state.exact)
+        assert user_exp is not None
+        mixed = user_exp.T[..., None] * user_w + state.pairs.mix(weights, hist_exp)  # [C, B, N]
+        mixed *= inv_total.T[..., None]
+        return self.lram.shared_distance(state.user_vecs, item_vecs, mixed)
 
 
 class HLRPlusPlus(HLR):
     """HLR's item-item branch over the history only, plus a user-preference branch.
 
     As in the reference (`JUPITER`), the two relations share one K and one M and are summed:
-    r = Σ_k β_k LRAM(q_v, q_jk) + Σ_k α_k LRAM(p_u, y_k).
+    r = Σ_k β_k LRAM(q_v, q_jk) + Σ_k α_k LRAM(p_u, y_k). `attention()` reports β.
     """
 
     def _relation(
@@ -201,25 +188,36 @@ class HLRPlusPlus(HLR):
 
     def _prepare_scoring(
         self, user_vecs: Tensor, hist_rows: Tensor | None, hist_mask: Tensor | None
-    ) -> tuple[Any, int]:
+    ) -> tuple[_ScoringState, int]:
         state, per_item = super()._prepare_scoring(user_vecs, hist_rows, hist_mask)
-        hist_vecs, _ = self._history(user_vecs, hist_rows, hist_mask)  # [B, L, d]
-        state.hist_w = self.lram.weights(user_vecs[:, None, :], hist_vecs)  # [B, L, N]
+        hist_vecs, mask = self._history(user_vecs, hist_rows, hist_mask)  # [B, L, d]
+        hist_w = self.lram.weights(user_vecs[:, None, :], hist_vecs)  # [B, L, N]
+        pad_bias = torch.where(mask, 0.0, PAD_LOGIT).to(hist_w.dtype)  # [B, L]
+        state.hist_w = torch.cat([hist_w, pad_bias[..., None]], dim=-1)  # [B, L, N+1]
         return state, per_item
 
     def _score_chunk(self, state: _ScoringState, item_vecs: Tensor) -> Tensor:
-        user_vecs, mask, pairs, hist_w = state.user_vecs, state.mask, state.pairs, state.hist_w
-        assert hist_w is not None  # set by _prepare_scoring
-        cand_w = self._user_slot(state, item_vecs).transpose(0, 1)  # [B, C, N]
-        mixed = self._preference_mix(cand_w, hist_w, item_vecs, mask)  # [B, C, N]
-        if pairs is not None:
-            weights = pairs.weights(item_vecs)  # [C, U, N]
-            beta = masked_softmax(pairs.logits(weights), mask[:, :, None], dim=1)  # [B, L, C]
-            mixed = mixed + pairs.mix(weights, beta).transpose(0, 1)
-        return _shared_distance(user_vecs, self.lram.read(mixed).transpose(0, 1), item_vecs)
-
-
-def _shared_distance(user_vecs: Tensor, relation: Tensor, item_vecs: Tensor) -> Tensor:
-    """‖p_u + r − q_c‖² `[B, C]` for relation `[C, B, d]` and shared candidates `[C, d]`."""
-    diff = user_vecs[None, :, :] + relation - item_vecs[:, None, :]  # [C, B, d]
-    return (diff * diff).sum(dim=-1).T
+        assert state.hist_w is not None  # set by _prepare_scoring
+        n_cand = item_vecs.shape[0]
+        # User-preference branch: α over [q_c, q_j1 … q_jL], logits w'_k · (M q_c), shifted
+        # by max_n (M q_c)_n; the extra column of hist_w adds PAD_LOGIT at pads.
+        cand_mem = item_vecs @ self.lram.memories.T  # [C, N]: M q_c
+        top, bottom = cand_mem.amax(dim=-1), cand_mem.amin(dim=-1)  # [C]
+        cand_key = cand_mem - top[:, None]  # [C, N]
+        cand_w = self._user_slot(state, item_vecs)  # [C, B, N]
+        cand_logit = torch.einsum("cbn,cn->bc", cand_w, cand_key)  # [B, C]
+        key_t = torch.cat([cand_key.T, cand_key.new_ones(1, n_cand)])  # [N+1, C]
+        hist_logits = torch.matmul(state.hist_w, key_t)  # [B, L, C]
+        exact = bool((top - bottom).max() > _SAFE_SPREAD)
+        hist_exp, cand_exp, inv_total = _exp_attention_(hist_logits, cand_logit, exact)
+        assert cand_exp is not None
+        hist_w = state.hist_w[..., :-1]  # [B, L, N]
+        pref = torch.bmm(hist_exp.transpose(1, 2), hist_w).transpose(0, 1)  # [C, B, N]
+        mixed = (cand_exp.T[..., None] * cand_w + pref) * inv_total.T[..., None]
+        # Item-item branch: β over the history only (0 for an empty history).
+        if state.pairs is not None:
+            weights = state.pairs.weights(item_vecs)  # [C, U, N]
+            logits = state.pairs.logits(weights)  # [B, L, C]
+            item_exp, _, item_inv = _exp_attention_(logits, None, state.exact)
+            mixed += state.pairs.mix(weights, item_exp) * item_inv.T[..., None]
+        return self.lram.shared_distance(state.user_vecs, item_vecs, mixed)

@@ -7,6 +7,8 @@ The paper's training reuses the positive's relation for the negative: `copy=True
 
 from __future__ import annotations
 
+from typing import Any
+
 from torch import Tensor
 
 from models.base import RelationalModel
@@ -16,6 +18,8 @@ from models.lram import LRAM
 
 class LRML(RelationalModel):
     """One relation per (user, item) pair, read from the memory M by the key K."""
+
+    lram: LRAM
 
     def __init__(self, config: ModelConfig, n_users: int, n_items: int) -> None:
         super().__init__(config, n_users, n_items)
@@ -29,3 +33,9 @@ class LRML(RelationalModel):
 
     def _pair_cost(self, n_hist: int) -> int:
         return max(self.config.dim, self.config.n_memory)
+
+    def _score_chunk(self, state: Any, item_vecs: Tensor) -> Tensor:
+        # Same equation, kept in slot space: no [B, C, d] relation is built.
+        user_vecs = state[0]  # [B, d]
+        weights = self.lram.pair_weights(item_vecs, user_vecs[:, None, :])[:, :, 0, :]  # [B, C, N]
+        return self.lram.shared_distance(user_vecs, item_vecs, weights.transpose(0, 1))

@@ -68,6 +68,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     for router in (recommend.router, interactions.router, health.router, admin.router):
         app.include_router(router)
 
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            app.openapi_schema = _document_limits(FastAPI.openapi(app), settings)
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
     @app.get("/metrics", include_in_schema=False)
     def prometheus_metrics() -> Response:
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
@@ -77,6 +84,31 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     if not settings.write_keys():
         log.warning("no RELREC_API_KEYS configured: POST /interactions and /admin are open")
     return app
+
+
+def _document_limits(doc: dict[str, Any], settings: Settings) -> dict[str, Any]:
+    """Write the configured bounds (RELREC_MAX_K, RELREC_MAX_ID_LENGTH, RELREC_MAX_BATCH) and
+    whether API keys are required into the OpenAPI document, so that what it calls valid is
+    what the service accepts."""
+    for param in doc["paths"]["/recommend/{user_id}"]["get"]["parameters"]:
+        if param["name"] == "k":
+            param["schema"]["maximum"] = settings.max_k
+        if param["name"] == "user_id":
+            param["schema"]["maxLength"] = settings.max_id_length
+    schemas = doc["components"]["schemas"]
+    for name in ("user_id", "item_id"):
+        schemas["InteractionIn"]["properties"][name]["maxLength"] = settings.max_id_length
+    for option in schemas["InteractionIn"]["properties"]["event_id"].get("anyOf", []):
+        if option.get("type") == "string":
+            option["maxLength"] = settings.max_id_length
+    schemas["InteractionsRequest"]["properties"]["interactions"]["maxItems"] = settings.max_batch
+    if not settings.write_keys() and not settings.admin_api_keys:
+        # No key configured: the endpoints are open, so the document must not ask for one.
+        doc["components"].pop("securitySchemes", None)
+        for operations in doc["paths"].values():
+            for operation in operations.values():
+                operation.pop("security", None)
+    return doc
 
 
 class RequestContextMiddleware:

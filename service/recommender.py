@@ -134,7 +134,7 @@ class Recommender:
         the re-ranker scores with the full history, which carries the rest of the signal.
         Projected into the unit ball like every trained row.
         """
-        vec = np.asarray(self.artifact.arrays.items[hist], np.float32).mean(axis=0)
+        vec: np.ndarray = np.asarray(self.artifact.arrays.items[hist], np.float32).mean(axis=0)
         norm = float(np.linalg.norm(vec))
         return vec / norm if norm > 1.0 else vec
 

@@ -180,7 +180,8 @@ class Runtime:
         artifact = load_artifact(path, ort_threads=s.ort_threads, faiss_threads=s.faiss_threads,
                                  use_gpu=s.use_gpu, ef_search=s.ef_search)
         arrays = artifact.arrays
-        retriever = Retriever(artifact.index, arrays.items, arrays.memories, s.n_candidates)
+        retriever = Retriever(artifact.index, arrays.items, arrays.keys, arrays.memories,
+                              s.n_candidates, probes=s.probes)
         ranker = Ranker(artifact.session, artifact.l_max, artifact.has_attention)
         store = self.history_store()
         recommender = Recommender(artifact, store, retriever, ranker, s.history_max_len,

@@ -55,9 +55,15 @@ def log_config(level: str) -> dict[str, Any]:
     }
 
 
-def serve(settings: Settings, host: str = "127.0.0.1", port: int = 8000, workers: int = 1,
-          graceful_timeout_s: int = 30) -> None:
-    """Run the service until SIGINT/SIGTERM. Our middleware writes the access log."""
+def serve(settings: Settings, host: str | None = None, port: int | None = None,
+          workers: int | None = None, graceful_timeout_s: int = 30) -> None:
+    """Run the service until SIGINT/SIGTERM; host, port, workers default to the settings'.
+
+    Our middleware writes the access log (uvicorn's is off).
+    """
+    host = settings.host if host is None else host
+    port = settings.port if port is None else port
+    workers = settings.workers if workers is None else workers
     common: dict[str, Any] = {
         "host": host, "port": port, "log_config": log_config(settings.log_level),
         "timeout_graceful_shutdown": graceful_timeout_s, "proxy_headers": True,

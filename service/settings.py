@@ -9,7 +9,7 @@ separated. An optional `.env` in the working directory is read too.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -29,15 +29,15 @@ class Settings(BaseSettings):
     # Where the model comes from: an artifacts root holding `current` and version dirs (watched
     # for hot reload), or one version dir (has manifest.json; served as is, never reloaded).
     artifact_dir: Path = Path("artifacts")
-    reload_poll_s: float = Field(2.0, ge=0.0, description="poll `current` every s; 0: never")
+    reload_poll_s: float = Field(default=2.0, ge=0.0, description="poll `current`; 0: never")
 
     # History store: sqlite:///relative/path, sqlite:////absolute/path, redis://host:port/db,
     # rediss://..., redis+cluster://host:port.
     history_url: str = "sqlite:///.relrec/history.db"
     # Items kept per user in the online history (newest first). The model reads its own L_max of
     # them; the rest still count as seen. Use the model's L_max to trim to exactly that.
-    history_max_len: int = Field(50, ge=1, le=10_000)
-    idempotency_ttl_s: int = Field(7 * 24 * 3600, ge=1)
+    history_max_len: int = Field(default=50, ge=1, le=10_000)
+    idempotency_ttl_s: int = Field(default=7 * 24 * 3600, ge=1)
 
     # API keys (comma separated). `api_keys` guard writes (POST /interactions) and admin;
     # `admin_api_keys`, when set, guard admin instead. Empty: the endpoints are open.
@@ -45,23 +45,30 @@ class Settings(BaseSettings):
     admin_api_keys: KeyList = Field(default_factory=list)
 
     # Bounds on requests.
-    max_k: int = Field(100, ge=1, le=10_000)
-    max_batch: int = Field(1000, ge=1, le=100_000, description="interactions per POST")
-    max_body_bytes: int = Field(1 << 20, ge=1024)
-    max_id_length: int = Field(128, ge=1, le=4096)
+    max_k: int = Field(default=100, ge=1, le=10_000)
+    max_batch: int = Field(default=1000, ge=1, le=100_000, description="interactions per POST")
+    max_body_bytes: int = Field(default=1 << 20, ge=1024)
+    max_id_length: int = Field(default=128, ge=1, le=4096)
 
     # Retrieval and re-ranking.
-    n_candidates: int = Field(300, ge=1, le=100_000, description="C re-ranked exactly")
-    ef_search: int = Field(256, ge=1, le=100_000, description="HNSW efSearch when HNSW")
-    ort_threads: int = Field(0, ge=0, description="ORT intra-op threads; 0: library default")
-    faiss_threads: int = Field(0, ge=0, description="FAISS OpenMP threads; 0: library default")
-    use_gpu: bool | None = Field(None, description="None: use a GPU when one is found")
+    n_candidates: int = Field(default=300, ge=1, le=100_000, description="C re-ranked exactly")
+    # FAISS query construction (service/retriever.py has the measured comparison).
+    probes: Literal["relation", "centroid", "user", "slots"] = "relation"
+    ef_search: int = Field(default=256, ge=1, le=100_000, description="HNSW efSearch when HNSW")
+    # Threads: 0 is the library's default (all cores); with several workers, cores / workers.
+    ort_threads: int = Field(default=0, ge=0, description="onnxruntime intra-op threads")
+    faiss_threads: int = Field(default=0, ge=0, description="FAISS OpenMP threads")
+    use_gpu: bool | None = Field(default=None, description="None: use a GPU when one is found")
 
     # Micro-batching of concurrent GET /recommend (max_size 1 turns it off).
-    batch_max_size: int = Field(32, ge=1, le=4096)
-    batch_max_wait_ms: float = Field(0.0, ge=0.0, le=1000.0)
-    batch_in_flight: int = Field(2, ge=1, le=64)
+    batch_max_size: int = Field(default=32, ge=1, le=4096)
+    batch_max_wait_ms: float = Field(default=0.0, ge=0.0, le=1000.0)
+    batch_in_flight: int = Field(default=2, ge=1, le=64)
 
+    # `relrec serve`: where to listen and how many uvicorn worker processes.
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=1, le=65535)
+    workers: int = Field(default=1, ge=1, le=256)
     log_level: str = "INFO"
 
     @field_validator("api_keys", "admin_api_keys", mode="before")

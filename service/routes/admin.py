@@ -13,7 +13,7 @@ router = APIRouter(prefix="/admin", tags=["admin"])
 
 
 @router.post("/reload", response_model=ReloadResponse,
-             responses={code: {"model": ErrorResponse} for code in (401, 409, 503)})
+             responses={code: {"model": ErrorResponse} for code in (401, 409, 422, 503)})
 async def reload(
     runtime: RuntimeDep,
     _: AdminKeyDep,

@@ -18,33 +18,44 @@ import pytest
 from models import artifact as art
 
 
-def write_version(root: Path, name: str, n_users: int = 5, n_items: int = 7, dim: int = 4,
-                  n_memory: int = 3) -> Path:
+def write_version(
+    root: Path, name: str, n_users: int = 5, n_items: int = 7, dim: int = 4, n_memory: int = 3
+) -> Path:
     """A complete, consistent version directory with its manifest and checksums."""
     rng = np.random.default_rng(len(name))
     vdir = root / name
     vdir.mkdir(parents=True)
     with open(vdir / art.TENSORS, "wb") as f:
-        np.savez(f, users=rng.standard_normal((n_users, dim)).astype(np.float32),
-                 items=rng.standard_normal((n_items, dim)).astype(np.float32),
-                 keys=rng.standard_normal((dim, n_memory)).astype(np.float32),
-                 memories=rng.standard_normal((n_memory, dim)).astype(np.float32))
+        np.savez(
+            f,
+            users=rng.standard_normal((n_users, dim)).astype(np.float32),
+            items=rng.standard_normal((n_items, dim)).astype(np.float32),
+            keys=rng.standard_normal((dim, n_memory)).astype(np.float32),
+            memories=rng.standard_normal((n_memory, dim)).astype(np.float32),
+        )
     (vdir / art.SCORER).write_bytes(b"onnx-bytes" * 10)
     (vdir / art.INDEX).write_bytes(b"faiss-bytes" * 10)
     (vdir / art.USER_IDS).write_text(json.dumps([f"u{i}" for i in range(n_users)]))
     (vdir / art.ITEM_IDS).write_text(json.dumps([f"i{i}" for i in range(n_items)]))
     np.save(vdir / art.POPULARITY, np.arange(n_items, dtype=np.int64))
-    np.save(vdir / art.HISTORY_INDPTR, np.array([0, 2, 2, 3, 3, 3], np.int64)[:n_users + 1])
+    np.save(vdir / art.HISTORY_INDPTR, np.array([0, 2, 2, 3, 3, 3], np.int64)[: n_users + 1])
     np.save(vdir / art.HISTORY_ITEMS, np.array([4, 1, 6], np.int64))
     manifest = art.Manifest(
-        format_version=art.FORMAT_VERSION, version=name, relrec_version="test",
-        created_at=datetime.now(UTC), model={"kind": "hlr", "dim": dim},
-        dim=dim, n_memory=n_memory, l_max=3,
+        format_version=art.FORMAT_VERSION,
+        version=name,
+        relrec_version="test",
+        created_at=datetime.now(UTC),
+        model={"kind": "hlr", "dim": dim},
+        dim=dim,
+        n_memory=n_memory,
+        l_max=3,
         counts=art.Counts(users=n_users, items=n_items, interactions=3),
-        data_fingerprint="abc", index=art.IndexInfo(factory="Flat"),
+        data_fingerprint="abc",
+        index=art.IndexInfo(factory="Flat"),
         onnx=art.OnnxInfo(opset=17, inputs={}, outputs={}),
         files={n: art.file_sha256(vdir / n) for n in art.PAYLOAD_FILES},
-        sizes={n: (vdir / n).stat().st_size for n in art.PAYLOAD_FILES})
+        sizes={n: (vdir / n).stat().st_size for n in art.PAYLOAD_FILES},
+    )
     art.write_manifest(vdir, manifest)
     return vdir
 
@@ -107,6 +118,13 @@ def test_manifest_without_a_checksum_is_refused(version: Path) -> None:
     manifest = art.read_manifest(version)
     files = {k: v for k, v in manifest.files.items() if k != art.SCORER}
     with pytest.raises(art.ArtifactError, match=art.SCORER):
+        art.verify(version, manifest.model_copy(update={"files": files}))
+
+
+def test_manifest_cannot_point_outside_the_version(version: Path) -> None:
+    manifest = art.read_manifest(version)
+    files = dict(manifest.files, **{"../outside.npy": "0" * 64})
+    with pytest.raises(art.ArtifactError, match="not a file name"):
         art.verify(version, manifest.model_copy(update={"files": files}))
 
 
@@ -183,8 +201,7 @@ def test_dangling_current_is_explained(tmp_path: Path) -> None:
         art.resolve_current(tmp_path)
 
 
-def test_failed_swap_keeps_the_old_pointer(tmp_path: Path,
-                                           monkeypatch: pytest.MonkeyPatch) -> None:
+def test_failed_swap_keeps_the_old_pointer(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     v1 = write_version(tmp_path, "v1")
     v2 = write_version(tmp_path, "v2")
     art.point_current(tmp_path, v1.name)

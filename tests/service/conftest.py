@@ -11,12 +11,15 @@ import shutil
 import socket
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 import redis
+from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from service.app import create_app
@@ -133,3 +136,63 @@ def assert_error(response: Any, status: int, code: str | None = None) -> dict[st
     if code is not None:
         assert body["error"]["code"] == code, body
     return body
+
+
+@pytest.fixture(scope="session")
+def two_versions(tiny_run_dir: Path, tmp_path_factory: pytest.TempPathFactory
+                 ) -> tuple[Path, str, str]:
+    """An artifacts root with two exported versions of the tiny model; `current` -> the first."""
+    from models.artifact import point_current
+    from training.exporter import export_run
+
+    root = tmp_path_factory.mktemp("two_versions")
+    first = export_run(tiny_run_dir, root).name
+    second = export_run(tiny_run_dir, root).name
+    assert first != second
+    point_current(root, first)
+    return root, first, second
+
+
+@pytest.fixture
+def artifacts_root(two_versions: tuple[Path, str, str], tmp_path: Path
+                   ) -> tuple[Path, str, str]:
+    """A private copy of `two_versions` that a test may re-point and add versions to."""
+    src, first, second = two_versions
+    root = tmp_path / "artifacts"
+    shutil.copytree(src, root, symlinks=True)
+    return root, first, second
+
+
+@asynccontextmanager
+async def running(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
+    """An httpx client on the app in this event loop, lifespan running (for concurrency)."""
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://relrec") as c:
+            yield c
+
+
+@pytest.fixture(scope="session")
+def medium_version_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An HLR trained on a larger planted log (about 1150 items), for retrieval quality: large
+    enough that a few dozen candidates are a small share of the catalogue. About 5 s."""
+    import torch
+
+    from training.config import load_config
+    from training.exporter import export
+    from training.filters import binarize, k_core
+    from training.pipeline import fit_relational
+    from training.splits import per_user
+    from training.synthetic import planted_interactions
+
+    torch.manual_seed(0)
+    raw = planted_interactions(n_users=800, n_items=1200, n_communities=8, items_per_user=30,
+                               noise=0.2, popularity_skew=0.7, seed=1)
+    split = per_user(k_core(binarize(raw, 4.0), 5), seed=0)
+    cfg = load_config(
+        algorithm="hlr", data={"path": "planted", "k_core": 5},
+        model={"dim": 32, "n_memory": 8, "l_max": 20},
+        trainer={"epochs": 6, "batch_size": 500, "lr": 0.005, "progress": False,
+                 "patience": 6, "select_by": "loss"})
+    model, _, _ = fit_relational(cfg, split)
+    return export(model, split.train, tmp_path_factory.mktemp("medium"), parity_check=False)

@@ -1,0 +1,113 @@
+"""Micro-batching: concurrent requests share batches, and batching never changes an answer."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import pytest
+
+from service.app import create_app
+from service.batching import MicroBatcher
+from tests.service.conftest import make_settings, running
+
+
+def test_concurrent_submits_are_batched_and_answered_in_order() -> None:
+    sizes: list[int] = []
+
+    def double(items: Sequence[int]) -> list[int]:
+        time.sleep(0.01)  # long enough for the others to queue up
+        return [2 * x for x in items]
+
+    async def main() -> list[int]:
+        b: MicroBatcher[int, int] = MicroBatcher(double, max_size=8, max_in_flight=1,
+                                                 on_batch=sizes.append)
+        b.start()
+        try:
+            return list(await asyncio.gather(*(b.submit(i) for i in range(50))))
+        finally:
+            await b.aclose()
+
+    assert asyncio.run(main()) == [2 * i for i in range(50)]
+    assert max(sizes) == 8 and sum(sizes) == 50 and len(sizes) < 50
+
+
+def test_a_failing_batch_fails_each_of_its_requests() -> None:
+    def fail(items: Sequence[int]) -> list[int]:
+        raise ValueError("store down")
+
+    async def main() -> list[object]:
+        b: MicroBatcher[int, int] = MicroBatcher(fail)
+        b.start()
+        try:
+            return await asyncio.gather(*(b.submit(i) for i in range(5)),
+                                        return_exceptions=True)
+        finally:
+            await b.aclose()
+
+    results = asyncio.run(main())
+    assert all(isinstance(r, ValueError) for r in results)
+
+
+def test_cancelled_requests_are_skipped_and_others_answered() -> None:
+    gate = threading.Event()
+    seen: list[list[int]] = []
+
+    def fn(items: Sequence[int]) -> list[int]:
+        seen.append(list(items))
+        gate.wait(2)
+        return list(items)
+
+    async def main() -> int:
+        b: MicroBatcher[int, int] = MicroBatcher(fn, max_in_flight=1)
+        b.start()
+        first = asyncio.create_task(b.submit(0))  # occupies the only slot
+        await asyncio.sleep(0.05)
+        doomed = asyncio.create_task(b.submit(1))
+        kept = asyncio.create_task(b.submit(2))
+        await asyncio.sleep(0.05)
+        doomed.cancel()
+        gate.set()
+        await first
+        result = await kept
+        await b.aclose()
+        return result
+
+    assert asyncio.run(main()) == 2
+    assert [2] in seen and all(1 not in s for s in seen)
+
+
+def test_submit_before_start_is_an_error() -> None:
+    async def main() -> None:
+        await MicroBatcher(lambda xs: xs).submit(1)
+
+    with pytest.raises(RuntimeError, match="start"):
+        asyncio.run(main())
+
+
+def test_batched_answers_equal_one_at_a_time_answers(tiny_artifact_dir: Path,
+                                                     sqlite_url: str) -> None:
+    users = [f"u{i}-c{i % 4}" for i in range(0, 120, 3)] + ["nobody"]
+    batched = make_settings(tiny_artifact_dir, sqlite_url, batch_max_size=64,
+                            batch_max_wait_ms=5.0)
+    single = make_settings(tiny_artifact_dir, sqlite_url, batch_max_size=1)
+
+    async def ask(settings_: object) -> tuple[list[object], int]:
+        app = create_app(settings_)  # type: ignore[arg-type]
+        async with running(app) as c:
+            rs = await asyncio.gather(*(c.get(f"/recommend/{u}", params={"k": 7, "explain": 1})
+                                        for u in users))
+            metrics = (await c.get("/metrics")).text
+        n_batches = int(float(metrics.split("relrec_batch_size_count ")[1].split()[0]))
+        return [r.json() for r in rs], n_batches
+
+    one_by_one, n_single = asyncio.run(ask(single))
+    together, n_batched = asyncio.run(ask(batched))
+    assert n_single == len(users) and n_batched < len(users) / 2
+    for a, b in zip(one_by_one, together, strict=True):
+        assert [i["item_id"] for i in a["items"]] == [i["item_id"] for i in b["items"]]
+        for x, y in zip(a["items"], b["items"], strict=True):
+            assert x["score"] == pytest.approx(y["score"], rel=1e-5, abs=1e-6)
