@@ -31,8 +31,9 @@ from service.retriever import Retriever  # noqa: E402
 K = 10
 
 
-def user_inputs(a: LoadedArtifact, users: np.ndarray
-                ) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[np.ndarray], list[np.ndarray]]:
+def user_inputs(
+    a: LoadedArtifact, users: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[np.ndarray], list[np.ndarray]]:
     vecs = np.asarray(a.arrays.users[users], np.float32)  # [B, d]
     rows = np.zeros((len(users), a.l_max), np.int64)  # [B, L]
     mask = np.zeros((len(users), a.l_max), np.float32)  # [B, L]
@@ -46,16 +47,24 @@ def user_inputs(a: LoadedArtifact, users: np.ndarray
     return vecs, rows, mask, hists, seen
 
 
-def exact_distances(a: LoadedArtifact, vecs: np.ndarray, rows: np.ndarray, mask: np.ndarray,
-                    seen: list[np.ndarray], chunk: int = 1024) -> np.ndarray:
+def exact_distances(
+    a: LoadedArtifact,
+    vecs: np.ndarray,
+    rows: np.ndarray,
+    mask: np.ndarray,
+    seen: list[np.ndarray],
+    chunk: int = 1024,
+) -> np.ndarray:
     """Distances `[B, V]` of every item by the exact scorer, seen items at +inf."""
     n = a.n_items
     dist = np.empty((len(vecs), n), np.float32)  # [B, V]
     for s in range(0, n, chunk):
         cand = np.tile(np.arange(s, min(n, s + chunk), dtype=np.int64), (len(vecs), 1))
-        (d,) = a.session.run(["distances"], {"user_vecs": vecs, "hist_rows": rows,
-                                             "hist_mask": mask, "cand_rows": cand})
-        dist[:, s: s + cand.shape[1]] = d
+        (d,) = a.session.run(
+            ["distances"],
+            {"user_vecs": vecs, "hist_rows": rows, "hist_mask": mask, "cand_rows": cand},
+        )
+        dist[:, s : s + cand.shape[1]] = d
     for b, s_ in enumerate(seen):
         dist[b, s_] = np.inf
     return dist
@@ -68,9 +77,14 @@ def tie_aware_recall(found: np.ndarray, dist: np.ndarray, k: int = K) -> float:
     return float(np.sum(dist[found] <= kth + 1e-6 * max(1.0, abs(kth)))) / k
 
 
-def recall_at_k(retriever: Retriever, ranker: Ranker, inputs: tuple, exact: np.ndarray,
-                n_candidates: int, batch: int = 64
-                ) -> tuple[float, float, float]:
+def recall_at_k(
+    retriever: Retriever,
+    ranker: Ranker,
+    inputs: tuple,
+    exact: np.ndarray,
+    n_candidates: int,
+    batch: int = 64,
+) -> tuple[float, float, float]:
     vecs, rows, mask, hists, seen = inputs
     hits, t_ret, t_rank = [], 0.0, 0.0
     for s in range(0, len(vecs), batch):
@@ -100,11 +114,18 @@ def main() -> None:
     p.add_argument("artifact", type=Path, help="version dir or artifacts root")
     p.add_argument("--users", type=int, default=500)
     p.add_argument("--candidates", default="25,50,100,200,300,500")
-    p.add_argument("--probes", choices=["service", "all"], default="service",
-                   help="all: also report simpler probe sets")
-    p.add_argument("--hnsw", default="",
-                   help="also rebuild the index as HNSW32 and test these efSearch values, "
-                        "e.g. 16,64,256 (what the exporter does above 50k items)")
+    p.add_argument(
+        "--probes",
+        choices=["service", "all"],
+        default="service",
+        help="all: also report simpler probe sets",
+    )
+    p.add_argument(
+        "--hnsw",
+        default="",
+        help="also rebuild the index as HNSW32 and test these efSearch values, "
+        "e.g. 16,64,256 (what the exporter does above 50k items)",
+    )
     p.add_argument("--quick", action="store_true", help="100 users, C in {100, 300}")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", type=Path, help="also write the results here")
@@ -121,35 +142,61 @@ def main() -> None:
     t_exact = 1000 * (time.perf_counter() - t0) / len(users)
     ranker = Ranker(a.session, a.l_max, a.has_attention)
     mem = a.arrays.memories
-    names = {"relation": "p_u + w·M, w from history (service)", "centroid": "p_u + mean(M)",
-             "slots": "p_u + m_i per slot, round robin", "user": "p_u"}
+    names = {
+        "relation": "p_u + w·M, w from history (service)",
+        "centroid": "p_u + mean(M)",
+        "slots": "p_u + m_i per slot, round robin",
+        "user": "p_u",
+    }
     kinds = list(names) if args.probes == "all" else ["relation"]
-    variants = {names[k]: Retriever(a.index, a.arrays.items, a.arrays.keys, mem, 0, probes=k)
-                for k in kinds}
-    print(f"artifact {a.version}: {a.manifest.kind}, {n_users} users, {a.n_items} items, "
-          f"d={a.dim}, N={len(mem)}, L_max={a.l_max}, index {type(a.index).__name__}; "
-          f"{len(users)} users; exact scoring of all items {t_exact:.2f} ms/user")
+    variants = {
+        names[k]: Retriever(a.index, a.arrays.items, a.arrays.keys, mem, 0, probes=k) for k in kinds
+    }
+    print(
+        f"artifact {a.version}: {a.manifest.kind}, {n_users} users, {a.n_items} items, "
+        f"d={a.dim}, N={len(mem)}, L_max={a.l_max}, index {type(a.index).__name__}; "
+        f"{len(users)} users; exact scoring of all items {t_exact:.2f} ms/user"
+    )
     results = []
     for name, retriever in variants.items():
         for c in (int(x) for x in args.candidates.split(",")):
             r, t_ret, t_rank = recall_at_k(retriever, ranker, inputs, exact, c)
-            results.append({"probes": name, "C": c, "recall_at_10": r,
-                            "retrieval_ms_per_user": t_ret, "rerank_ms_per_user": t_rank})
-            print(f"{name:42s} C={c:5d}  recall@10={r:.4f}  retrieval {t_ret:.2f} ms/user  "
-                  f"re-rank {t_rank:.2f} ms/user")
+            results.append(
+                {
+                    "probes": name,
+                    "C": c,
+                    "recall_at_10": r,
+                    "retrieval_ms_per_user": t_ret,
+                    "rerank_ms_per_user": t_rank,
+                }
+            )
+            print(
+                f"{name:42s} C={c:5d}  recall@10={r:.4f}  retrieval {t_ret:.2f} ms/user  "
+                f"re-rank {t_rank:.2f} ms/user"
+            )
     for ef in (int(x) for x in args.hnsw.split(",") if x):
         index = hnsw_index(a.arrays.items, ef)
         retriever = Retriever(index, a.arrays.items, a.arrays.keys, mem, 0)
         for c in (int(x) for x in args.candidates.split(",")):
             r, t_ret, t_rank = recall_at_k(retriever, ranker, inputs, exact, c)
-            results.append({"probes": "relation", "index": f"HNSW32 efSearch={ef}", "C": c,
-                            "recall_at_10": r, "retrieval_ms_per_user": t_ret,
-                            "rerank_ms_per_user": t_rank})
-            print(f"{'HNSW32 efSearch=' + str(ef):42s} C={c:5d}  recall@10={r:.4f}  "
-                  f"retrieval {t_ret:.2f} ms/user  re-rank {t_rank:.2f} ms/user")
+            results.append(
+                {
+                    "probes": "relation",
+                    "index": f"HNSW32 efSearch={ef}",
+                    "C": c,
+                    "recall_at_10": r,
+                    "retrieval_ms_per_user": t_ret,
+                    "rerank_ms_per_user": t_rank,
+                }
+            )
+            print(
+                f"{'HNSW32 efSearch=' + str(ef):42s} C={c:5d}  recall@10={r:.4f}  "
+                f"retrieval {t_ret:.2f} ms/user  re-rank {t_rank:.2f} ms/user"
+            )
     if args.json:
-        args.json.write_text(json.dumps({"artifact": a.version, "users": len(users),
-                                         "results": results}, indent=2))
+        args.json.write_text(
+            json.dumps({"artifact": a.version, "users": len(users), "results": results}, indent=2)
+        )
 
 
 if __name__ == "__main__":

@@ -79,8 +79,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     def prometheus_metrics() -> Response:
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
-    app.add_middleware(RequestContextMiddleware, metrics=metrics,
-                       max_body_bytes=settings.max_body_bytes)
+    app.add_middleware(
+        RequestContextMiddleware, metrics=metrics, max_body_bytes=settings.max_body_bytes
+    )
     if not settings.write_keys():
         log.warning("no RELREC_API_KEYS configured: POST /interactions and /admin are open")
     return app
@@ -102,12 +103,14 @@ def _document_limits(doc: dict[str, Any], settings: Settings) -> dict[str, Any]:
         if option.get("type") == "string":
             option["maxLength"] = settings.max_id_length
     schemas["InteractionsRequest"]["properties"]["interactions"]["maxItems"] = settings.max_batch
-    if not settings.write_keys() and not settings.admin_api_keys:
-        # No key configured: the endpoints are open, so the document must not ask for one.
-        doc["components"].pop("securitySchemes", None)
-        for operations in doc["paths"].values():
-            for operation in operations.values():
+    # An endpoint whose keys are not configured is open: the document must not ask for a key.
+    for path, operations in doc["paths"].items():
+        keys = settings.admin_keys() if path.startswith("/admin") else settings.write_keys()
+        for operation in operations.values():
+            if not keys:
                 operation.pop("security", None)
+    if not any("security" in op for ops in doc["paths"].values() for op in ops.values()):
+        doc["components"].pop("securitySchemes", None)
     return doc
 
 
@@ -156,8 +159,9 @@ class RequestContextMiddleware:
         """
         if scope["method"] not in _BODY_METHODS:
             return receive
-        too_big = PayloadTooLargeError(f"request body over {self.max_body} bytes "
-                                       f"(RELREC_MAX_BODY_BYTES)")
+        too_big = PayloadTooLargeError(
+            f"request body over {self.max_body} bytes (RELREC_MAX_BODY_BYTES)"
+        )
         length = _header(scope, b"content-length")
         if length is not None:
             if not length.isdigit() or int(length) > self.max_body:
@@ -188,10 +192,8 @@ class RequestContextMiddleware:
     def _record(self, scope: Scope, status: int, seconds: float) -> None:
         route = scope.get("route")
         template = getattr(route, "path", None) or "unmatched"
-        self.metrics.request_seconds.labels(scope["method"], template, str(status)
-                                            ).observe(seconds)
-        access_log.info("%s %s %d %.1fms", scope["method"], scope["path"], status,
-                        1000 * seconds)
+        self.metrics.request_seconds.labels(scope["method"], template, str(status)).observe(seconds)
+        access_log.info("%s %s %d %.1fms", scope["method"], scope["path"], status, 1000 * seconds)
 
 
 def _header(scope: Scope, name: bytes) -> str | None:
@@ -209,9 +211,16 @@ def _client_request_id(scope: Scope) -> str | None:
 
 async def _send_error(send: Send, status: int, code: str, message: str, rid: str) -> None:
     body = json.dumps(error_body(code, message, [], rid)).encode()
-    await send({"type": "http.response.start", "status": status,
-                "headers": [(b"content-type", b"application/json"),
-                            (b"content-length", str(len(body)).encode())]})
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+            ],
+        }
+    )
     await send({"type": "http.response.body", "body": body})
 
 

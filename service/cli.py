@@ -51,8 +51,13 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: "
                         "%(message)s", stream=sys.stderr)
     if argv and argv[0] in OFFLINE:
-        from training.cli import main as offline_main
-
+        try:
+            from training.cli import main as offline_main
+        except ModuleNotFoundError as exc:  # the serving image carries neither torch nor training/
+            sys.stderr.write(f"relrec {argv[0]}: needs the training install ({exc}); use the "
+                             "training image (docker build --target train) or pip install "
+                             "relrec with torch\n")
+            return 2
         return offline_main(argv)
     args = _serving_parser().parse_args(argv)
     settings = _settings(args)
@@ -63,8 +68,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     from service.export_interactions import export_interactions
 
-    n = export_interactions(settings.history_url, args.out)
-    sys.stdout.write(f"wrote {n} interactions to {args.out}\n")
+    summary = export_interactions(settings.history_url, args.out)
+    sys.stdout.write(f"wrote {summary.rows} interactions to {summary.path}\n")
     return 0
 
 

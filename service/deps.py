@@ -18,8 +18,9 @@ from service.runtime import Runtime
 
 __all__ = ["AdminKeyDep", "RuntimeDep", "WriteKeyDep", "key_matches"]
 
-_api_key_header = APIKeyHeader(name="X-API-Key", auto_error=False,
-                               description="API key for writes and admin, when configured")
+_api_key_header = APIKeyHeader(
+    name="X-API-Key", auto_error=False, description="API key for writes and admin, when configured"
+)
 _bearer = HTTPBearer(auto_error=False, description="the same API key as a bearer token")
 
 

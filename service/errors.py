@@ -131,11 +131,14 @@ _HTTP_CODES: dict[int, str] = {
 }
 
 
-def error_body(code: str, message: str, details: Sequence[Any], request_id: str | None
-               ) -> dict[str, Any]:
+def error_body(
+    code: str, message: str, details: Sequence[Any], request_id: str | None
+) -> dict[str, Any]:
     """The one error shape; also used by the middleware for 413 and unhandled errors."""
-    return {"error": {"code": code, "message": message, "details": list(details)},
-            "request_id": request_id}
+    return {
+        "error": {"code": code, "message": message, "details": list(details)},
+        "request_id": request_id,
+    }
 
 
 def _request_id(request: Request) -> str | None:
@@ -156,8 +159,14 @@ def render(request: Request, exc: RelrecError) -> JSONResponse:
 
 def _validation_details(exc: RequestValidationError) -> list[dict[str, Any]]:
     # pydantic's "input" and "ctx" may echo secrets or non-JSON values: keep loc, msg, type only.
-    return [{"loc": [str(p) for p in e.get("loc", ())], "msg": str(e.get("msg", "")),
-             "type": str(e.get("type", ""))} for e in exc.errors()]
+    return [
+        {
+            "loc": [str(p) for p in e.get("loc", ())],
+            "msg": str(e.get("msg", "")),
+            "type": str(e.get("type", "")),
+        }
+        for e in exc.errors()
+    ]
 
 
 async def _relrec_handler(request: Request, exc: Exception) -> JSONResponse:
@@ -177,7 +186,10 @@ async def _validation_handler(request: Request, exc: Exception) -> JSONResponse:
 async def _http_handler(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
     code = _HTTP_CODES.get(exc.status_code, "http_error")
-    body = error_body(code, str(exc.detail), [], _request_id(request))
+    message = str(exc.detail)
+    if exc.status_code in (404, 405):
+        message = f"{message}: {request.method} {request.url.path}"
+    body = error_body(code, message, [], _request_id(request))
     return JSONResponse(body, status_code=exc.status_code, headers=exc.headers)
 
 

@@ -27,8 +27,9 @@ class ExportSummary:
     last_cursor: str | None  # pass as `after` to export only what came later
 
 
-def export_interactions(history_url: str, out: str | Path, *, after: str | None = None,
-                        page: int = 10_000) -> ExportSummary:
+def export_interactions(
+    history_url: str, out: str | Path, *, after: str | None = None, page: int = 10_000
+) -> ExportSummary:
     """Write every logged interaction after cursor `after` (None: all) to CSV at `out`."""
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)

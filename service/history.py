@@ -132,13 +132,15 @@ class SqliteHistoryStore:
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
         if conn is None:
             try:
-                conn = sqlite3.connect(self.path, timeout=10.0, isolation_level=None,
-                                       check_same_thread=False)
+                conn = sqlite3.connect(
+                    self.path, timeout=10.0, isolation_level=None, check_same_thread=False
+                )
                 conn.execute("PRAGMA journal_mode=WAL")
                 conn.execute("PRAGMA synchronous=FULL")
             except sqlite3.Error as exc:
-                raise StoreUnavailableError(f"cannot open sqlite history {self.path}: {exc}"
-                                            ) from exc
+                raise StoreUnavailableError(
+                    f"cannot open sqlite history {self.path}: {exc}"
+                ) from exc
             self._local.conn = conn
             with self._lock:
                 self._all.append(conn)
@@ -170,10 +172,14 @@ class SqliteHistoryStore:
     def recent(self, user_id: str, n: int) -> list[str]:
         n = min(n, self.max_len)
         try:
-            rows = self._conn().execute(
-                "SELECT item_id FROM events WHERE user_id = ? ORDER BY seq DESC LIMIT ?",
-                (user_id, n),
-            ).fetchall()
+            rows = (
+                self._conn()
+                .execute(
+                    "SELECT item_id FROM events WHERE user_id = ? ORDER BY seq DESC LIMIT ?",
+                    (user_id, n),
+                )
+                .fetchall()
+            )
         except sqlite3.Error as exc:
             raise StoreUnavailableError(f"sqlite history read failed: {exc}") from exc
         return [r[0] for r in rows]
@@ -186,11 +192,15 @@ class SqliteHistoryStore:
     def read_log(self, after: str | None, count: int) -> list[LogEntry]:
         start = int(after) if after else 0
         try:
-            rows = self._conn().execute(
-                "SELECT seq, user_id, item_id, ts, weight, event_id FROM events"
-                " WHERE seq > ? ORDER BY seq LIMIT ?",
-                (start, count),
-            ).fetchall()
+            rows = (
+                self._conn()
+                .execute(
+                    "SELECT seq, user_id, item_id, ts, weight, event_id FROM events"
+                    " WHERE seq > ? ORDER BY seq LIMIT ?",
+                    (start, count),
+                )
+                .fetchall()
+            )
         except sqlite3.Error as exc:
             raise StoreUnavailableError(f"sqlite log read failed: {exc}") from exc
         return [LogEntry(str(r[0]), Event(r[1], r[2], int(r[3]), float(r[4]), r[5])) for r in rows]
@@ -225,11 +235,15 @@ class RedisHistoryStore:
 
     @classmethod
     def from_url(cls, url: str, max_len: int, idempotency_ttl_s: int) -> RedisHistoryStore:
-        opts: dict[str, Any] = {"decode_responses": True, "socket_timeout": 5.0,
-                                "socket_connect_timeout": 5.0}
+        opts: dict[str, Any] = {
+            "decode_responses": True,
+            "socket_timeout": 5.0,
+            "socket_connect_timeout": 5.0,
+        }
         if url.startswith("redis+cluster://"):
             client: Any = redis.cluster.RedisCluster.from_url(
-                "redis://" + url.removeprefix("redis+cluster://"), **opts)
+                "redis://" + url.removeprefix("redis+cluster://"), **opts
+            )
         else:
             client = redis.Redis.from_url(url, health_check_interval=30, **opts)
         return cls(client, max_len, idempotency_ttl_s)
@@ -248,16 +262,16 @@ class RedisHistoryStore:
             raise StoreUnavailableError(f"redis history write failed: {exc}") from exc
         return new
 
-    def _claim(self, events: Sequence[Event], order: list[int], dup: list[bool]
-               ) -> dict[int, bool]:
+    def _claim(self, events: Sequence[Event], order: list[int], dup: list[bool]) -> dict[int, bool]:
         idx = [i for i in order if not dup[i] and events[i].event_id is not None]
         if not idx:
             return {}
         pipe = self.client.pipeline(transaction=False)
         for i in idx:
             e = events[i]
-            pipe.set(EVENT_KEY.format(user_id=e.user_id, event_id=e.event_id), 1,
-                     nx=True, ex=self.ttl)
+            pipe.set(
+                EVENT_KEY.format(user_id=e.user_id, event_id=e.event_id), 1, nx=True, ex=self.ttl
+            )
         return {i: bool(ok) for i, ok in zip(idx, pipe.execute(), strict=True)}
 
     def _push(self, events: Sequence[Event], idx: list[int]) -> None:
@@ -268,8 +282,12 @@ class RedisHistoryStore:
         for i in idx:
             e = events[i]
             by_user.setdefault(e.user_id, []).append(e.item_id)
-            fields: dict[Any, Any] = {"user": e.user_id, "item": e.item_id,
-                                      "ts": e.timestamp, "w": e.weight}
+            fields: dict[Any, Any] = {
+                "user": e.user_id,
+                "item": e.item_id,
+                "ts": e.timestamp,
+                "w": e.weight,
+            }
             if e.event_id is not None:
                 fields["eid"] = e.event_id
             pipe.xadd(LOG_KEY, fields)
@@ -281,8 +299,10 @@ class RedisHistoryStore:
 
     def _release(self, events: Sequence[Event], idx: list[int]) -> None:
         try:
-            keys = [EVENT_KEY.format(user_id=events[i].user_id, event_id=events[i].event_id)
-                    for i in idx]
+            keys = [
+                EVENT_KEY.format(user_id=events[i].user_id, event_id=events[i].event_id)
+                for i in idx
+            ]
             pipe = self.client.pipeline(transaction=False)
             for key in keys:
                 pipe.delete(key)
@@ -311,8 +331,10 @@ class RedisHistoryStore:
             rows = self.client.xrange(LOG_KEY, min=start, max="+", count=count)
         except redis.RedisError as exc:
             raise StoreUnavailableError(f"redis log read failed: {exc}") from exc
-        return [LogEntry(cursor, Event(f["user"], f["item"], int(f["ts"]), float(f["w"]),
-                                       f.get("eid"))) for cursor, f in rows]
+        return [
+            LogEntry(cursor, Event(f["user"], f["item"], int(f["ts"]), float(f["w"]), f.get("eid")))
+            for cursor, f in rows
+        ]
 
     def ping(self) -> None:
         try:
@@ -324,8 +346,9 @@ class RedisHistoryStore:
         self.client.close()
 
 
-def open_history_store(url: str, max_len: int, idempotency_ttl_s: int = 7 * 24 * 3600
-                       ) -> HistoryStore:
+def open_history_store(
+    url: str, max_len: int, idempotency_ttl_s: int = 7 * 24 * 3600
+) -> HistoryStore:
     """The store named by `url`: `sqlite:///rel/path`, `sqlite:////abs/path` or a Redis URL.
 
     Opening never blocks on the network: Redis connects on first use, and `ping()` is how
@@ -334,10 +357,14 @@ def open_history_store(url: str, max_len: int, idempotency_ttl_s: int = 7 * 24 *
     if url.startswith("sqlite:///"):
         path = url.removeprefix("sqlite:///")
         if not path or path.startswith(":memory:"):
-            raise ValueError("sqlite history needs a file path (sqlite:///path/to/history.db);"
-                             " an in-memory database is not durable")
+            raise ValueError(
+                "sqlite history needs a file path (sqlite:///path/to/history.db);"
+                " an in-memory database is not durable"
+            )
         return SqliteHistoryStore(Path(path), max_len)
     if url.startswith(("redis://", "rediss://", "unix://", "redis+cluster://")):
         return RedisHistoryStore.from_url(url, max_len, idempotency_ttl_s)
-    raise ValueError(f"unsupported history URL scheme {url.split(':', 1)[0]!r}: use "
-                     "sqlite:///path or redis://host:port/db")
+    raise ValueError(
+        f"unsupported history URL scheme {url.split(':', 1)[0]!r}: use "
+        "sqlite:///path or redis://host:port/db"
+    )

@@ -83,14 +83,27 @@ def load_artifact(
         faiss.omp_set_num_threads(faiss_threads)
     index = _open_index(path / INDEX_FILE, arrays.items, ef_search, use_gpu)
     loaded = LoadedArtifact(
-        version=str(manifest.version or path.name), path=path, manifest=manifest,
-        arrays=arrays, session=session, index=index, l_max=l_max, has_attention=has_attention,
+        version=str(manifest.version or path.name),
+        path=path,
+        manifest=manifest,
+        arrays=arrays,
+        session=session,
+        index=index,
+        l_max=l_max,
+        has_attention=has_attention,
         popular_rows=np.argsort(-np.asarray(arrays.popularity), kind="stable"),
     )
     _smoke_test(loaded)
-    log.info("loaded artifact %s (%d users, %d items, d=%d, L_max=%d, index %s) in %.2fs",
-             loaded.version, len(arrays.user_ids), loaded.n_items, loaded.dim, l_max,
-             type(index).__name__, time.perf_counter() - started)
+    log.info(
+        "loaded artifact %s (%d users, %d items, d=%d, L_max=%d, index %s) in %.2fs",
+        loaded.version,
+        len(arrays.user_ids),
+        loaded.n_items,
+        loaded.dim,
+        l_max,
+        type(index).__name__,
+        time.perf_counter() - started,
+    )
     return loaded
 
 
@@ -98,8 +111,10 @@ def _check_arrays(path: Path, arrays: Any) -> None:
     # Sizes are checked by models.artifact.read_arrays; values are not, and one NaN row would
     # poison every FAISS search that meets it.
     if not (np.isfinite(arrays.items).all() and np.isfinite(arrays.users).all()):
-        raise ArtifactRejectedError(f"artifact {path.name}: item or user vectors contain NaN or "
-                                    f"inf; the training run diverged, re-train and re-export")
+        raise ArtifactRejectedError(
+            f"artifact {path.name}: item or user vectors contain NaN or "
+            f"inf; the training run diverged, re-train and re-export"
+        )
 
 
 def _open_session(path: Path, threads: int, use_gpu: bool | None) -> ort.InferenceSession:
@@ -110,14 +125,16 @@ def _open_session(path: Path, threads: int, use_gpu: bool | None) -> ort.Inferen
     try:
         session = ort.InferenceSession(str(path), opts, providers=accel.ort_providers(use_gpu))
     except Exception as exc:  # noqa: BLE001 - ORT raises its own unrelated exception types
-        raise ArtifactRejectedError(f"{path.parent.name}/{path.name} does not load in "
-                                    f"onnxruntime: {exc}") from exc
+        raise ArtifactRejectedError(
+            f"{path.parent.name}/{path.name} does not load in onnxruntime: {exc}"
+        ) from exc
     names = {i.name for i in session.get_inputs()}
     missing = [n for n in ONNX_INPUTS if n not in names]
     if missing or "distances" not in {o.name for o in session.get_outputs()}:
         raise ArtifactRejectedError(
             f"{path.parent.name}/{path.name} must take inputs {', '.join(ONNX_INPUTS)} and "
-            f"output 'distances' (missing inputs: {missing or 'none'}); re-export the model")
+            f"output 'distances' (missing inputs: {missing or 'none'}); re-export the model"
+        )
     return session
 
 
@@ -134,12 +151,14 @@ def _open_index(path: Path, items: np.ndarray, ef_search: int, use_gpu: bool | N
         try:
             index = faiss.read_index(str(path))
         except RuntimeError as exc:
-            raise ArtifactRejectedError(f"{path.parent.name}/{path.name} is not a FAISS index: "
-                                        f"{exc}") from exc
+            raise ArtifactRejectedError(
+                f"{path.parent.name}/{path.name} is not a FAISS index: {exc}"
+            ) from exc
     if index.ntotal != items.shape[0] or index.d != items.shape[1]:
         raise ArtifactRejectedError(
             f"{path.parent.name}/{path.name} holds {index.ntotal} vectors of dim {index.d}, but "
-            f"the artifact has {items.shape[0]} items of dim {items.shape[1]}")
+            f"the artifact has {items.shape[0]} items of dim {items.shape[1]}"
+        )
     if "HNSW" in type(faiss.downcast_index(index)).__name__ or hasattr(index, "index"):
         try:
             faiss.ParameterSpace().set_index_parameter(index, "efSearch", ef_search)
@@ -160,8 +179,12 @@ def _smoke_test(loaded: LoadedArtifact) -> None:
     try:
         (dist,) = loaded.session.run(["distances"], feeds)
     except Exception as exc:  # noqa: BLE001 - ORT raises its own exception types
-        raise ArtifactRejectedError(f"{loaded.version}/{SCORER_FILE} fails on a test input "
-                                    f"(L_max={loaded.l_max} from the manifest): {exc}") from exc
+        raise ArtifactRejectedError(
+            f"{loaded.version}/{SCORER_FILE} fails on a test input "
+            f"(L_max={loaded.l_max} from the manifest): {exc}"
+        ) from exc
     if dist.shape != (1, n) or not np.isfinite(dist).all():
-        raise ArtifactRejectedError(f"{loaded.version}/{SCORER_FILE} returns distances of shape "
-                                    f"{dist.shape} or non-finite values on a test input")
+        raise ArtifactRejectedError(
+            f"{loaded.version}/{SCORER_FILE} returns distances of shape "
+            f"{dist.shape} or non-finite values on a test input"
+        )

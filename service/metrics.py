@@ -12,8 +12,23 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 __all__ = ["Metrics"]
 
 # Latency buckets from 0.5 ms to 5 s: re-ranking a few hundred candidates takes milliseconds.
-_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.0075, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5,
-            1.0, 2.5, 5.0)
+_BUCKETS = (
+    0.0005,
+    0.001,
+    0.0025,
+    0.005,
+    0.0075,
+    0.01,
+    0.025,
+    0.05,
+    0.075,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+)
 
 
 class Metrics:
@@ -23,25 +38,40 @@ class Metrics:
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
         self.request_seconds = Histogram(
-            "relrec_request_seconds", "HTTP request latency by route template",
-            ["method", "route", "status"], buckets=_BUCKETS, registry=r)
+            "relrec_request_seconds",
+            "HTTP request latency by route template",
+            ["method", "route", "status"],
+            buckets=_BUCKETS,
+            registry=r,
+        )
         self.stage_seconds = Histogram(
-            "relrec_stage_seconds", "Latency of one recommend stage for one micro-batch",
-            ["stage"], buckets=_BUCKETS, registry=r)
+            "relrec_stage_seconds",
+            "Latency of one recommend stage for one micro-batch",
+            ["stage"],
+            buckets=_BUCKETS,
+            registry=r,
+        )
         self.batch_size = Histogram(
-            "relrec_batch_size", "Requests per micro-batch (one FAISS search, one ONNX call)",
-            buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256), registry=r)
+            "relrec_batch_size",
+            "Requests per micro-batch (one FAISS search, one ONNX call)",
+            buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256),
+            registry=r,
+        )
         self.candidates_scored = Counter(
-            "relrec_candidates_scored", "Candidates re-ranked by the exact scorer", registry=r)
+            "relrec_candidates_scored", "Candidates re-ranked by the exact scorer", registry=r
+        )
         self.recommendations = Counter(
-            "relrec_recommendations", "Recommendations answered, by source", ["source"],
-            registry=r)
+            "relrec_recommendations", "Recommendations answered, by source", ["source"], registry=r
+        )
         self.interactions = Counter(
-            "relrec_interactions", "Interactions posted, by outcome", ["outcome"], registry=r)
+            "relrec_interactions", "Interactions posted, by outcome", ["outcome"], registry=r
+        )
         self.store_errors = Counter(
-            "relrec_store_errors", "History store operations that failed", ["op"], registry=r)
+            "relrec_store_errors", "History store operations that failed", ["op"], registry=r
+        )
         self.reloads = Counter(
-            "relrec_reloads", "Artifact loads, by result", ["result"], registry=r)
+            "relrec_reloads", "Artifact loads, by result", ["result"], registry=r
+        )
         self.model_info = Gauge(
-            "relrec_model_info", "1 for the model version being served", ["version"],
-            registry=r)
+            "relrec_model_info", "1 for the model version being served", ["version"], registry=r
+        )

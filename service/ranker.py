@@ -53,14 +53,17 @@ class Ranker:
         for i, c in enumerate(candidates):
             if len(c):
                 cand[i, : len(c)] = c
-                cand[i, len(c):] = c[0]
+                cand[i, len(c) :] = c[0]
         outputs = ["distances", "attention"] if explain and self.has_attention else ["distances"]
-        result = self.session.run(outputs, {
-            "user_vecs": np.ascontiguousarray(user_vecs, dtype=np.float32),
-            "hist_rows": np.ascontiguousarray(hist_rows, dtype=np.int64),
-            "hist_mask": np.ascontiguousarray(hist_mask, dtype=np.float32),
-            "cand_rows": cand,
-        })
+        result = self.session.run(
+            outputs,
+            {
+                "user_vecs": np.ascontiguousarray(user_vecs, dtype=np.float32),
+                "hist_rows": np.ascontiguousarray(hist_rows, dtype=np.int64),
+                "hist_mask": np.ascontiguousarray(hist_mask, dtype=np.float32),
+                "cand_rows": cand,
+            },
+        )
         dist = result[0]  # [B, C]
         att = result[1] if len(result) > 1 else None  # [B, C, L]
         ranked = []
@@ -71,8 +74,7 @@ class Ranker:
                 ranked.append(_empty())
                 continue
             top = _top_k(dist[i, :n], k)
-            ranked.append(Ranked(cand[i, top], dist[i, top],
-                                 None if att is None else att[i, top]))
+            ranked.append(Ranked(cand[i, top], dist[i, top], None if att is None else att[i, top]))
         return ranked
 
 

@@ -98,8 +98,9 @@ class Recommender:
         model_idx = [i for i, s in enumerate(states) if s.vec is not None]
         ranked: dict[int, Ranked] = {}
         if model_idx:
-            ranked = self._retrieve_and_rank([queries[i] for i in model_idx],
-                                             [states[i] for i in model_idx], model_idx)
+            ranked = self._retrieve_and_rank(
+                [queries[i] for i in model_idx], [states[i] for i in model_idx], model_idx
+            )
         out = []
         for i, (q, s) in enumerate(zip(queries, states, strict=True)):
             if s.vec is None:
@@ -140,13 +141,16 @@ class Recommender:
 
     # -- step 3-4: retrieval and exact re-ranking ---------------------------------------------
 
-    def _retrieve_and_rank(self, queries: Sequence[Query], states: Sequence[_UserState],
-                           positions: Sequence[int]) -> dict[int, Ranked]:
+    def _retrieve_and_rank(
+        self, queries: Sequence[Query], states: Sequence[_UserState], positions: Sequence[int]
+    ) -> dict[int, Ranked]:
         l_max = self.artifact.l_max
         user_vecs = np.stack([s.vec for s in states if s.vec is not None]).astype(np.float32)
         t0 = time.perf_counter()
-        cands = self.retriever.candidates(user_vecs, [s.hist for s in states],
-                                          [s.seen for s in states])
+        n = max(self.retriever.n_candidates, max(q.k for q in queries))  # k <= C always
+        cands = self.retriever.candidates(
+            user_vecs, [s.hist for s in states], [s.seen for s in states], n
+        )
         t1 = time.perf_counter()
         self.on_stage("retrieval", t1 - t0)
         hist_rows = np.zeros((len(states), l_max), np.int64)  # [B, L]
@@ -154,8 +158,14 @@ class Recommender:
         for b, s in enumerate(states):
             hist_rows[b, : len(s.hist)] = s.hist
             hist_mask[b, : len(s.hist)] = 1.0
-        ranked = self.ranker.rank(user_vecs, hist_rows, hist_mask, cands,
-                                  [q.k for q in queries], explain=any(q.explain for q in queries))
+        ranked = self.ranker.rank(
+            user_vecs,
+            hist_rows,
+            hist_mask,
+            cands,
+            [q.k for q in queries],
+            explain=any(q.explain for q in queries),
+        )
         self.on_stage("rerank", time.perf_counter() - t1)
         return dict(zip(positions, ranked, strict=True))
 
@@ -186,6 +196,12 @@ class Recommender:
             head = pop[: q.k + len(s.seen)]
             pop = head[~np.isin(head, s.seen)]
         rows = pop[: q.k]
-        items = [ScoredItem(str(art.arrays.item_ids.ids[r]), float(art.arrays.popularity[r]),
-                            [] if q.explain else None) for r in rows]
+        items = [
+            ScoredItem(
+                str(art.arrays.item_ids.ids[r]),
+                float(art.arrays.popularity[r]),
+                [] if q.explain else None,
+            )
+            for r in rows
+        ]
         return Recommendation(q.user_id, self.version, "popular", items)

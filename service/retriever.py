@@ -74,8 +74,7 @@ class Retriever:
             q = (u + self.relation_weights(u, hists) @ self.memories)[:, None, :]
         return np.ascontiguousarray(q, dtype=np.float32)
 
-    def relation_weights(self, user_vecs: np.ndarray, hists: Sequence[np.ndarray]
-                         ) -> np.ndarray:
+    def relation_weights(self, user_vecs: np.ndarray, hists: Sequence[np.ndarray]) -> np.ndarray:
         """w̄ `[B, N]`: mean over history items of softmax((p_u ⊙ q_j) K); uniform if none."""
         b, n = len(user_vecs), len(self.memories)
         width = max((len(h) for h in hists), default=0)

@@ -81,8 +81,9 @@ class Runtime:
         A missing or broken artifact does not stop start-up: /readyz says 503 until one loads.
         """
         s = self.settings
-        self.store = open_history_store(s.history_url, max_len=s.history_max_len,
-                                        idempotency_ttl_s=s.idempotency_ttl_s)
+        self.store = open_history_store(
+            s.history_url, max_len=s.history_max_len, idempotency_ttl_s=s.idempotency_ttl_s
+        )
         self.batcher.start()
         try:
             await self.reload()
@@ -177,15 +178,27 @@ class Runtime:
 
     def _build_engine(self, path: Path) -> Engine:
         s = self.settings
-        artifact = load_artifact(path, ort_threads=s.ort_threads, faiss_threads=s.faiss_threads,
-                                 use_gpu=s.use_gpu, ef_search=s.ef_search)
+        artifact = load_artifact(
+            path,
+            ort_threads=s.ort_threads,
+            faiss_threads=s.faiss_threads,
+            use_gpu=s.use_gpu,
+            ef_search=s.ef_search,
+        )
         arrays = artifact.arrays
-        retriever = Retriever(artifact.index, arrays.items, arrays.keys, arrays.memories,
-                              s.n_candidates, probes=s.probes)
+        retriever = Retriever(
+            artifact.index,
+            arrays.items,
+            arrays.keys,
+            arrays.memories,
+            s.n_candidates,
+            probes=s.probes,
+        )
         ranker = Ranker(artifact.session, artifact.l_max, artifact.has_attention)
         store = self.history_store()
-        recommender = Recommender(artifact, store, retriever, ranker, s.history_max_len,
-                                  on_stage=self._observe_stage)
+        recommender = Recommender(
+            artifact, store, retriever, ranker, s.history_max_len, on_stage=self._observe_stage
+        )
         return Engine(artifact, recommender)
 
     def _observe_stage(self, stage: str, seconds: float) -> None:

@@ -64,17 +64,22 @@ class ExplainItem(BaseModel):
 
 class RecommendedItem(BaseModel):
     item_id: str
-    score: float = Field(description="higher is better: -squared distance for model sources, "
-                                     "train interactions for `popular`")
+    score: float = Field(
+        description="higher is better: -squared distance for model sources, "
+        "train interactions for `popular`"
+    )
     because: list[ExplainItem] | None = Field(
-        None, description="with explain=true: the history items that weighed most")
+        None, description="with explain=true: the history items that weighed most"
+    )
 
 
 class RecommendResponse(BaseModel):
     user_id: str
     model_version: str
-    source: Source = Field(description="personalized: trained user vector; history: vector "
-                                       "built from the user's history; popular: no history")
+    source: Source = Field(
+        description="personalized: trained user vector; history: vector "
+        "built from the user's history; popular: no history"
+    )
     items: list[RecommendedItem]
 
 
@@ -86,19 +91,18 @@ class InteractionIn(BaseModel):
     user_id: Id
     item_id: Id
     timestamp: datetime | None = Field(
-        None, description="epoch seconds or ISO 8601 (UTC when no zone); default: now")
+        None, description="epoch seconds or ISO 8601 (UTC when no zone); default: now"
+    )
     weight: float = Field(1.0, ge=-1e6, le=1e6, allow_inf_nan=False)
     event_id: Id | None = None
 
     @field_validator("timestamp")
     @classmethod
-    def _in_range(cls, value: datetime | None) -> datetime | None:
-        if value is None:
-            return None
-        if value.tzinfo is None:
+    def _utc(cls, value: datetime | None) -> datetime | None:
+        # Any date-time the schema admits is stored (as epoch seconds, negative before 1970):
+        # the log keeps what the client said; the training readers decide what to use.
+        if value is not None and value.tzinfo is None:
             value = value.replace(tzinfo=UTC)
-        if not 0 <= value.timestamp() < 2**40:
-            raise ValueError("timestamp must be after 1970 and before year 36812")
         return value
 
     def epoch_seconds(self, now: float) -> int:
@@ -112,8 +116,9 @@ class InteractionsRequest(BaseModel):
 
     # Typed Any so that a malformed element is rejected alone (in the route), not the batch;
     # documented as InteractionIn.
-    interactions: list[Annotated[Any, WithJsonSchema(
-        {"$ref": "#/components/schemas/InteractionIn"})]] = Field(min_length=1)
+    interactions: list[
+        Annotated[Any, WithJsonSchema({"$ref": "#/components/schemas/InteractionIn"})]
+    ] = Field(min_length=1)
 
 
 def _body_kind(value: Any) -> str:

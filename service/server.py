@@ -27,8 +27,9 @@ def settings_to_env(settings: Settings) -> dict[str, str]:
         if value is None:
             continue
         if isinstance(value, list):
-            text = ",".join(v.get_secret_value() if hasattr(v, "get_secret_value") else str(v)
-                            for v in value)
+            text = ",".join(
+                v.get_secret_value() if hasattr(v, "get_secret_value") else str(v) for v in value
+            )
         elif isinstance(value, bool):
             text = "true" if value else "false"
         else:
@@ -44,8 +45,14 @@ def log_config(level: str) -> dict[str, Any]:
         "disable_existing_loggers": False,
         "filters": {"request_id": {"()": "service.app._RequestIdFilter"}},
         "formatters": {"default": {"format": LOG_FORMAT}},
-        "handlers": {"default": {"class": "logging.StreamHandler", "formatter": "default",
-                                 "filters": ["request_id"], "stream": "ext://sys.stderr"}},
+        "handlers": {
+            "default": {
+                "class": "logging.StreamHandler",
+                "formatter": "default",
+                "filters": ["request_id"],
+                "stream": "ext://sys.stderr",
+            }
+        },
         "loggers": {
             "service": {"handlers": ["default"], "level": level.upper(), "propagate": False},
             "uvicorn": {"handlers": ["default"], "level": "INFO", "propagate": False},
@@ -55,8 +62,13 @@ def log_config(level: str) -> dict[str, Any]:
     }
 
 
-def serve(settings: Settings, host: str | None = None, port: int | None = None,
-          workers: int | None = None, graceful_timeout_s: int = 30) -> None:
+def serve(
+    settings: Settings,
+    host: str | None = None,
+    port: int | None = None,
+    workers: int | None = None,
+    graceful_timeout_s: int = 30,
+) -> None:
     """Run the service until SIGINT/SIGTERM; host, port, workers default to the settings'.
 
     Our middleware writes the access log (uvicorn's is off).
@@ -65,8 +77,11 @@ def serve(settings: Settings, host: str | None = None, port: int | None = None,
     port = settings.port if port is None else port
     workers = settings.workers if workers is None else workers
     common: dict[str, Any] = {
-        "host": host, "port": port, "log_config": log_config(settings.log_level),
-        "timeout_graceful_shutdown": graceful_timeout_s, "proxy_headers": True,
+        "host": host,
+        "port": port,
+        "log_config": log_config(settings.log_level),
+        "timeout_graceful_shutdown": graceful_timeout_s,
+        "proxy_headers": True,
     }
     if workers <= 1:
         uvicorn.run(create_app(settings), **common)

@@ -197,14 +197,15 @@ class HLRGraph(ScorerGraph):
 
         Slot 0 of E is LRAM(p_u, q_v)'s own weights (the product is symmetric), so α_0 joins
         the β weights of the shared pass over E; the history slots LRAM(p_u, q_j) do not
-        depend on the candidate and cost one small matmul per user.
+        depend on the candidate and cost one small matmul per user. Every α logit reads M q_v
+        (`[N, C]`) instead of `[C, d]` relation vectors.
         """
         user_slot = torch.ones_like(ok[:, :1])  # [B, 1]
         beta = masked_softmax(beta_logits, torch.cat([user_slot * 0.0, ok], 1)[:, :, None], 1)
         cand_mem = torch.matmul(self.memories, cand.transpose(1, 2))  # [B, N, C]: M q_v
         cand_logit = (expd[:, :, 0] * cand_mem).sum(1) / total[:, 0]  # [B, C]
         hist_w = torch.softmax(torch.matmul(user_vecs[:, None, :] * hist, self.keys), -1)
-        hist_logits = torch.matmul(torch.matmul(hist_w, self.memories), cand.transpose(1, 2))
+        hist_logits = torch.matmul(hist_w, cand_mem)  # [B, L, C]: ⟨w_j M, q_v⟩ = w_j · M q_v
         alpha_logits = torch.cat([cand_logit[:, None, :], hist_logits], 1)  # [B, S, C]
         alpha = masked_softmax(alpha_logits, torch.cat([user_slot, ok], 1)[:, :, None], 1)
         weights = torch.cat([alpha[:, :1], beta[:, 1:]], 1) / total  # [B, S, C]

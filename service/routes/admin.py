@@ -12,8 +12,11 @@ from service.schemas import ErrorResponse, ReloadResponse
 router = APIRouter(prefix="/admin", tags=["admin"])
 
 
-@router.post("/reload", response_model=ReloadResponse,
-             responses={code: {"model": ErrorResponse} for code in (401, 409, 422, 503)})
+@router.post(
+    "/reload",
+    response_model=ReloadResponse,
+    responses={code: {"model": ErrorResponse} for code in (401, 409, 422, 503)},
+)
 async def reload(
     runtime: RuntimeDep,
     _: AdminKeyDep,
@@ -22,5 +25,4 @@ async def reload(
     """Load `current` beside the serving version and swap; a broken version is refused (409)
     and the serving version stays."""
     result = await runtime.reload(force=force)
-    return ReloadResponse(version=result.version, previous=result.previous,
-                          changed=result.changed)
+    return ReloadResponse(version=result.version, previous=result.previous, changed=result.changed)

@@ -21,21 +21,27 @@ async def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@router.get("/readyz", response_model=ReadyResponse,
-            responses={503: {"model": ErrorResponse,
-                             "description": "not ready; details list each part's status"}})
+@router.get(
+    "/readyz",
+    response_model=ReadyResponse,
+    responses={
+        503: {"model": ErrorResponse, "description": "not ready; details list each part's status"}
+    },
+)
 async def readyz(runtime: RuntimeDep) -> ReadyResponse:
     """Ready when a model version is loaded and the history store answers a ping."""
     ready, detail, version = runtime.artifact_status()
     parts = {"artifact": PartStatus(ready=ready, detail=detail, version=version)}
     try:
         store_ok, store_detail = await asyncio.wait_for(
-            asyncio.to_thread(runtime.store_status), STORE_PING_TIMEOUT_S)
+            asyncio.to_thread(runtime.store_status), STORE_PING_TIMEOUT_S
+        )
     except TimeoutError:
         store_ok, store_detail = False, f"no answer within {STORE_PING_TIMEOUT_S:.0f} s"
     parts["store"] = PartStatus(ready=store_ok, detail=store_detail)
     if not all(p.ready for p in parts.values()):
         down = ", ".join(name for name, p in parts.items() if not p.ready)
-        raise NotReadyError(f"not ready: {down}",
-                            [{"part": name, **p.model_dump()} for name, p in parts.items()])
+        raise NotReadyError(
+            f"not ready: {down}", [{"part": name, **p.model_dump()} for name, p in parts.items()]
+        )
     return ReadyResponse(status="ready", parts=parts)

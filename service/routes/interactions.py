@@ -25,8 +25,9 @@ _ERRORS: dict[int | str, dict[str, object]] = {
 
 
 @router.post("/interactions", response_model=InteractionsResponse, responses=_ERRORS)
-def post_interactions(body: InteractionsBody, runtime: RuntimeDep,
-                      _: WriteKeyDep) -> InteractionsResponse:
+def post_interactions(
+    body: InteractionsBody, runtime: RuntimeDep, _: WriteKeyDep
+) -> InteractionsResponse:
     """Append to users' histories and to the durable log.
 
     A batch `{"interactions": [...]}` is a partial success: valid interactions are stored,
@@ -38,13 +39,21 @@ def post_interactions(body: InteractionsBody, runtime: RuntimeDep,
     entries: list[object] = [body] if isinstance(body, InteractionIn) else body.interactions
     s = runtime.settings
     if len(entries) > s.max_batch:
-        raise PayloadTooLargeError(f"{len(entries)} interactions in one request; the limit is "
-                                   f"{s.max_batch} (RELREC_MAX_BATCH)")
+        raise PayloadTooLargeError(
+            f"{len(entries)} interactions in one request; the limit is "
+            f"{s.max_batch} (RELREC_MAX_BATCH)"
+        )
     engine = runtime.engine
     try:
-        result = ingest(entries, single=single, item_ids=engine.artifact.arrays.item_ids,
-                        version=engine.version, store=runtime.history_store(),
-                        max_id_length=s.max_id_length, now=time.time())
+        result = ingest(
+            entries,
+            single=single,
+            item_ids=engine.artifact.arrays.item_ids,
+            version=engine.version,
+            store=runtime.history_store(),
+            max_id_length=s.max_id_length,
+            now=time.time(),
+        )
     except StoreUnavailableError:
         runtime.metrics.store_errors.labels("append").inc()
         raise
@@ -53,6 +62,10 @@ def post_interactions(body: InteractionsBody, runtime: RuntimeDep,
     m.labels("duplicate").inc(result.duplicates)
     m.labels("rejected").inc(len(result.rejected))
     return InteractionsResponse(
-        accepted=result.accepted, duplicates=result.duplicates,
-        rejected=[RejectedInteraction(index=r.index, item_id=r.item_id, code=r.code,
-                                      message=r.message) for r in result.rejected])
+        accepted=result.accepted,
+        duplicates=result.duplicates,
+        rejected=[
+            RejectedInteraction(index=r.index, item_id=r.item_id, code=r.code, message=r.message)
+            for r in result.rejected
+        ],
+    )

@@ -28,11 +28,17 @@ _ERRORS: dict[int | str, dict[str, object]] = {
 @router.get("/recommend/{user_id:path}", response_model=RecommendResponse, responses=_ERRORS)
 async def recommend(
     runtime: RuntimeDep,
-    user_id: Annotated[str, Path(min_length=1, max_length=ID_MAX, pattern=ID_PATTERN,
-                                 description="external user id (URL-encode '/' as %2F)")],
+    user_id: Annotated[
+        str,
+        Path(
+            min_length=1,
+            max_length=ID_MAX,
+            pattern=ID_PATTERN,
+            description="external user id (URL-encode '/' as %2F)",
+        ),
+    ],
     k: Annotated[int, Query(ge=1, description="items to return (at most RELREC_MAX_K)")] = 10,
-    explain: Annotated[bool, Query(description="list the history items that weighed most")
-                       ] = False,
+    explain: Annotated[bool, Query(description="list the history items that weighed most")] = False,
 ) -> RecommendResponse:
     """Top-k items for a user: trained, known only by posted history, or not at all."""
     s = runtime.settings
@@ -48,9 +54,14 @@ def to_response(rec: Recommendation) -> RecommendResponse:
         user_id=rec.user_id,
         model_version=rec.model_version,
         source=rec.source,
-        items=[RecommendedItem(
-            item_id=it.item_id, score=it.score,
-            because=None if it.because is None else [
-                ExplainItem(item_id=i, weight=w) for i, w in it.because])
-            for it in rec.items],
+        items=[
+            RecommendedItem(
+                item_id=it.item_id,
+                score=it.score,
+                because=None
+                if it.because is None
+                else [ExplainItem(item_id=i, weight=w) for i, w in it.because],
+            )
+            for it in rec.items
+        ],
     )

@@ -1,10 +1,12 @@
 """The Kubernetes manifests: they parse, have the expected kinds, agree with relrec and each other.
 
-No cluster here, so the checks are the ones a reviewer would do by hand: the kustomization lists
-every manifest; the probes hit /healthz and /readyz on the port `relrec serve` is told to use;
-the grace period outlasts uvicorn's drain; every RELREC_* variable is a `Settings` field; Secret,
-ConfigMap and volume references resolve; `$(VAR)` references are defined before use; selectors
-match the pods; every command parses with relrec's own parsers (torchrun's too).
+No cluster here. Each object is validated against the Kubernetes OpenAPI schema (strict, with
+the kubernetes-validate package); the rest are the checks a reviewer would do by hand: the
+kustomization lists every manifest; the probes hit /healthz and /readyz on the port `relrec
+serve` is told to use; the grace period outlasts uvicorn's drain; every RELREC_* variable is a
+`Settings` field; Secret, ConfigMap and volume references resolve; `$(VAR)` references are
+defined before use; selectors match the pods; every command parses with relrec's own parsers
+(torchrun's too).
 """
 
 from __future__ import annotations
@@ -109,6 +111,25 @@ def test_expected_kinds_and_api_versions(applied: list[dict[str, Any]],
         assert re.fullmatch(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?", doc["metadata"]["name"])
     job = one(everything, "Job", "relrec-train-ddp")
     assert job["apiVersion"] == "batch/v1"
+
+
+# The oldest Kubernetes the manifests are meant for, and the newest schema installed.
+SCHEMA_VERSIONS = ("1.27.0", "latest")
+
+
+@pytest.mark.parametrize("version", SCHEMA_VERSIONS)
+def test_manifests_match_the_kubernetes_schema(everything: list[dict[str, Any]],
+                                               version: str) -> None:
+    """Strict: an unknown field (a typo such as `periodSecond`) fails, as `kubectl` would."""
+    validate = pytest.importorskip(
+        "kubernetes_validate", reason="`pip install -e '.[dev]'` brings kubernetes-validate")
+    version = validate.latest_version() if version == "latest" else version
+    for doc in everything:
+        try:
+            validate.validate(doc, version, strict=True)
+        except validate.ValidationError as exc:
+            where = ".".join(str(p) for p in exc.path)
+            pytest.fail(f"{doc['kind']} {doc['metadata']['name']} at {where}: {exc.message}")
 
 
 def test_api_probes_ports_and_termination(applied: list[dict[str, Any]], tmp_path: Path) -> None:

@@ -44,9 +44,23 @@ def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     workdir = tmp_path_factory.mktemp("redis")
     port = _free_port()
     proc = subprocess.Popen(
-        [REDIS_BIN, "--port", str(port), "--bind", "127.0.0.1", "--dir", str(workdir),
-         "--save", "", "--appendonly", "yes", "--daemonize", "no"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        [
+            REDIS_BIN,
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--dir",
+            str(workdir),
+            "--save",
+            "",
+            "--appendonly",
+            "yes",
+            "--daemonize",
+            "no",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     url = f"redis://127.0.0.1:{port}/0"
     client = redis.Redis.from_url(url)
@@ -107,10 +121,15 @@ def loaded(version_dir: Path) -> LoadedArtifact:
 
 def make_settings(artifact_dir: Path, history_url: str, **overrides: object) -> Settings:
     """Settings for a test app: no env file, no watcher unless asked, one ORT thread."""
-    values: dict[str, object] = {"artifact_dir": artifact_dir, "history_url": history_url,
-                                 "reload_poll_s": 0.0, "ort_threads": 1, "faiss_threads": 1}
+    values: dict[str, object] = {
+        "artifact_dir": artifact_dir,
+        "history_url": history_url,
+        "reload_poll_s": 0.0,
+        "ort_threads": 1,
+        "faiss_threads": 1,
+    }
     values.update(overrides)
-    return Settings(_env_file=None, **values)  # type: ignore[arg-type]
+    return Settings(_env_file=None, **values)  # type: ignore[call-arg, arg-type]
 
 
 @pytest.fixture
@@ -139,8 +158,9 @@ def assert_error(response: Any, status: int, code: str | None = None) -> dict[st
 
 
 @pytest.fixture(scope="session")
-def two_versions(tiny_run_dir: Path, tmp_path_factory: pytest.TempPathFactory
-                 ) -> tuple[Path, str, str]:
+def two_versions(
+    tiny_run_dir: Path, tmp_path_factory: pytest.TempPathFactory
+) -> tuple[Path, str, str]:
     """An artifacts root with two exported versions of the tiny model; `current` -> the first."""
     from models.artifact import point_current
     from training.exporter import export_run
@@ -154,8 +174,7 @@ def two_versions(tiny_run_dir: Path, tmp_path_factory: pytest.TempPathFactory
 
 
 @pytest.fixture
-def artifacts_root(two_versions: tuple[Path, str, str], tmp_path: Path
-                   ) -> tuple[Path, str, str]:
+def artifacts_root(two_versions: tuple[Path, str, str], tmp_path: Path) -> tuple[Path, str, str]:
     """A private copy of `two_versions` that a test may re-point and add versions to."""
     src, first, second = two_versions
     root = tmp_path / "artifacts"
@@ -186,13 +205,33 @@ def medium_version_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from training.synthetic import planted_interactions
 
     torch.manual_seed(0)
-    raw = planted_interactions(n_users=800, n_items=1200, n_communities=8, items_per_user=30,
-                               noise=0.2, popularity_skew=0.7, seed=1)
+    raw = planted_interactions(
+        n_users=800,
+        n_items=1200,
+        n_communities=8,
+        items_per_user=30,
+        noise=0.2,
+        popularity_skew=0.7,
+        seed=1,
+    )
     split = per_user(k_core(binarize(raw, 4.0), 5), seed=0)
     cfg = load_config(
-        algorithm="hlr", data={"path": "planted", "k_core": 5},
+        algorithm="hlr",  # type: ignore[arg-type]  # load_config types **sections as dicts
+        data={"path": "planted", "k_core": 5},
         model={"dim": 32, "n_memory": 8, "l_max": 20},
-        trainer={"epochs": 6, "batch_size": 500, "lr": 0.005, "progress": False,
-                 "patience": 6, "select_by": "loss"})
+        trainer={
+            "epochs": 6,
+            "batch_size": 500,
+            "lr": 0.005,
+            "progress": False,
+            "patience": 6,
+            "select_by": "loss",
+        },
+    )
     model, _, _ = fit_relational(cfg, split)
-    return export(model, split.train, tmp_path_factory.mktemp("medium"), parity_check=False)
+    return export(
+        model,  # type: ignore[arg-type]  # fit_relational is typed as returning a Module
+        split.train,
+        tmp_path_factory.mktemp("medium"),
+        parity_check=False,
+    )

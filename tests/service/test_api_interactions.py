@@ -18,11 +18,14 @@ def items(loaded: LoadedArtifact, n: int) -> list[str]:
     return loaded.arrays.item_ids.to_list()[:n]
 
 
-def test_single_interaction_is_stored(client: TestClient, loaded: LoadedArtifact,
-                                      sqlite_url: str) -> None:
+def test_single_interaction_is_stored(
+    client: TestClient, loaded: LoadedArtifact, sqlite_url: str
+) -> None:
     item = items(loaded, 1)[0]
-    r = client.post("/interactions", json={"user_id": "u", "item_id": item,
-                                           "timestamp": "2024-01-02T03:04:05Z", "weight": 4.5})
+    r = client.post(
+        "/interactions",
+        json={"user_id": "u", "item_id": item, "timestamp": "2024-01-02T03:04:05Z", "weight": 4.5},
+    )
     assert r.status_code == 200
     assert r.json() == {"accepted": 1, "duplicates": 0, "rejected": []}
     (entry,) = open_history_store(sqlite_url, max_len=5).read_log(None, 10)
@@ -31,13 +34,15 @@ def test_single_interaction_is_stored(client: TestClient, loaded: LoadedArtifact
 
 
 def test_single_unknown_item_is_404(client: TestClient) -> None:
-    body = assert_error(client.post("/interactions", json={"user_id": "u", "item_id": "nope"}),
-                        404, "unknown_item")
+    body = assert_error(
+        client.post("/interactions", json={"user_id": "u", "item_id": "nope"}), 404, "unknown_item"
+    )
     assert "nope" in body["error"]["message"]
 
 
-def test_batch_is_a_partial_success(client: TestClient, loaded: LoadedArtifact,
-                                    sqlite_url: str) -> None:
+def test_batch_is_a_partial_success(
+    client: TestClient, loaded: LoadedArtifact, sqlite_url: str
+) -> None:
     a, b = items(loaded, 2)
     batch = [
         {"user_id": "u1", "item_id": a},
@@ -46,7 +51,7 @@ def test_batch_is_a_partial_success(client: TestClient, loaded: LoadedArtifact,
         "not an object",
         {"user_id": "u2", "item_id": b, "extra": 1},
         {"user_id": "", "item_id": b},
-        {"user_id": "u2", "item_id": b, "timestamp": -5},
+        {"user_id": "u2", "item_id": b, "timestamp": "yesterday"},
         {"user_id": "u3", "item_id": b},
     ]
     r = client.post("/interactions", json={"interactions": batch})
@@ -64,21 +69,27 @@ def test_batch_is_a_partial_success(client: TestClient, loaded: LoadedArtifact,
 
 def test_event_ids_make_retries_idempotent(client: TestClient, loaded: LoadedArtifact) -> None:
     a, b = items(loaded, 2)
-    batch = {"interactions": [{"user_id": "u", "item_id": a, "event_id": "e1"},
-                              {"user_id": "u", "item_id": b, "event_id": "e2"}]}
+    batch = {
+        "interactions": [
+            {"user_id": "u", "item_id": a, "event_id": "e1"},
+            {"user_id": "u", "item_id": b, "event_id": "e2"},
+        ]
+    }
     assert client.post("/interactions", json=batch).json()["duplicates"] == 0
     retry = client.post("/interactions", json=batch).json()
     assert retry == {"accepted": 2, "duplicates": 2, "rejected": []}
 
 
-def test_batch_size_and_body_size_are_bounded(tiny_artifact_dir: Path, sqlite_url: str,
-                                              loaded: LoadedArtifact) -> None:
+def test_batch_size_and_body_size_are_bounded(
+    tiny_artifact_dir: Path, sqlite_url: str, loaded: LoadedArtifact
+) -> None:
     settings = make_settings(tiny_artifact_dir, sqlite_url, max_batch=3, max_body_bytes=4096)
     item = items(loaded, 1)[0]
     with TestClient(create_app(settings)) as c:
         batch = [{"user_id": "u", "item_id": item}] * 4
-        assert_error(c.post("/interactions", json={"interactions": batch}), 413,
-                     "payload_too_large")
+        assert_error(
+            c.post("/interactions", json={"interactions": batch}), 413, "payload_too_large"
+        )
         big = {"user_id": "u", "item_id": item, "event_id": "x" * 5000}
         assert_error(c.post("/interactions", json=big), 413, "payload_too_large")
 
@@ -87,18 +98,17 @@ def test_batch_size_and_body_size_are_bounded(tiny_artifact_dir: Path, sqlite_ur
             yield b"y" * 5000
             yield b'"}'
 
-        r = c.post("/interactions", content=chunked(),
-                   headers={"content-type": "application/json"})
+        r = c.post("/interactions", content=chunked(), headers={"content-type": "application/json"})
         assert_error(r, 413, "payload_too_large")
         assert_error(c.post("/interactions", json={"interactions": []}), 422, "invalid_input")
         too_long = {"user_id": "u" * 129, "item_id": item}
         assert_error(c.post("/interactions", json=too_long), 422, "invalid_input")
 
 
-def test_api_keys_guard_writes_and_admin(tiny_artifact_dir: Path, sqlite_url: str,
-                                         loaded: LoadedArtifact) -> None:
-    settings = make_settings(tiny_artifact_dir, sqlite_url, api_keys="k1,k2",
-                             admin_api_keys="root")
+def test_api_keys_guard_writes_and_admin(
+    tiny_artifact_dir: Path, sqlite_url: str, loaded: LoadedArtifact
+) -> None:
+    settings = make_settings(tiny_artifact_dir, sqlite_url, api_keys="k1,k2", admin_api_keys="root")
     one = {"user_id": "u", "item_id": items(loaded, 1)[0]}
     with TestClient(create_app(settings)) as c:
         assert_error(c.post("/interactions", json=one), 401, "unauthorized")
@@ -113,32 +123,45 @@ def test_api_keys_guard_writes_and_admin(tiny_artifact_dir: Path, sqlite_url: st
         assert c.get("/recommend/u").status_code == 200
 
 
-def test_api_keys_are_never_logged_or_echoed(tiny_artifact_dir: Path, sqlite_url: str,
-                                             caplog: object) -> None:
+def test_api_keys_are_never_logged_or_echoed(
+    tiny_artifact_dir: Path, sqlite_url: str, caplog: object
+) -> None:
     settings = make_settings(tiny_artifact_dir, sqlite_url, api_keys="sekrit-key")
     assert "sekrit-key" not in repr(settings) and "sekrit-key" not in str(settings)
     with TestClient(create_app(settings)) as c:
-        r = c.post("/interactions", json={"user_id": "u", "item_id": "x"},
-                   headers={"X-API-Key": "sekrit-key-wrong"})
+        r = c.post(
+            "/interactions",
+            json={"user_id": "u", "item_id": "x"},
+            headers={"X-API-Key": "sekrit-key-wrong"},
+        )
         assert "sekrit" not in r.text
     assert "sekrit" not in caplog.text  # type: ignore[attr-defined]
 
 
 def test_export_interactions_round_trips_through_the_training_reader(
-        client: TestClient, loaded: LoadedArtifact, sqlite_url: str, tmp_path: Path) -> None:
+    client: TestClient, loaded: LoadedArtifact, sqlite_url: str, tmp_path: Path
+) -> None:
     from training.readers import read_log
 
     a, b = items(loaded, 2)
-    client.post("/interactions", json={"interactions": [
-        {"user_id": "u,1", "item_id": a, "timestamp": 1_700_000_000, "weight": 5},
-        {"user_id": 'u"2', "item_id": b, "timestamp": 1_700_000_100}]})
+    client.post(
+        "/interactions",
+        json={
+            "interactions": [
+                {"user_id": "u,1", "item_id": a, "timestamp": 1_700_000_000, "weight": 5},
+                {"user_id": 'u"2', "item_id": b, "timestamp": 1_700_000_100},
+            ]
+        },
+    )
     first = export_interactions(sqlite_url, tmp_path / "log.csv")
     assert first.rows == 2
     inter = read_log(first.path)
     assert sorted(inter.users.to_list()) == ['u"2', "u,1"]
     assert sorted(inter.weights.tolist()) == [1.0, 5.0]
-    assert inter.timestamps is not None and sorted(inter.timestamps) == [1_700_000_000,
-                                                                          1_700_000_100]
+    assert inter.timestamps is not None and sorted(inter.timestamps) == [
+        1_700_000_000,
+        1_700_000_100,
+    ]
     # incremental: only what came after the cursor
     client.post("/interactions", json={"user_id": "u3", "item_id": a})
     later = export_interactions(sqlite_url, tmp_path / "more.csv", after=first.last_cursor)

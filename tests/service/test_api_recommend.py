@@ -6,12 +6,15 @@ a good answer is checkable: a user's recommendations come from their own block.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 from fastapi.testclient import TestClient
 
 from models.artifact import user_history
+from service.app import create_app
 from service.loader import LoadedArtifact
-from tests.service.conftest import assert_error
+from tests.service.conftest import assert_error, make_settings
 
 
 def block(item_id: str) -> str:
@@ -28,7 +31,8 @@ def train_items(loaded: LoadedArtifact, user_id: str) -> set[str]:
 
 
 def test_known_user_gets_personal_unseen_items_of_their_block(
-        client: TestClient, loaded: LoadedArtifact) -> None:
+    client: TestClient, loaded: LoadedArtifact
+) -> None:
     user = str(loaded.arrays.user_ids.ids[3])
     r = client.get(f"/recommend/{user}", params={"k": 10})
     assert r.status_code == 200, r.text
@@ -46,9 +50,15 @@ def test_known_user_gets_personal_unseen_items_of_their_block(
 
 def test_unknown_user_with_posted_history(client: TestClient, loaded: LoadedArtifact) -> None:
     posted = [i for i in loaded.arrays.item_ids.to_list() if block(i) == "2"][:4]
-    r = client.post("/interactions", json={"interactions": [
-        {"user_id": "new user/1", "item_id": i, "timestamp": 1_700_000_000 + t}
-        for t, i in enumerate(posted)]})
+    r = client.post(
+        "/interactions",
+        json={
+            "interactions": [
+                {"user_id": "new user/1", "item_id": i, "timestamp": 1_700_000_000 + t}
+                for t, i in enumerate(posted)
+            ]
+        },
+    )
     assert r.json() == {"accepted": 4, "duplicates": 0, "rejected": []}
     body = client.get("/recommend/new user%2F1", params={"k": 10}).json()
     assert body["user_id"] == "new user/1" and body["source"] == "history"
@@ -67,7 +77,8 @@ def test_user_with_nothing_gets_most_popular(client: TestClient, loaded: LoadedA
 
 
 def test_post_then_get_excludes_the_item_and_changes_the_list(
-        client: TestClient, loaded: LoadedArtifact) -> None:
+    client: TestClient, loaded: LoadedArtifact
+) -> None:
     user = str(loaded.arrays.user_ids.ids[10])
     before = [it["item_id"] for it in client.get(f"/recommend/{user}").json()["items"]]
     r = client.post("/interactions", json={"user_id": user, "item_id": before[0]})
@@ -78,7 +89,8 @@ def test_post_then_get_excludes_the_item_and_changes_the_list(
 
 
 def test_explain_lists_the_history_items_that_weighed_most(
-        client: TestClient, loaded: LoadedArtifact) -> None:
+    client: TestClient, loaded: LoadedArtifact
+) -> None:
     user = str(loaded.arrays.user_ids.ids[0])
     hist = train_items(loaded, user)
     body = client.get(f"/recommend/{user}", params={"k": 5, "explain": "true"}).json()
@@ -124,3 +136,23 @@ def test_metrics_count_requests_and_stages(client: TestClient, loaded: LoadedArt
         assert f'relrec_stage_seconds_count{{stage="{stage}"}}' in text
     assert 'relrec_model_info{version="' + loaded.version + '"} 1.0' in text
     assert np.isfinite(float(text.split("relrec_batch_size_count ")[1].split()[0]))
+
+
+def test_post_then_get_on_both_history_stores(
+    tiny_artifact_dir: Path, history_url: str, loaded: LoadedArtifact
+) -> None:
+    """The API path over SQLite and over a real redis-server behaves the same."""
+    block2 = [i for i in loaded.arrays.item_ids.to_list() if block(i) == "2"][:3]
+    with TestClient(create_app(make_settings(tiny_artifact_dir, history_url))) as c:
+        assert c.get("/readyz").status_code == 200
+        assert c.get("/recommend/fresh").json()["source"] == "popular"
+        batch = [
+            {"user_id": "fresh", "item_id": i, "event_id": f"e{n}"} for n, i in enumerate(block2)
+        ]
+        assert c.post("/interactions", json={"interactions": batch}).json()["accepted"] == 3
+        assert c.post("/interactions", json={"interactions": batch}).json()["duplicates"] == 3
+        body = c.get("/recommend/fresh", params={"explain": True}).json()
+        assert body["source"] == "history"
+        items = [it["item_id"] for it in body["items"]]
+        assert not set(items) & set(block2)
+        assert {b["item_id"] for it in body["items"] for b in it["because"]} <= set(block2)

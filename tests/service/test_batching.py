@@ -7,11 +7,13 @@ import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from service.app import create_app
 from service.batching import MicroBatcher
+from service.settings import Settings
 from tests.service.conftest import make_settings, running
 
 
@@ -23,8 +25,9 @@ def test_concurrent_submits_are_batched_and_answered_in_order() -> None:
         return [2 * x for x in items]
 
     async def main() -> list[int]:
-        b: MicroBatcher[int, int] = MicroBatcher(double, max_size=8, max_in_flight=1,
-                                                 on_batch=sizes.append)
+        b: MicroBatcher[int, int] = MicroBatcher(
+            double, max_size=8, max_in_flight=1, on_batch=sizes.append
+        )
         b.start()
         try:
             return list(await asyncio.gather(*(b.submit(i) for i in range(50))))
@@ -43,8 +46,7 @@ def test_a_failing_batch_fails_each_of_its_requests() -> None:
         b: MicroBatcher[int, int] = MicroBatcher(fail)
         b.start()
         try:
-            return await asyncio.gather(*(b.submit(i) for i in range(5)),
-                                        return_exceptions=True)
+            return await asyncio.gather(*(b.submit(i) for i in range(5)), return_exceptions=True)
         finally:
             await b.aclose()
 
@@ -82,24 +84,25 @@ def test_cancelled_requests_are_skipped_and_others_answered() -> None:
 
 def test_submit_before_start_is_an_error() -> None:
     async def main() -> None:
-        await MicroBatcher(lambda xs: xs).submit(1)
+        await MicroBatcher[int, int](lambda xs: list(xs)).submit(1)
 
     with pytest.raises(RuntimeError, match="start"):
         asyncio.run(main())
 
 
-def test_batched_answers_equal_one_at_a_time_answers(tiny_artifact_dir: Path,
-                                                     sqlite_url: str) -> None:
+def test_batched_answers_equal_one_at_a_time_answers(
+    tiny_artifact_dir: Path, sqlite_url: str
+) -> None:
     users = [f"u{i}-c{i % 4}" for i in range(0, 120, 3)] + ["nobody"]
-    batched = make_settings(tiny_artifact_dir, sqlite_url, batch_max_size=64,
-                            batch_max_wait_ms=5.0)
+    batched = make_settings(tiny_artifact_dir, sqlite_url, batch_max_size=64, batch_max_wait_ms=5.0)
     single = make_settings(tiny_artifact_dir, sqlite_url, batch_max_size=1)
 
-    async def ask(settings_: object) -> tuple[list[object], int]:
-        app = create_app(settings_)  # type: ignore[arg-type]
+    async def ask(settings_: Settings) -> tuple[list[dict[str, Any]], int]:
+        app = create_app(settings_)
         async with running(app) as c:
-            rs = await asyncio.gather(*(c.get(f"/recommend/{u}", params={"k": 7, "explain": 1})
-                                        for u in users))
+            rs = await asyncio.gather(
+                *(c.get(f"/recommend/{u}", params={"k": 7, "explain": 1}) for u in users)
+            )
             metrics = (await c.get("/metrics")).text
         n_batches = int(float(metrics.split("relrec_batch_size_count ")[1].split()[0]))
         return [r.json() for r in rs], n_batches

@@ -49,8 +49,9 @@ def test_event_id_makes_retries_idempotent(store: HistoryStore) -> None:
     # the same event id for another user is another event
     assert store.append([ev("v", "x", eid="e1")]) == [True]
     # duplicates inside one batch, and events without ids are never deduplicated
-    assert store.append([ev("w", "a", eid="d"), ev("w", "a", eid="d"), ev("w", "b"),
-                         ev("w", "b")]) == [True, False, True, True]
+    assert store.append(
+        [ev("w", "a", eid="d"), ev("w", "a", eid="d"), ev("w", "b"), ev("w", "b")]
+    ) == [True, False, True, True]
     assert store.recent("w", 5) == ["b", "b", "a"]
 
 

@@ -21,10 +21,12 @@ def inputs(loaded: LoadedArtifact, users: list[int]) -> tuple[np.ndarray, ...]:
     return vecs, rows, mask
 
 
-def exact(loaded: LoadedArtifact, vecs: np.ndarray, rows: np.ndarray, mask: np.ndarray,
-          cands: np.ndarray) -> np.ndarray:
-    (dist,) = loaded.session.run(["distances"], {"user_vecs": vecs, "hist_rows": rows,
-                                                 "hist_mask": mask, "cand_rows": cands})
+def exact(
+    loaded: LoadedArtifact, vecs: np.ndarray, rows: np.ndarray, mask: np.ndarray, cands: np.ndarray
+) -> np.ndarray:
+    (dist,) = loaded.session.run(
+        ["distances"], {"user_vecs": vecs, "hist_rows": rows, "hist_mask": mask, "cand_rows": cands}
+    )
     return np.asarray(dist)
 
 
@@ -53,11 +55,11 @@ def test_padded_batch_equals_requests_alone(loaded: LoadedArtifact, ranker: Rank
     ks = [5, 10, 17, 1]
     together = ranker.rank(vecs, rows, mask, cands, ks, explain=True)
     for b in range(4):
-        alone = ranker.rank(vecs[b:b + 1], rows[b:b + 1], mask[b:b + 1], [cands[b]], [ks[b]],
-                            explain=True)[0]
+        alone = ranker.rank(
+            vecs[b : b + 1], rows[b : b + 1], mask[b : b + 1], [cands[b]], [ks[b]], explain=True
+        )[0]
         np.testing.assert_array_equal(together[b].rows, alone.rows)
-        np.testing.assert_allclose(together[b].distances, alone.distances, rtol=1e-5,
-                                   atol=1e-6)
+        np.testing.assert_allclose(together[b].distances, alone.distances, rtol=1e-5, atol=1e-6)
         assert len(alone.rows) == min(ks[b], len(cands[b]))
         assert set(alone.rows) <= set(cands[b].tolist())
 

@@ -17,8 +17,9 @@ from tests.service.conftest import assert_error, make_settings, running
 Root = tuple[Path, str, str]
 
 
-def test_swap_under_concurrent_requests_has_zero_failures(artifacts_root: Root,
-                                                          sqlite_url: str) -> None:
+def test_swap_under_concurrent_requests_has_zero_failures(
+    artifacts_root: Root, sqlite_url: str
+) -> None:
     root, first, second = artifacts_root
     app = create_app(make_settings(root, sqlite_url, reload_poll_s=0.05))
     users = [f"u{i}-c{i % 4}" for i in range(40)] + ["cold", "nobody"]
@@ -56,8 +57,7 @@ def test_swap_under_concurrent_requests_has_zero_failures(artifacts_root: Root,
     assert versions == {first, second}
 
 
-def test_in_flight_requests_finish_on_their_version(artifacts_root: Root,
-                                                    sqlite_url: str) -> None:
+def test_in_flight_requests_finish_on_their_version(artifacts_root: Root, sqlite_url: str) -> None:
     root, first, second = artifacts_root
     app = create_app(make_settings(root, sqlite_url))
     runtime = app.state.runtime
@@ -95,13 +95,16 @@ def _break_scorer(root: Path, version: str, name: str, keep_hashes: bool) -> str
         manifest = art.read_manifest(root / name)
         files = {**manifest.files, art.SCORER: art.file_sha256(root / name / art.SCORER)}
         sizes = {**manifest.sizes, art.SCORER: (root / name / art.SCORER).stat().st_size}
-        art.write_manifest(root / name, manifest.model_copy(
-            update={"files": files, "sizes": sizes, "version": name}))
+        art.write_manifest(
+            root / name,
+            manifest.model_copy(update={"files": files, "sizes": sizes, "version": name}),
+        )
     return name
 
 
-def test_broken_version_is_refused_and_the_old_one_keeps_serving(artifacts_root: Root,
-                                                                 sqlite_url: str) -> None:
+def test_broken_version_is_refused_and_the_old_one_keeps_serving(
+    artifacts_root: Root, sqlite_url: str
+) -> None:
     from fastapi.testclient import TestClient
 
     root, first, _ = artifacts_root
@@ -119,9 +122,9 @@ def test_broken_version_is_refused_and_the_old_one_keeps_serving(artifacts_root:
         assert 'relrec_reloads_total{result="rejected"} 2.0' in c.get("/metrics").text
 
 
-def test_watcher_loads_a_version_that_appears_after_start(artifacts_root: Root,
-                                                          sqlite_url: str, tmp_path: Path
-                                                          ) -> None:
+def test_watcher_loads_a_version_that_appears_after_start(
+    artifacts_root: Root, sqlite_url: str, tmp_path: Path
+) -> None:
     src, first, _ = artifacts_root
     root = tmp_path / "later"
     root.mkdir()

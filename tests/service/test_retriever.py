@@ -42,18 +42,37 @@ def users(medium: LoadedArtifact) -> dict[str, object]:
         seen.append(np.unique(h))
         hist_rows[b, : len(hists[-1])], hist_mask[b, : len(hists[-1])] = hists[-1], 1.0
     cand = np.tile(np.arange(a.n_items, dtype=np.int64), (len(rows_), 1))
-    (exact,) = a.session.run(["distances"], {"user_vecs": vecs, "hist_rows": hist_rows,
-                                             "hist_mask": hist_mask, "cand_rows": cand})
+    (exact,) = a.session.run(
+        ["distances"],
+        {"user_vecs": vecs, "hist_rows": hist_rows, "hist_mask": hist_mask, "cand_rows": cand},
+    )
     for b, s in enumerate(seen):
         exact[b, s] = np.inf
-    return {"vecs": vecs, "rows": hist_rows, "mask": hist_mask, "hists": hists, "seen": seen,
-            "exact": exact}
+    return {
+        "vecs": vecs,
+        "rows": hist_rows,
+        "mask": hist_mask,
+        "hists": hists,
+        "seen": seen,
+        "exact": exact,
+    }
 
 
-def two_stage_recall(a: LoadedArtifact, u: dict[str, object], n: int,
-                     probes: ProbeKind = "relation", index: object = None) -> float:
-    retriever = Retriever(index if index is not None else a.index, a.arrays.items,
-                          a.arrays.keys, a.arrays.memories, n, probes=probes)
+def two_stage_recall(
+    a: LoadedArtifact,
+    u: dict[str, object],
+    n: int,
+    probes: ProbeKind = "relation",
+    index: object = None,
+) -> float:
+    retriever = Retriever(
+        index if index is not None else a.index,
+        a.arrays.items,
+        a.arrays.keys,
+        a.arrays.memories,
+        n,
+        probes=probes,
+    )
     ranker = Ranker(a.session, a.l_max, a.has_attention)
     vecs, exact = u["vecs"], u["exact"]
     cands = retriever.candidates(vecs, u["hists"], u["seen"])  # type: ignore[arg-type]
@@ -66,8 +85,9 @@ def two_stage_recall(a: LoadedArtifact, u: dict[str, object], n: int,
     return float(np.mean(hits))
 
 
-def test_recall_at_10_vs_exhaustive_exact_scoring(medium: LoadedArtifact,
-                                                  users: dict[str, object]) -> None:
+def test_recall_at_10_vs_exhaustive_exact_scoring(
+    medium: LoadedArtifact, users: dict[str, object]
+) -> None:
     assert medium.n_items > 1000
     # C = 25 and 50 are about 2% and 4% of the catalogue (300 of 2810 on ML-1M is 11%)
     assert two_stage_recall(medium, users, 25) >= 0.98
@@ -76,8 +96,9 @@ def test_recall_at_10_vs_exhaustive_exact_scoring(medium: LoadedArtifact,
     assert two_stage_recall(medium, users, 10) > two_stage_recall(medium, users, 10, "user")
 
 
-def test_hnsw_with_tuned_ef_search_keeps_recall(medium: LoadedArtifact,
-                                                users: dict[str, object]) -> None:
+def test_hnsw_with_tuned_ef_search_keeps_recall(
+    medium: LoadedArtifact, users: dict[str, object]
+) -> None:
     index = faiss.IndexHNSWFlat(medium.dim, 32)
     index.hnsw.efConstruction = 200
     index.add(np.ascontiguousarray(medium.arrays.items))
@@ -85,10 +106,10 @@ def test_hnsw_with_tuned_ef_search_keeps_recall(medium: LoadedArtifact,
     assert two_stage_recall(medium, users, 50, index=index) >= 0.99
 
 
-def test_candidates_exclude_seen_and_fill_up(medium: LoadedArtifact,
-                                             users: dict[str, object]) -> None:
-    r = Retriever(medium.index, medium.arrays.items, medium.arrays.keys,
-                  medium.arrays.memories, 30)
+def test_candidates_exclude_seen_and_fill_up(
+    medium: LoadedArtifact, users: dict[str, object]
+) -> None:
+    r = Retriever(medium.index, medium.arrays.items, medium.arrays.keys, medium.arrays.memories, 30)
     vecs = users["vecs"][:3]  # type: ignore[index]
     heavy = np.arange(0, medium.n_items, 2)  # a user who has seen half the catalogue
     seen = [users["seen"][0], heavy, np.zeros(0, np.int64)]  # type: ignore[index]
@@ -100,17 +121,18 @@ def test_candidates_exclude_seen_and_fill_up(medium: LoadedArtifact,
     assert len(everything[0]) == medium.n_items - len(seen[0])
 
 
-def test_relation_weights_are_a_distribution(medium: LoadedArtifact,
-                                             users: dict[str, object]) -> None:
-    r = Retriever(medium.index, medium.arrays.items, medium.arrays.keys,
-                  medium.arrays.memories, 30)
+def test_relation_weights_are_a_distribution(
+    medium: LoadedArtifact, users: dict[str, object]
+) -> None:
+    r = Retriever(medium.index, medium.arrays.items, medium.arrays.keys, medium.arrays.memories, 30)
     hists = [users["hists"][0], np.zeros(0, np.int64)]  # type: ignore[index]
     w = r.relation_weights(users["vecs"][:2], hists)  # type: ignore[index]
     n = len(medium.arrays.memories)
     assert w.shape == (2, n) and np.allclose(w.sum(axis=1), 1.0, atol=1e-5)
     assert np.allclose(w[1], 1.0 / n)  # no history: uniform slot weights
     # models without a memory (CML) query with p_u itself
-    plain = Retriever(medium.index, medium.arrays.items, np.zeros((medium.dim, 0)),
-                      np.zeros((0, medium.dim)), 5)
+    plain = Retriever(
+        medium.index, medium.arrays.items, np.zeros((medium.dim, 0)), np.zeros((0, medium.dim)), 5
+    )
     q = plain.queries(users["vecs"][:2], hists)  # type: ignore[index]
     np.testing.assert_array_equal(q[:, 0], users["vecs"][:2])  # type: ignore[index]

@@ -41,34 +41,49 @@ def test_dotenv_file_is_read(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) ->
     assert Settings(_env_file=env).max_k == 7  # type: ignore[call-arg]
 
 
-@pytest.mark.parametrize("field,value", [
-    ("n_candidates", 0), ("max_k", 0), ("max_body_bytes", 10), ("batch_max_size", 0),
-    ("history_url", "mysql://db"), ("history_url", "/tmp/file.db"), ("reload_poll_s", -1),
-])
+@pytest.mark.parametrize(
+    "field,value",
+    [
+        ("n_candidates", 0),
+        ("max_k", 0),
+        ("max_body_bytes", 10),
+        ("batch_max_size", 0),
+        ("history_url", "mysql://db"),
+        ("history_url", "/tmp/file.db"),
+        ("reload_poll_s", -1),
+    ],
+)
 def test_out_of_bounds_values_fail_at_start(field: str, value: object) -> None:
     with pytest.raises(ValidationError) as info:
-        Settings(_env_file=None, **{field: value})  # type: ignore[arg-type]
+        Settings(_env_file=None, **{field: value})  # type: ignore[call-arg, arg-type]
     assert field in str(info.value)
 
 
 def test_keys_are_secret_and_settings_frozen() -> None:
-    s = Settings(_env_file=None, api_keys="topsecret", admin_api_keys="root")  # type: ignore[arg-type]
+    s = Settings(_env_file=None, api_keys="topsecret", admin_api_keys="root")  # type: ignore[call-arg, arg-type]
     assert "topsecret" not in repr(s) and "root" not in str(s.model_dump())
     assert s.admin_keys() == ["root"]
     with pytest.raises(ValidationError):
         s.max_k = 5  # type: ignore[misc]
     with pytest.raises(ValidationError) as info:  # a bad URL does not echo the keys
-        Settings(_env_file=None, api_keys="topsecret", history_url="ftp://x")  # type: ignore[arg-type]
+        Settings(_env_file=None, api_keys="topsecret", history_url="ftp://x")  # type: ignore[call-arg, arg-type]
     assert "topsecret" not in str(info.value)
 
 
-def test_settings_round_trip_through_env_for_workers(monkeypatch: pytest.MonkeyPatch,
-                                                     tmp_path: Path) -> None:
-    s = Settings(_env_file=None, artifact_dir=tmp_path, api_keys="k1,k2", use_gpu=False,  # type: ignore[arg-type]
-                 n_candidates=123)
+def test_settings_round_trip_through_env_for_workers(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    s = Settings(  # type: ignore[call-arg]
+        _env_file=None,
+        artifact_dir=tmp_path,
+        api_keys="k1,k2",  # type: ignore[arg-type]  # comma-separated, split by a validator
+        use_gpu=False,
+        n_candidates=123,
+    )
     for name, value in settings_to_env(s).items():
         monkeypatch.setenv(name, value)
     again = Settings(_env_file=None)  # type: ignore[call-arg]
     assert again.write_keys() == ["k1", "k2"]
     assert again.model_dump(exclude={"api_keys", "admin_api_keys"}) == s.model_dump(
-        exclude={"api_keys", "admin_api_keys"})
+        exclude={"api_keys", "admin_api_keys"}
+    )
