@@ -153,7 +153,10 @@ def add_subcommands(sub: argparse._SubParsersAction) -> None:
 
 def main(argv: list[str] | None = None, prog: str = "relrec") -> int:
     """Parse and run one offline subcommand; errors the user can fix exit 2 with one line."""
+    from models.artifact import ArtifactError
+    from training.checkpoint import CheckpointError
     from training.config import ConfigError
+    from training.exporter import ExportError
     from training.interactions import DataError
 
     parser = argparse.ArgumentParser(prog=prog, description="relrec offline commands")
@@ -161,7 +164,8 @@ def main(argv: list[str] | None = None, prog: str = "relrec") -> int:
     args = parser.parse_args(argv)
     try:
         return int(args.func(args))
-    except (ConfigError, DataError, FileNotFoundError) as exc:
+    except (ConfigError, DataError, CheckpointError, ArtifactError, ExportError,
+            FileNotFoundError) as exc:
         log.error("%s", exc)
         sys.stderr.write(f"relrec {args.command}: error: {exc}\n")
         return 2

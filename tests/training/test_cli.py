@@ -56,3 +56,10 @@ def test_unknown_override_is_refused(sample_csv: Path, tmp_path: Path,
     assert main(["train", "--data", str(sample_csv), "--model", "hlr", "--set",
                  "trainer.learning_rate=1", "--out", str(tmp_path / "o")]) == 2
     assert "trainer.learning_rate" in capsys.readouterr().err
+
+
+def test_export_of_a_missing_run_is_a_clear_error(tmp_path: Path,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["export", str(tmp_path / "no-run"), "--out", str(tmp_path / "a")]) == 2
+    assert "no-run" in capsys.readouterr().err
+    assert not (tmp_path / "a" / "current").exists()
