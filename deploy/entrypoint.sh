@@ -86,7 +86,7 @@ train_demo() {
     run relrec sample --out "$workdir/sample.csv" --users "$users" --items "$items"
     # Small and quick: a demo model for `docker compose up`, not a tuned one.
     run relrec train --data "$workdir/sample.csv" --model hlr --out "$workdir/run" \
-        --dim "$dim" --memories 8 --max-history 20 --epochs "$epochs" --k-core 5 \
+        --dim "$dim" --memories 8 --max-history 20 --epochs "$epochs" --k-core 5 --lr 0.01 \
         --eval-users 500 --no-progress --set eval.sampled=false
     run relrec export "$workdir/run" --out "$out"
 }

@@ -30,7 +30,9 @@ def run_demo(workdir: Path, host: str = "127.0.0.1", port: int = 8000, serve: bo
         algorithm="hlr",
         data={"path": str(sample), "k_core": 5},
         model={"dim": 32, "n_memory": 10, "l_max": 20},
-        trainer={"epochs": epochs, "eval_users": 500, "patience": 3, "batch_size": 500},
+        # a small log gives few steps per epoch: a larger step than the reference's 1e-3
+        trainer={"epochs": epochs, "eval_users": 500, "patience": 3, "batch_size": 500,
+                 "lr": 0.01},
     )
     result = run(cfg, workdir / "run")
     sys.stdout.write(format_metrics(result.metrics) + "\n\n")
