@@ -225,7 +225,7 @@ class RelationalModel(nn.Module, ABC):
         self, user_vecs: Tensor, hist_rows: Tensor | None, hist_mask: Tensor | None
     ) -> tuple[Tensor, Tensor]:
         """History vectors `[B, L, d]` with pads set to the zero vector, and the bool mask."""
-        if hist_rows is None:
+        if hist_rows is None or not self.config.uses_history:  # CML, LRML read no history
             batch = user_vecs.shape[0]
             empty = user_vecs.new_zeros(batch, 0, self.config.dim)  # [B, 0, d]
             return empty, torch.zeros(batch, 0, dtype=torch.bool, device=user_vecs.device)

@@ -64,9 +64,9 @@ class TrainDataset:
     def histories(self, rng: np.random.Generator, user_rows: np.ndarray,
                   exclude_rows: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Capped histories [B, L] and mask; empty (all-pad) for models without history."""
-        if not self.uses_history:
+        if not self.uses_history:  # zero-width: no [B, L, d] gather for CML and LRML
             b = len(user_rows)
-            return np.zeros((b, self.l_max), np.int64), np.zeros((b, self.l_max), bool)
+            return np.zeros((b, 0), np.int64), np.zeros((b, 0), bool)
         return sample_history(rng, user_rows, self.indptr, self.indices, self.l_max,
                               exclude_rows=exclude_rows, item_weights=self.item_weights)
 
