@@ -28,7 +28,7 @@ from training.interactions import Interactions
 from training.readers import read_log
 from training.scorer import ModelScorer
 from training.splits import Split, make_split
-from training.trainer import Trainer, TrainResult
+from training.trainer import Trainer, TrainResult, Validator
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +69,7 @@ def fit_relational(cfg: TrainConfig, split: Split, rank: int = 0, world_size: in
     return model, dataset, result
 
 
-def make_validator(cfg: TrainConfig, split: Split, dataset: TrainDataset):
+def make_validator(cfg: TrainConfig, split: Split, dataset: TrainDataset) -> Validator | None:
     """NDCG@k on (a sample of) validation users, or minus the validation hinge loss."""
     valid_users = np.unique(split.valid.user_rows)
     if len(valid_users) == 0:

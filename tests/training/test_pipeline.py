@@ -1,0 +1,25 @@
+"""The main job: selection by validation loss (the reference's criterion) and the run files."""
+
+import json
+import math
+from pathlib import Path
+
+from training.checkpoint import load_run
+from training.config import load_config
+from training.pipeline import run
+
+
+def test_select_by_validation_loss(planted_split, tmp_path: Path) -> None:
+    cfg = load_config(algorithm="lrml", data={"path": "planted"},
+                      model={"dim": 8, "n_memory": 4},
+                      trainer={"epochs": 2, "batch_size": 256, "select_by": "loss",
+                               "progress": False},
+                      eval={"sampled": False})
+    result = run(cfg, tmp_path, split=planted_split)
+    training = result.metrics["training"]
+    assert training["select_by"] == "loss"
+    assert math.isfinite(training["best_valid"]) and training["best_valid"] <= 0  # −loss
+    saved = json.loads((tmp_path / "metrics.json").read_text())
+    assert saved["metrics"] == result.metrics["metrics"]
+    restored = load_run(tmp_path)
+    assert restored.model.kind == "lrml" and restored.model.n_items == planted_split.n_items
