@@ -51,7 +51,11 @@ def summarise(docs: list[dict]) -> dict:
     out = {}
     for name in [*COLUMNS, "median_popularity"]:
         values = np.array([d["metrics"][name] for d in docs])
-        out[name] = (float(values.mean()), float(values.std(ddof=1)) if len(values) > 1 else 0.0)
+        if len(values) > 1:
+            out[name] = (float(values.mean()), float(values.std(ddof=1)))
+        else:  # one seed: the spread is the 95% CI over users
+            ci = docs[0].get("spread", {}).get(name, {}).get("ci95") or 0.0
+            out[name] = (float(values[0]), float(ci))
     epoch = [d["training"]["epoch_time_s"] for d in docs if "training" in d]
     share = [d["training"]["data_share"] for d in docs if "training" in d]
     best = [d["training"]["best_epoch"] for d in docs if "training" in d]
@@ -74,9 +78,27 @@ def render(rows: dict[str, dict], n_seeds: int, k: int = 10) -> str:
         lines.append(f"| {algo} | " + " | ".join(cells)
                      + f" | {s['median_popularity'][0]:.0f} | {epoch} | {share} | {best} |"
                      f" {s['wall_s']:.0f} |")
-    lines.append(f"\nMetrics in %, mean ± std over {n_seeds} seed(s) (split and init seeded "
-                 "together); full ranking, train+validation items excluded.")
+    spread = (f"mean ± std over {n_seeds} seeds (split and init seeded together)"
+              if n_seeds > 1 else "one seed, ± is the 95% CI half-width over users")
+    lines.append(f"\nMetrics in %, {spread}; full ranking, train+validation items excluded.")
     return "\n".join(lines)
+
+
+def render_runs(out: Path, table_path: str | None) -> int:
+    """Table from finished runs (`<algo>-s<seed>/metrics.json`), e.g. of an interrupted sweep."""
+    per_algo: dict[str, list[dict]] = {}
+    seeds = set()
+    for path in sorted(out.glob("*-s*/metrics.json")):
+        doc = json.loads(path.read_text())
+        doc.setdefault("wall_s", doc.get("fit_time_s", 0.0))
+        per_algo.setdefault(doc["model"], []).append(doc)
+        seeds.add(path.parent.name.rsplit("-s", 1)[1])
+    order = [a for a in ALL if a in per_algo]
+    table = render({a: summarise(per_algo[a]) for a in order}, len(seeds))
+    print(table)
+    if table_path:
+        Path(table_path).write_text(table + "\n")
+    return 0
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -100,6 +122,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--table", help="write the markdown table to this file too")
     p.add_argument("--quiet", action="store_true")
     p.add_argument("--quick", action="store_true", help="tiny generated data, seconds")
+    p.add_argument("--from-runs", action="store_true",
+                   help="only render the table from the metrics.json files under --out")
     return p.parse_args(argv)
 
 
@@ -107,6 +131,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO)
     out = Path(args.out)
+    if args.from_runs:
+        return render_runs(out, args.table)
     if args.quick:
         from training.synthetic import write_sample
 

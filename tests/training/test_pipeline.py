@@ -23,3 +23,18 @@ def test_select_by_validation_loss(planted_split, tmp_path: Path) -> None:
     assert saved["metrics"] == result.metrics["metrics"]
     restored = load_run(tmp_path)
     assert restored.model.kind == "lrml" and restored.model.n_items == planted_split.n_items
+
+
+def test_quality_bench_quick_mode_runs(tmp_path: Path) -> None:
+    """bench/quality.py --quick: every algorithm through the pipeline, so the script can't rot."""
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[2]
+    proc = subprocess.run([sys.executable, str(root / "bench" / "quality.py"), "--quick",
+                           "--out", str(tmp_path), "--table", str(tmp_path / "t.md")],
+                          capture_output=True, text=True, timeout=300, cwd=root)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    table = (tmp_path / "t.md").read_text()
+    for algo in ("pop", "als", "cml", "lrml", "hlr", "hlr++", "adacml"):
+        assert f"| {algo} |" in table
