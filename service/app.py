@@ -13,9 +13,9 @@ from __future__ import annotations
 import contextvars
 import json
 import logging
+import os
 import re
 import time
-import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -25,7 +25,12 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from service.errors import PayloadTooLargeError, error_body, install_error_handlers
+from service.errors import (
+    OverloadedError,
+    PayloadTooLargeError,
+    error_body,
+    install_error_handlers,
+)
 from service.metrics import Metrics
 from service.routes import admin, health, interactions, recommend
 from service.runtime import Runtime
@@ -40,6 +45,8 @@ REQUEST_ID: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", d
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s"
 _CLIENT_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
 _BODY_METHODS = {"POST", "PUT", "PATCH"}
+_UNGATED = {"/healthz", "/readyz", "/metrics"}  # probes and scrapes pass admission control
+_VIA = ("Key", "Bearer")  # each kind of key has an X-API-Key and a bearer scheme (service.deps)
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -80,7 +87,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     app.add_middleware(
-        RequestContextMiddleware, metrics=metrics, max_body_bytes=settings.max_body_bytes
+        RequestContextMiddleware,
+        metrics=metrics,
+        max_body_bytes=settings.max_body_bytes,
+        max_in_flight=settings.max_in_flight,
     )
     if not settings.write_keys():
         log.warning("no RELREC_API_KEYS configured: POST /interactions and /admin are open")
@@ -103,30 +113,57 @@ def _document_limits(doc: dict[str, Any], settings: Settings) -> dict[str, Any]:
         if option.get("type") == "string":
             option["maxLength"] = settings.max_id_length
     schemas["InteractionsRequest"]["properties"]["interactions"]["maxItems"] = settings.max_batch
-    # An endpoint whose keys are not configured is open: the document must not ask for a key.
-    for path, operations in doc["paths"].items():
-        keys = settings.admin_keys() if path.startswith("/admin") else settings.write_keys()
+    # A kind of key that is not configured leaves its endpoints open: the document must not ask
+    # for it. Scheme names are service.deps' (ReadKey, ReadBearer, WriteKey, ...).
+    kinds = {
+        "Read": settings.read_keys(),
+        "Write": settings.write_keys(),
+        "Admin": settings.admin_keys(),
+    }
+    configured = {kind + kind_of: bool(keys) for kind, keys in kinds.items() for kind_of in _VIA}
+    used: set[str] = set()
+    for operations in doc["paths"].values():
         for operation in operations.values():
-            if not keys:
-                operation.pop("security", None)
-    if not any("security" in op for ops in doc["paths"].values() for op in ops.values()):
+            security = [
+                req
+                for req in operation.pop("security", [])
+                if all(configured.get(name, True) for name in req)
+            ]
+            if security:
+                operation["security"] = security
+                used.update(name for req in security for name in req)
+    schemes = doc["components"].get("securitySchemes", {})
+    for name in set(schemes) - used:
+        del schemes[name]
+    if not schemes:
         doc["components"].pop("securitySchemes", None)
     return doc
 
 
 class RequestContextMiddleware:
-    """Request id, body bound, latency metrics and the last-resort 500, for every request."""
+    """Request id, admission control, body bound, latency metrics and the last-resort 500, for
+    every request.
 
-    def __init__(self, app: ASGIApp, metrics: Metrics, max_body_bytes: int) -> None:
+    Admission: at most `max_in_flight` API requests in progress in this worker; the next ones
+    get 503 `overloaded` with Retry-After at once, so that overload sheds load quickly instead
+    of growing queues (and latency) without bound, while the admitted ones are served.
+    """
+
+    def __init__(
+        self, app: ASGIApp, metrics: Metrics, max_body_bytes: int, max_in_flight: int
+    ) -> None:
         self.app = app
         self.metrics = metrics
         self.max_body = max_body_bytes
+        self.max_in_flight = max_in_flight
+        self.in_flight = 0  # one event loop per worker: no lock needed
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        rid = _client_request_id(scope) or uuid.uuid4().hex
+        # 128 random bits as 32 hex digits, like uuid4().hex at a quarter of its CPU.
+        rid = _client_request_id(scope) or os.urandom(16).hex()
         scope.setdefault("state", {})["request_id"] = rid
         token = REQUEST_ID.set(rid)
         started = time.perf_counter()
@@ -138,16 +175,29 @@ class RequestContextMiddleware:
                 MutableHeaders(scope=message).append("X-Request-ID", rid)
             await send(message)
 
+        admitted = False
         try:
+            if scope["path"] not in _UNGATED:
+                if self.in_flight >= self.max_in_flight:
+                    raise OverloadedError(
+                        f"over {self.max_in_flight} requests in progress (RELREC_MAX_IN_FLIGHT)"
+                    )
+                admitted = True
+                self.in_flight += 1
+                self.metrics.in_flight.inc()
             receive = await self._bounded(scope, receive)
             await self.app(scope, receive, send_with_id)
-        except PayloadTooLargeError as exc:
-            await _send_error(send_with_id, 413, exc.code, exc.message, rid)
+        except (PayloadTooLargeError, OverloadedError) as exc:
+            status = exc.status_code
+            await _send_error(send_with_id, status, exc.code, exc.message, rid, exc.headers)
         except Exception:  # noqa: BLE001 - the last resort: log it, answer 500 in our shape
-            log.exception("unhandled error in %s %s", scope["method"], scope["path"])
+            log.exception("unhandled error in %s %s", scope["method"], _loggable(scope["path"]))
             if not response["started"]:
                 await _send_error(send_with_id, 500, "internal", "internal server error", rid)
         finally:
+            if admitted:
+                self.in_flight -= 1
+                self.metrics.in_flight.dec()
             self._record(scope, int(response["status"]), time.perf_counter() - started)
             REQUEST_ID.reset(token)
 
@@ -193,7 +243,9 @@ class RequestContextMiddleware:
         route = scope.get("route")
         template = getattr(route, "path", None) or "unmatched"
         self.metrics.request_seconds.labels(scope["method"], template, str(status)).observe(seconds)
-        access_log.info("%s %s %d %.1fms", scope["method"], scope["path"], status, 1000 * seconds)
+        if access_log.isEnabledFor(logging.INFO):  # skip escaping the path when not logged
+            path = _loggable(scope["path"])
+            access_log.info("%s %s %d %.1fms", scope["method"], path, status, 1000 * seconds)
 
 
 def _header(scope: Scope, name: bytes) -> str | None:
@@ -203,14 +255,27 @@ def _header(scope: Scope, name: bytes) -> str | None:
     return None
 
 
+def _loggable(path: str) -> str:
+    """The decoded path with control characters escaped: %0A in a URL must not forge a log line."""
+    return path if path.isprintable() else path.encode("unicode_escape").decode("ascii")
+
+
 def _client_request_id(scope: Scope) -> str | None:
     """The caller's X-Request-ID when it is short and safe to log, else None (we make one)."""
     value = _header(scope, b"x-request-id")
     return value if value is not None and _CLIENT_ID.match(value) else None
 
 
-async def _send_error(send: Send, status: int, code: str, message: str, rid: str) -> None:
+async def _send_error(
+    send: Send,
+    status: int,
+    code: str,
+    message: str,
+    rid: str,
+    headers: dict[str, str] | None = None,
+) -> None:
     body = json.dumps(error_body(code, message, [], rid)).encode()
+    extra = [(k.lower().encode(), v.encode()) for k, v in (headers or {}).items()]
     await send(
         {
             "type": "http.response.start",
@@ -218,6 +283,7 @@ async def _send_error(send: Send, status: int, code: str, message: str, rid: str
             "headers": [
                 (b"content-type", b"application/json"),
                 (b"content-length", str(len(body)).encode()),
+                *extra,
             ],
         }
     )

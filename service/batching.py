@@ -4,8 +4,13 @@
 next batch, so under load one store round trip, one FAISS search and one ONNX call serve many
 requests (adaptive batching, as Triton's dynamic batcher does without a fixed delay); an idle
 server answers a lone request at once. `max_wait_s` can add a small delay to gather more.
-Batches run in worker threads (FAISS and onnxruntime release the GIL); `max_in_flight`
-batches may run at once so that one batch's store I/O overlaps another's compute.
+Where a batch runs is the `executor`: "thread" runs it in a worker thread (FAISS and
+onnxruntime release the GIL) and lets `max_in_flight` batches run at once, so that one batch's
+store I/O overlaps another's compute; "inline" calls it on the event loop, which blocks the loop
+for the batch's duration but saves the hand-off to and from the thread (a queue put, a
+condition notify and a future callback per batch), the right trade when each worker process
+has a core of its own. Requests that arrive meanwhile wait in the socket buffers and become
+the next batch.
 """
 
 from __future__ import annotations
@@ -14,18 +19,20 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Callable, Sequence
-from typing import Generic, TypeVar
+from typing import Generic, Literal, TypeVar
 
 log = logging.getLogger(__name__)
 
-__all__ = ["MicroBatcher"]
+__all__ = ["Executor", "MicroBatcher"]
+
+Executor = Literal["thread", "inline"]
 
 T = TypeVar("T")
 R = TypeVar("R")
 
 
 class MicroBatcher(Generic[T, R]):
-    """Queue of (item, future); a worker task cuts batches and runs `fn` in a thread.
+    """Queue of (item, future); a worker task cuts batches and runs `fn` per `executor`.
 
     `fn(items)` returns one result per item, in order; if it raises, every request of the
     batch gets that exception (the batch function validates nothing that is per request).
@@ -38,8 +45,12 @@ class MicroBatcher(Generic[T, R]):
         max_wait_s: float = 0.0,
         max_in_flight: int = 2,
         on_batch: Callable[[int], None] | None = None,
+        executor: Executor = "thread",
     ) -> None:
+        if executor not in ("thread", "inline"):
+            raise ValueError(f"executor must be 'thread' or 'inline', not {executor!r}")
         self.fn = fn
+        self.executor = executor
         self.max_size = max_size
         self.max_wait_s = max_wait_s
         self.on_batch = on_batch
@@ -78,8 +89,18 @@ class MicroBatcher(Generic[T, R]):
         while True:
             # Take a slot first: while all slots are busy the queue grows into the next batch.
             await self._slots.acquire()
-            batch = [await self._queue.get()]
-            await self._fill(batch)
+            batch: list[tuple[T, asyncio.Future[R]]] = []
+            try:
+                batch.append(await self._queue.get())
+                await self._fill(batch)
+            except asyncio.CancelledError:
+                # aclose() while waiting: give the slot back (or a restarted batcher has one
+                # slot fewer, and none after max_in_flight restarts) and fail what was taken.
+                self._slots.release()
+                for _, fut in batch:
+                    if not fut.done():
+                        fut.set_exception(RuntimeError("server is shutting down"))
+                raise
             task = asyncio.get_running_loop().create_task(self._run(batch))
             self._running.add(task)
             task.add_done_callback(self._running.discard)
@@ -108,7 +129,11 @@ class MicroBatcher(Generic[T, R]):
             if self.on_batch is not None:
                 self.on_batch(len(live))
             try:
-                results = await asyncio.to_thread(self.fn, [item for item, _ in live])
+                items = [item for item, _ in live]
+                if self.executor == "inline":
+                    results = self.fn(items)
+                else:
+                    results = await asyncio.to_thread(self.fn, items)
             except Exception as exc:  # noqa: BLE001 - handed to each waiting request
                 for _, fut in live:
                     if not fut.done():

@@ -2,7 +2,9 @@
 
 Routes declare `runtime: RuntimeDep` or `_: WriteKeyDep` and stay thin. API keys are compared
 in constant time against every configured key (no early exit that would leak which one
-matched) and are never logged; with no key configured the endpoint is open.
+matched) and are never logged; with no key configured the endpoint is open. Each kind of key
+(read, write, admin) has its own named security scheme, so the OpenAPI document says which
+kind an operation needs; a key is sent as `X-API-Key: KEY` or `Authorization: Bearer KEY`.
 """
 
 from __future__ import annotations
@@ -16,15 +18,35 @@ from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBea
 from service.errors import UnauthorizedError
 from service.runtime import Runtime
 
-__all__ = ["AdminKeyDep", "RuntimeDep", "WriteKeyDep", "key_matches"]
+__all__ = ["AdminKeyDep", "ReadKeyDep", "RuntimeDep", "WriteKeyDep", "key_matches"]
 
-_api_key_header = APIKeyHeader(
-    name="X-API-Key", auto_error=False, description="API key for writes and admin, when configured"
+
+def _schemes(kind: str, setting: str) -> tuple[APIKeyHeader, HTTPBearer]:
+    header = APIKeyHeader(
+        name="X-API-Key",
+        scheme_name=f"{kind.capitalize()}Key",
+        auto_error=False,
+        description=f"a {kind} key, one of {setting}",
+    )
+    bearer = HTTPBearer(
+        scheme_name=f"{kind.capitalize()}Bearer",
+        auto_error=False,
+        description=f"a {kind} key as a bearer token, one of {setting}",
+    )
+    return header, bearer
+
+
+_read_header, _read_bearer = _schemes("read", "RELREC_READ_API_KEYS")
+_write_header, _write_bearer = _schemes("write", "RELREC_API_KEYS")
+_admin_header, _admin_bearer = _schemes(
+    "admin", "RELREC_ADMIN_API_KEYS (RELREC_API_KEYS when unset)"
 )
-_bearer = HTTPBearer(auto_error=False, description="the same API key as a bearer token")
 
 
-def get_runtime(request: Request) -> Runtime:
+# The dependencies are `async def` although they never await: FastAPI runs a plain `def`
+# dependency in its thread pool, a thread hand-off per dependency per request (7.8% of worker
+# CPU on GET /recommend, docs/benchmarks.md "Serving"), for work of a few microseconds.
+async def get_runtime(request: Request) -> Runtime:
     runtime: Runtime = request.app.state.runtime
     return runtime
 
@@ -49,25 +71,37 @@ def _presented(header: str | None, bearer: HTTPAuthorizationCredentials | None) 
     return bearer.credentials if bearer is not None else None
 
 
-def require_write_key(
-    runtime: RuntimeDep,
-    header: Annotated[str | None, Security(_api_key_header)],
-    bearer: Annotated[HTTPAuthorizationCredentials | None, Security(_bearer)],
-) -> None:
-    allowed = runtime.settings.write_keys()
-    if allowed and not key_matches(_presented(header, bearer), allowed):
+def _require(given: str | None, allowed: list[str]) -> None:
+    if allowed and not key_matches(given, allowed):
         raise UnauthorizedError()
 
 
-def require_admin_key(
+# Three guards rather than one factory: FastAPI reads the Security(...) schemes from each
+# function's own annotations.
+async def require_read_key(
     runtime: RuntimeDep,
-    header: Annotated[str | None, Security(_api_key_header)],
-    bearer: Annotated[HTTPAuthorizationCredentials | None, Security(_bearer)],
+    header: Annotated[str | None, Security(_read_header)],
+    bearer: Annotated[HTTPAuthorizationCredentials | None, Security(_read_bearer)],
 ) -> None:
-    allowed = runtime.settings.admin_keys()
-    if allowed and not key_matches(_presented(header, bearer), allowed):
-        raise UnauthorizedError()
+    _require(_presented(header, bearer), runtime.settings.read_keys())
 
 
+async def require_write_key(
+    runtime: RuntimeDep,
+    header: Annotated[str | None, Security(_write_header)],
+    bearer: Annotated[HTTPAuthorizationCredentials | None, Security(_write_bearer)],
+) -> None:
+    _require(_presented(header, bearer), runtime.settings.write_keys())
+
+
+async def require_admin_key(
+    runtime: RuntimeDep,
+    header: Annotated[str | None, Security(_admin_header)],
+    bearer: Annotated[HTTPAuthorizationCredentials | None, Security(_admin_bearer)],
+) -> None:
+    _require(_presented(header, bearer), runtime.settings.admin_keys())
+
+
+ReadKeyDep = Annotated[None, Depends(require_read_key)]
 WriteKeyDep = Annotated[None, Depends(require_write_key)]
 AdminKeyDep = Annotated[None, Depends(require_admin_key)]

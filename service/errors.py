@@ -28,6 +28,7 @@ __all__ = [
     "InvalidInputError",
     "NotFoundError",
     "NotReadyError",
+    "OverloadedError",
     "PayloadTooLargeError",
     "RelrecError",
     "StoreUnavailableError",
@@ -123,6 +124,13 @@ class StoreUnavailableError(NotReadyError):
     code = "store_unavailable"
 
 
+class OverloadedError(NotReadyError):
+    """More requests in progress than the worker admits (RELREC_MAX_IN_FLIGHT): retry soon."""
+
+    code = "overloaded"
+    retry_after_s = 1
+
+
 _HTTP_CODES: dict[int, str] = {
     404: NotFoundError.code,
     405: MethodNotAllowedError.code,
@@ -185,6 +193,8 @@ async def _validation_handler(request: Request, exc: Exception) -> JSONResponse:
 
 async def _http_handler(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
+    if exc.status_code == 400:  # FastAPI could not decode the body (e.g. not UTF-8): bad input
+        return render(request, InvalidInputError(f"body: {exc.detail}"))
     code = _HTTP_CODES.get(exc.status_code, "http_error")
     message = str(exc.detail)
     if exc.status_code in (404, 405):

@@ -89,5 +89,6 @@ def _item_id_of(raw: Any) -> str | None:
     if isinstance(raw, InteractionIn):
         return raw.item_id
     if isinstance(raw, dict) and isinstance(raw.get("item_id"), str):
-        return str(raw["item_id"])[:256]
+        # Echoed in the reply: lone surrogates (valid in JSON text, not in UTF-8) are escaped.
+        return str(raw["item_id"])[:256].encode("utf-8", "backslashreplace").decode("utf-8")
     return None

@@ -7,7 +7,9 @@ worker); aggregate per pod, or run one worker per container as the Kubernetes ma
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+import os
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector
 
 __all__ = ["Metrics"]
 
@@ -46,7 +48,8 @@ class Metrics:
         )
         self.stage_seconds = Histogram(
             "relrec_stage_seconds",
-            "Latency of one recommend stage for one micro-batch",
+            "Latency of one recommend stage: history, retrieval, rerank (per micro-batch), "
+            "serialize (per response)",
             ["stage"],
             buckets=_BUCKETS,
             registry=r,
@@ -74,4 +77,16 @@ class Metrics:
         )
         self.model_info = Gauge(
             "relrec_model_info", "1 for the model version being served", ["version"], registry=r
+        )
+        # Which worker answered a scrape, and its CPU time (process_cpu_seconds_total): with
+        # several workers a reader (bench/serve.py) scrapes until it has seen each one.
+        self.worker = Gauge(
+            "relrec_worker", "1, labelled with this worker's process id", ["pid"], registry=r
+        )
+        self.worker.labels(str(os.getpid())).set(1)
+        ProcessCollector(registry=r)
+        self.in_flight = Gauge(
+            "relrec_requests_in_flight",
+            "API requests in progress (health, readiness and /metrics not counted)",
+            registry=r,
         )

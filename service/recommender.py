@@ -5,6 +5,11 @@ user's vector (trained p_u; else from the history; else the most popular items),
 candidates with translated FAISS queries, re-ranks them exactly with `scorer.onnx`, drops seen
 items and returns the top k with scores, the version and, on request, explanations. Every
 request of a batch shares one store round trip, one FAISS search and one ONNX call.
+
+Degraded mode: when the history store cannot be read (Redis down), the batch is answered from
+the artifact alone, as if no interaction had been posted since training: trained users get
+their trained vector and training history, everyone else the popular items, and every such
+response says `source="training_only"`. (A full Redis still serves reads: no degradation.)
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from typing import Literal
 import numpy as np
 
 from models.artifact import user_history
+from service.errors import StoreUnavailableError
 from service.history import HistoryStore
 from service.loader import LoadedArtifact
 from service.ranker import Ranked, Ranker
@@ -25,7 +31,7 @@ from service.retriever import Retriever
 __all__ = ["Query", "Recommendation", "Recommender", "ScoredItem", "Source", "StageObserver"]
 
 StageObserver = Callable[[str, float], None]
-Source = Literal["personalized", "history", "popular"]
+Source = Literal["personalized", "history", "popular", "training_only"]
 N_EXPLAIN = 3  # history items listed per recommended item with explain=true
 
 
@@ -72,6 +78,7 @@ class Recommender:
         ranker: Ranker,
         history_len: int,
         on_stage: StageObserver | None = None,
+        on_store_error: Callable[[], None] | None = None,
     ) -> None:
         self.artifact = artifact
         self.store = store
@@ -79,6 +86,7 @@ class Recommender:
         self.ranker = ranker
         self.history_len = history_len
         self.on_stage = on_stage or (lambda stage, seconds: None)
+        self.on_store_error = on_store_error or (lambda: None)
 
     @property
     def version(self) -> str:
@@ -88,10 +96,18 @@ class Recommender:
         return self.recommend_many([Query(user_id, k, explain)])[0]
 
     def recommend_many(self, queries: Sequence[Query]) -> list[Recommendation]:
-        """All of a micro-batch, in order; store errors propagate (StoreUnavailableError)."""
+        """All of a micro-batch, in order; without the store, from training data alone."""
         t0 = time.perf_counter()
-        posted = self.store.recent_many([q.user_id for q in queries], self.history_len)
+        degraded = False
+        try:
+            posted = self.store.recent_many([q.user_id for q in queries], self.history_len)
+        except StoreUnavailableError:
+            self.on_store_error()
+            posted, degraded = [[] for _ in queries], True
         states = [self._user_state(q.user_id, p) for q, p in zip(queries, posted, strict=True)]
+        if degraded:
+            for s in states:
+                s.source = "training_only"
         t1 = time.perf_counter()
         self.on_stage("history", t1 - t0)
 
@@ -204,4 +220,4 @@ class Recommender:
             )
             for r in rows
         ]
-        return Recommendation(q.user_id, self.version, "popular", items)
+        return Recommendation(q.user_id, self.version, s.source, items)

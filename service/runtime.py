@@ -20,7 +20,7 @@ from pathlib import Path
 
 from models import artifact as art
 from service.batching import MicroBatcher
-from service.errors import ArtifactRejectedError, NotReadyError, StoreUnavailableError
+from service.errors import ArtifactRejectedError, NotReadyError
 from service.history import HistoryStore, open_history_store
 from service.loader import LoadedArtifact, load_artifact
 from service.metrics import Metrics
@@ -65,12 +65,14 @@ class Runtime:
         self._rejected: Path | None = None  # last refused target; the watcher skips it
         self._reload_lock = asyncio.Lock()
         self._watcher: asyncio.Task[None] | None = None
+        self.draining = False  # set on SIGTERM (service/server.py): /readyz answers 503
         self.batcher: MicroBatcher[tuple[Engine, Query], Recommendation] = MicroBatcher(
             self._run_batch,
             max_size=settings.batch_max_size,
             max_wait_s=settings.batch_max_wait_ms / 1000.0,
             max_in_flight=settings.batch_in_flight,
             on_batch=self.metrics.batch_size.observe,
+            executor=settings.batch_executor,
         )
 
     # -- lifecycle ----------------------------------------------------------------------------
@@ -82,7 +84,10 @@ class Runtime:
         """
         s = self.settings
         self.store = open_history_store(
-            s.history_url, max_len=s.history_max_len, idempotency_ttl_s=s.idempotency_ttl_s
+            s.history_url,
+            max_len=s.history_max_len,
+            idempotency_ttl_s=s.idempotency_ttl_s,
+            log_max_len=s.log_max_len,
         )
         self.batcher.start()
         try:
@@ -128,11 +133,7 @@ class Runtime:
             groups.setdefault(id(engine), (engine, []))[1].append(i)
         out: list[Recommendation | None] = [None] * len(items)
         for engine, idx in groups.values():
-            try:
-                recs = engine.recommender.recommend_many([items[i][1] for i in idx])
-            except StoreUnavailableError:
-                self.metrics.store_errors.labels("recent").inc()
-                raise
+            recs = engine.recommender.recommend_many([items[i][1] for i in idx])
             for i, rec in zip(idx, recs, strict=True):
                 out[i] = rec
         return [r for r in out if r is not None]
@@ -197,7 +198,13 @@ class Runtime:
         ranker = Ranker(artifact.session, artifact.l_max, artifact.has_attention)
         store = self.history_store()
         recommender = Recommender(
-            artifact, store, retriever, ranker, s.history_max_len, on_stage=self._observe_stage
+            artifact,
+            store,
+            retriever,
+            ranker,
+            s.history_max_len,
+            on_stage=self._observe_stage,
+            on_store_error=self.metrics.store_errors.labels("recent").inc,
         )
         return Engine(artifact, recommender)
 
@@ -223,6 +230,11 @@ class Runtime:
                 log.exception("artifact watcher failed; retrying at the next poll")
 
     # -- readiness ----------------------------------------------------------------------------
+
+    def begin_drain(self) -> None:
+        """The process is shutting down: readiness fails from now on, serving goes on."""
+        self.draining = True
+        log.info("draining: /readyz answers 503 until the listener closes")
 
     def artifact_status(self) -> tuple[bool, str | None, str | None]:
         """(ready, detail, version) of the artifact part."""

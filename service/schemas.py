@@ -15,6 +15,7 @@ from pydantic import (
     ConfigDict,
     Discriminator,
     Field,
+    StrictFloat,
     Tag,
     WithJsonSchema,
     field_validator,
@@ -39,8 +40,10 @@ __all__ = [
 ]
 
 ID_MAX = 4096
-# No control characters (they break logs and line-oriented exports); anything else is opaque.
-ID_PATTERN = r"^[^\x00-\x1f\x7f]+$"
+# No control characters, C0 or C1, nor line/paragraph separators (they break logs and
+# line-oriented exports), nor U+FFFD (what a non-UTF-8 byte in the URL decodes to, so that
+# mangled ids are refused rather than merged); anything else is opaque.
+ID_PATTERN = r"^[^\x00-\x1f\x7f-\x9f\u2028\u2029\ufffd]+$"
 Id = Annotated[str, Field(min_length=1, max_length=ID_MAX, pattern=ID_PATTERN)]
 
 
@@ -78,7 +81,9 @@ class RecommendResponse(BaseModel):
     model_version: str
     source: Source = Field(
         description="personalized: trained user vector; history: vector "
-        "built from the user's history; popular: no history"
+        "built from the user's history; popular: no history; training_only: the history "
+        "store is unavailable, so the answer uses the artifact's training history alone "
+        "(trained vector, else popular items)"
     )
     items: list[RecommendedItem]
 
@@ -93,7 +98,8 @@ class InteractionIn(BaseModel):
     timestamp: datetime | None = Field(
         None, description="epoch seconds or ISO 8601 (UTC when no zone); default: now"
     )
-    weight: float = Field(1.0, ge=-1e6, le=1e6, allow_inf_nan=False)
+    # Strict: a boolean or a numeric string is not a weight (JSON numbers, ints included, are).
+    weight: StrictFloat = Field(1.0, ge=-1e6, le=1e6, allow_inf_nan=False)
     event_id: Id | None = None
 
     @field_validator("timestamp")
@@ -109,16 +115,23 @@ class InteractionIn(BaseModel):
         return int(self.timestamp.timestamp()) if self.timestamp else int(now)
 
 
+_BATCH_ELEMENT: dict[str, Any] = {
+    "anyOf": [
+        {"$ref": "#/components/schemas/InteractionIn"},
+        {"description": "any other value: rejected alone, listed in `rejected`"},
+    ]
+}
+
+
 class InteractionsRequest(BaseModel):
     """A batch: each element is validated on its own, so one bad element rejects only itself."""
 
     model_config = ConfigDict(extra="forbid")
 
     # Typed Any so that a malformed element is rejected alone (in the route), not the batch;
-    # documented as InteractionIn.
-    interactions: list[
-        Annotated[Any, WithJsonSchema({"$ref": "#/components/schemas/InteractionIn"})]
-    ] = Field(min_length=1)
+    # documented as what it is: an InteractionIn, or anything else, which lands in `rejected`
+    # (so that the document does not call a partial success a schema violation).
+    interactions: list[Annotated[Any, WithJsonSchema(_BATCH_ELEMENT)]] = Field(min_length=1)
 
 
 def _body_kind(value: Any) -> str:

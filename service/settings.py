@@ -17,13 +17,20 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 __all__ = ["Settings"]
 
 KeyList = Annotated[list[SecretStr], NoDecode]
+_KEY_MAX = 512
 
 
 class Settings(BaseSettings):
     """Every knob of the online path, with bounds so that a typo fails at start-up."""
 
+    # hide_input_in_errors: a bad value must not be echoed at start-up (keys, the Redis password
+    # inside history_url); the message still names the field and the rule it broke.
     model_config = SettingsConfigDict(
-        env_prefix="RELREC_", env_file=".env", extra="ignore", frozen=True
+        env_prefix="RELREC_",
+        env_file=".env",
+        extra="ignore",
+        frozen=True,
+        hide_input_in_errors=True,
     )
 
     # Where the model comes from: an artifacts root holding `current` and version dirs (watched
@@ -38,11 +45,18 @@ class Settings(BaseSettings):
     # them; the rest still count as seen. Use the model's L_max to trim to exactly that.
     history_max_len: int = Field(default=50, ge=1, le=10_000)
     idempotency_ttl_s: int = Field(default=7 * 24 * 3600, ge=1)
+    # Redis log stream retention: XADD MAXLEN ~ this many entries (about 60 bytes each), so the
+    # log cannot fill Redis. Export it (relrec export-interactions) before this many arrive.
+    log_max_len: int = Field(default=2_000_000, ge=1_000, le=1_000_000_000)
 
-    # API keys (comma separated). `api_keys` guard writes (POST /interactions) and admin;
-    # `admin_api_keys`, when set, guard admin instead. Empty: the endpoints are open.
+    # API keys (comma separated; several at once allow rotation; docs/security.md).
+    # `api_keys` guard writes (POST /interactions) and admin; `admin_api_keys`, when set, guard
+    # admin instead. `read_api_keys` guard reads (GET /recommend). A key opens only the kind it is
+    # listed for: a write key does not read, a read key does not write. Empty: the kind is open.
+    # Each key is 1-512 visible ASCII characters (it travels in an HTTP header).
     api_keys: KeyList = Field(default_factory=list)
     admin_api_keys: KeyList = Field(default_factory=list)
+    read_api_keys: KeyList = Field(default_factory=list)
 
     # Bounds on requests.
     max_k: int = Field(default=100, ge=1, le=10_000)
@@ -66,6 +80,19 @@ class Settings(BaseSettings):
     batch_max_size: int = Field(default=8, ge=1, le=4096)
     batch_max_wait_ms: float = Field(default=0.0, ge=0.0, le=1000.0)
     batch_in_flight: int = Field(default=2, ge=1, le=64)
+    # Where a micro-batch runs. "thread": in a worker thread, up to batch_in_flight at once, so
+    # one batch's store I/O overlaps another's compute. "inline": on the event loop, blocking it
+    # for the batch (store read + FAISS + ONNX) but saving the thread hand-off, the right trade
+    # when workers are processes pinned one per core (docs/benchmarks.md, "Serving").
+    batch_executor: Literal["thread", "inline"] = "thread"
+
+    # Admission control, per worker process: past this many requests in progress, API requests
+    # are answered 503 `overloaded` (Retry-After: 1) at once instead of queueing without bound.
+    # /healthz, /readyz and /metrics are never refused.
+    max_in_flight: int = Field(default=256, ge=1, le=100_000)
+    # On SIGTERM: /readyz answers 503 for this long while requests are still served, then the
+    # listener closes and in-flight requests finish (so load balancers stop routing first).
+    shutdown_drain_s: float = Field(default=2.0, ge=0.0, le=300.0)
 
     # `relrec serve`: where to listen and how many uvicorn worker processes.
     host: str = "127.0.0.1"
@@ -73,11 +100,24 @@ class Settings(BaseSettings):
     workers: int = Field(default=1, ge=1, le=256)
     log_level: str = "INFO"
 
-    @field_validator("api_keys", "admin_api_keys", mode="before")
+    @field_validator("api_keys", "admin_api_keys", "read_api_keys", mode="before")
     @classmethod
     def _split_keys(cls, value: Any) -> Any:
         if isinstance(value, str):
             return [k.strip() for k in value.split(",") if k.strip()]
+        return value
+
+    @field_validator("api_keys", "admin_api_keys", "read_api_keys")
+    @classmethod
+    def _check_keys(cls, value: list[SecretStr]) -> list[SecretStr]:
+        # A key outside visible ASCII could never match: headers arrive decoded as latin-1.
+        for key in value:
+            text = key.get_secret_value()
+            if not 1 <= len(text) <= _KEY_MAX or not all("!" <= c <= "~" for c in text):
+                raise ValueError(
+                    f"each key must be 1-{_KEY_MAX} visible ASCII characters, no spaces "
+                    "(the key itself is not shown)"
+                )
         return value
 
     # A field validator, not a model validator: pydantic echoes the validated input in its
@@ -98,3 +138,6 @@ class Settings(BaseSettings):
 
     def admin_keys(self) -> list[str]:
         return [k.get_secret_value() for k in (self.admin_api_keys or self.api_keys)]
+
+    def read_keys(self) -> list[str]:
+        return [k.get_secret_value() for k in self.read_api_keys]

@@ -29,7 +29,12 @@ async def healthz() -> dict[str, str]:
     },
 )
 async def readyz(runtime: RuntimeDep) -> ReadyResponse:
-    """Ready when a model version is loaded and the history store answers a ping."""
+    """Ready when a model version is loaded and the history store takes writes; 503 from
+    SIGTERM on (draining), while requests are still served."""
+    if runtime.draining:
+        raise NotReadyError(
+            "not ready: shutting down", [{"part": "server", "ready": False, "detail": "draining"}]
+        )
     ready, detail, version = runtime.artifact_status()
     parts = {"artifact": PartStatus(ready=ready, detail=detail, version=version)}
     try:

@@ -149,7 +149,10 @@ def test_api_probes_ports_and_termination(applied: list[dict[str, Any]], tmp_pat
 
     for key in ("requests", "limits"):
         assert {"cpu", "memory"} <= set(api["resources"][key])
+    from service.settings import Settings
+
     drain = inspect.signature(serve).parameters["graceful_timeout_s"].default
+    drain += Settings.model_fields["shutdown_drain_s"].default  # readiness 503 before closing
     pre_stop = int(api["lifecycle"]["preStop"]["exec"]["command"][-1])
     assert spec["terminationGracePeriodSeconds"] > pre_stop + drain
     assert spec["securityContext"]["runAsNonRoot"] is True

@@ -101,3 +101,36 @@ def test_user_keys_share_a_slot_and_users_spread(store: HistoryStore) -> None:
         nodes.add(client.nodes_manager.get_node_from_slot(slot).name)
         assert client.lrange(hist, 0, -1) == ["item"]
     assert len(nodes) == N_NODES
+
+
+def test_a_batch_refused_on_one_node_is_completed_by_its_retry(store: HistoryStore) -> None:
+    """No script spans the log's slot and a user's slot, so a full node fails one part of a
+    batch; the retry (same event ids) completes it: exactly once in the log and the history."""
+    from collections import Counter
+
+    from service.errors import StoreUnavailableError
+    from service.history import LOG_KEY
+
+    client: redis.cluster.RedisCluster = store.client  # type: ignore[attr-defined]
+    def node_of(key: str) -> object:
+        return client.nodes_manager.get_node_from_slot(client.keyslot(key))
+
+    log_node = node_of(LOG_KEY)
+    user = next(u for u in (f"user-{i}" for i in range(100))
+                if node_of(HIST_KEY.format(user_id=u)) != log_node)
+    user_node = node_of(HIST_KEY.format(user_id=user))
+    for full in (user_node, log_node):  # the user's part fails, then the log's part
+        events = [Event(user, f"{full.port}-{t}", t, 1.0, f"{full.port}-{t}") for t in range(2)]
+        client.config_set("maxmemory", 1, target_nodes=full)
+        try:
+            with pytest.raises(StoreUnavailableError, match="maxmemory"):
+                store.append(events)
+        finally:
+            client.config_set("maxmemory", 0, target_nodes=full)
+        assert store.append(events) == [True] * 2
+        assert store.append(events) == [False] * 2
+    logged = Counter((f["user"], f["item"]) for _, f in client.xrange(LOG_KEY))
+    assert set(logged.values()) == {1} and len(logged) == 4  # history max_len is 5
+    assert sorted(client.lrange(HIST_KEY.format(user_id=user), 0, -1)) == sorted(
+        item for _, item in logged
+    )

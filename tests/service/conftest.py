@@ -7,9 +7,12 @@ skip when the binary is missing.
 
 from __future__ import annotations
 
+import json
+import os
 import shutil
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
@@ -235,3 +238,97 @@ def medium_version_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
         tmp_path_factory.mktemp("medium"),
         parity_check=False,
     )
+
+
+# -- real processes: the API under uvicorn, Redis on deploy/redis.conf ------------------------
+
+_SERVE = (
+    "import json, sys; from service.server import serve; from service.settings import Settings;"
+    " serve(Settings(_env_file=None, **json.loads(sys.argv[1])))"
+)
+
+
+class ApiProcess:
+    """`serve()` (uvicorn, as `relrec serve` runs it) in a subprocess on a loopback port.
+
+    Output goes to a file, not a pipe: a full pipe would block the server's access log.
+    `start()` may be called again after `kill()` (same port, same settings).
+    """
+
+    def __init__(self, log_path: Path, **settings: object) -> None:
+        self.port = _free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log_path = log_path
+        self.settings = {
+            "reload_poll_s": 0,
+            "ort_threads": 1,
+            "faiss_threads": 1,
+            "port": self.port,
+            **{k: str(v) if isinstance(v, Path) else v for k, v in settings.items()},
+        }
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self, ready: str = "/healthz", timeout_s: float = 60.0) -> None:
+        """Start and wait until `ready` answers 200 (/healthz: up; /readyz: store too)."""
+        env = {k: v for k, v in os.environ.items() if not k.startswith("RELREC_")}
+        with open(self.log_path, "ab") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-c", _SERVE, json.dumps(self.settings)],
+                cwd=Path(__file__).resolve().parents[2],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=env,
+            )
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                code = self.proc.returncode
+                raise AssertionError(f"the API exited ({code}): {self.log()[-4000:]}")
+            try:
+                if httpx.get(self.url + ready, timeout=1.0).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.1)
+        raise AssertionError(f"the API did not answer 200 on {ready}: {self.log()[-4000:]}")
+
+    def kill(self) -> None:
+        """SIGKILL: no graceful anything, as a crash or an OOM kill."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(timeout=10)
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+
+@pytest.fixture
+def start_api(tmp_path: Path) -> Iterator[Any]:
+    """`start_api(**settings) -> ApiProcess`, started; every process is killed at the end."""
+    procs: list[ApiProcess] = []
+
+    def start(ready: str = "/healthz", **settings: object) -> ApiProcess:
+        api = ApiProcess(tmp_path / f"api-{len(procs)}.log", **settings)
+        procs.append(api)
+        api.start(ready)
+        return api
+
+    try:
+        yield start
+    finally:
+        for api in procs:
+            api.kill()
+
+
+@pytest.fixture
+def deploy_redis(tmp_path: Path) -> Iterator[Any]:
+    """Redis on deploy/redis.conf (password, AOF everysec, noeviction) in a temp dir: the
+    `RedisServers` of tests/deploy; `.start(name, port)` restarts on the same data dir."""
+    from tests.deploy.conftest import RedisServers
+
+    servers = RedisServers(tmp_path / "redis")
+    (tmp_path / "redis").mkdir()
+    try:
+        yield servers
+    finally:
+        servers.stop_all()

@@ -6,6 +6,7 @@ a good answer is checkable: a user's recommendations come from their own block.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -131,9 +132,12 @@ def test_bad_k_and_ids(client: TestClient) -> None:
 def test_metrics_count_requests_and_stages(client: TestClient, loaded: LoadedArtifact) -> None:
     client.get(f"/recommend/{loaded.arrays.user_ids.ids[0]}")
     text = client.get("/metrics").text
-    assert 'relrec_request_seconds_count{method="GET",route="/recommend/{user_id:path}"' in text
-    for stage in ("history", "retrieval", "rerank"):
+    assert 'relrec_request_seconds_count{method="GET",route="/recommend/{user_id:any}"' in text
+    for stage in ("history", "retrieval", "rerank", "serialize"):
         assert f'relrec_stage_seconds_count{{stage="{stage}"}}' in text
+    assert 'relrec_stage_seconds_count{stage="serialize"} 1.0' in text  # one per response
+    assert f'relrec_worker{{pid="{os.getpid()}"}} 1.0' in text  # TestClient: this process
+    assert "process_cpu_seconds_total" in text
     assert 'relrec_model_info{version="' + loaded.version + '"} 1.0' in text
     assert np.isfinite(float(text.split("relrec_batch_size_count ")[1].split()[0]))
 

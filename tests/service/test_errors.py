@@ -174,11 +174,15 @@ def test_store_down_is_503_and_readyz_says_which_part(tiny_artifact_dir: Path) -
         body = assert_error(c.get("/readyz"), 503, "not_ready")
         parts = {p["part"]: p["ready"] for p in body["error"]["details"]}
         assert parts == {"artifact": True, "store": False}
+        # reads degrade to the artifact alone (tests/service/test_degraded.py); writes are 503
         item = c.get("/recommend/nobody")
-        assert_error(item, 503, "store_unavailable")
+        assert item.status_code == 200 and item.json()["source"] == "training_only"
         r = c.post("/interactions", json={"user_id": "u", "item_id": "x"})
         assert r.status_code in (404, 503)  # unknown item is found before the store is hit
-        assert "retry-after" in item.headers
+        known = c.get("/recommend/u1-c1").json()["items"][0]["item_id"]
+        r = c.post("/interactions", json={"user_id": "u", "item_id": known})
+        assert_error(r, 503, "store_unavailable")
+        assert "retry-after" in r.headers
         assert 'relrec_store_errors_total{op="recent"}' in c.get("/metrics").text
 
 

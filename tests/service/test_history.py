@@ -110,3 +110,24 @@ def test_bad_urls_are_refused() -> None:
         open_history_store("sqlite:///:memory:", max_len=3)
     with pytest.raises(ValueError, match="unsupported"):
         open_history_store("mysql://x", max_len=3)
+
+
+def test_redis_log_is_trimmed_to_about_log_max_len(redis_url: str) -> None:
+    """Retention: the log stream stays near `log_max_len` (XADD MAXLEN ~), newest kept."""
+    import redis
+
+    from service.history import LOG_KEY
+
+    client = redis.Redis.from_url(redis_url)
+    client.flushdb()
+    s = open_history_store(redis_url, max_len=5, log_max_len=1000)
+    try:
+        for b in range(10):
+            s.append([ev(f"u{t % 7}", f"i{b}-{t}", ts=t) for t in range(500)])
+        # "~" trims whole stream nodes (100 entries by default): at least 1000, a node more
+        assert 1000 <= client.xlen(LOG_KEY) <= 1100
+        assert s.read_log(None, 5000)[-1].event == ev("u2", "i9-499", ts=499)  # 499 % 7
+    finally:
+        s.close()
+        client.flushdb()
+        client.close()

@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 import httpx
+import pytest
 
 from models import artifact as art
 from service.app import create_app
@@ -144,3 +145,58 @@ def test_watcher_loads_a_version_that_appears_after_start(
             assert r.status_code == 200 and r.json()["model_version"] == first
 
     asyncio.run(main())
+
+
+@pytest.mark.timeout(90)
+def test_ten_reloads_and_a_corrupt_version_under_load_fail_no_request(
+    artifacts_root: Root, sqlite_url: str
+) -> None:
+    """10 swaps between two versions (via `current`) and one corrupt version, under steady
+    load: every request answers 200 and names a version that was live while it ran; the
+    corrupt one is refused and never serves."""
+    root, first, second = artifacts_root
+    corrupt = _break_scorer(root, first, "corrupt", keep_hashes=True)
+    app = create_app(make_settings(root, sqlite_url))
+    live: list[tuple[float, float, str]] = []  # swaps: (reload called, returned, version)
+    answers: list[tuple[float, float, int, str | None]] = []  # start, end, status, version
+
+    async def load(c: httpx.AsyncClient, stop: asyncio.Event, worker: int) -> None:
+        i = worker
+        while not stop.is_set():
+            started = time.monotonic()
+            r = await c.get(f"/recommend/u{i % 40}-c{i % 4}", params={"k": 5})
+            version = r.json().get("model_version") if r.status_code == 200 else None
+            answers.append((started, time.monotonic(), r.status_code, version))
+            i += 7
+
+    async def main() -> None:
+        async with running(app) as c:
+            live.append((0.0, 0.0, first))
+            stop = asyncio.Event()
+            workers = [asyncio.create_task(load(c, stop, w)) for w in range(16)]
+            for n in range(11):
+                target = corrupt if n == 5 else (second if len(live) % 2 else first)
+                art.point_current(root, target)
+                before = time.monotonic()
+                r = await c.post("/admin/reload")
+                if target == corrupt:
+                    assert_error(r, 409, "artifact_rejected")
+                else:
+                    assert r.status_code == 200 and r.json()["version"] == target, r.text
+                    live.append((before, time.monotonic(), target))
+                await asyncio.sleep(0.15)
+            stop.set()
+            await asyncio.gather(*workers)
+
+    asyncio.run(main())
+    assert len(live) == 11  # the first version and 10 swaps
+    assert len(answers) > 100
+    assert {status for _, _, status, _ in answers} == {200}
+    for started, ended, _, version in answers:
+        # live during [started, ended]: from the last swap done before `started` on, each
+        # swap whose reload was called before `ended`
+        done = max(i for i, (_, returned, _) in enumerate(live) if returned <= started)
+        during = {v for i, (called, _, v) in enumerate(live) if i >= done and called <= ended}
+        assert version in during, (started, ended, version, live)
+    assert corrupt not in {v for *_, v in answers}
+    assert {first, second} == {v for *_, v in answers}
