@@ -108,6 +108,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     p.add_argument("--split", default="per-user")
     p.add_argument("--min-rating", type=float, default=4.0)
+    p.add_argument("--no-threshold", action="store_true",
+                   help="keep every interaction as a positive (play counts: Last.fm)")
     p.add_argument("--k-core", type=int, default=10)
     p.add_argument("--epochs", type=int, default=30)
     p.add_argument("--patience", type=int, default=5)
@@ -142,6 +144,8 @@ def main(argv: list[str] | None = None) -> int:
         args.max_history, args.k_core, args.quiet = 8, 5, True
     if not args.data:
         sys.exit("--data is required (or --quick)")
+    if args.no_threshold:
+        args.min_rating = None
     per_algo: dict[str, list[dict]] = {a: [] for a in args.models}
     for seed in args.seeds:
         split = prepare(load_config(None, [], algorithm="pop",

@@ -3,6 +3,8 @@ exact scoring of every item by `scorer.onnx`, per candidate count C, on an expor
 
     python bench/retrieval.py ARTIFACT_DIR [--users 500] [--candidates 50,100,200,300,500]
     python bench/retrieval.py ARTIFACT_DIR --quick        # 100 users, C in {100, 300}
+    python bench/retrieval.py --items 10000,100000,1000000 --users 200,100,20 \
+        --cache runs/catalogues                            # synthetic catalogues (issue 7)
 
 Users are sampled from the artifact's known users; each one's history is what the service
 feeds the model (training history, newest first, capped at L_max) and their training items
@@ -24,6 +26,10 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from models import artifact as art  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from catalogue import CatalogueSpec, build_catalogue  # noqa: E402
+
 from service.loader import LoadedArtifact, load_artifact  # noqa: E402
 from service.ranker import Ranker  # noqa: E402
 from service.retriever import Retriever  # noqa: E402
@@ -109,10 +115,26 @@ def hnsw_index(items: np.ndarray, ef_search: int) -> faiss.Index:
     return index
 
 
-def main() -> None:
+def parse_args() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("artifact", type=Path, help="version dir or artifacts root")
-    p.add_argument("--users", type=int, default=500)
+    p.add_argument("artifact", type=Path, nargs="?", help="version dir or artifacts root")
+    p.add_argument(
+        "--items",
+        default="",
+        help="instead of an artifact: synthetic catalogues of these sizes "
+        "(bench/catalogue.py), e.g. 10000,100000,1000000",
+    )
+    p.add_argument(
+        "--cache",
+        type=Path,
+        default=Path("runs/catalogues"),
+        help="where synthetic catalogues are cached",
+    )
+    p.add_argument(
+        "--users",
+        default="500",
+        help="users sampled per artifact; a list gives one per catalogue size",
+    )
     p.add_argument("--candidates", default="25,50,100,200,300,500")
     p.add_argument(
         "--probes",
@@ -131,11 +153,41 @@ def main() -> None:
     p.add_argument("--json", type=Path, help="also write the results here")
     args = p.parse_args()
     if args.quick:
-        args.users, args.candidates = 100, "100,300"
-    a = load_artifact(art.resolve_version_dir(args.artifact), ort_threads=0)
+        args.users, args.candidates = "100", "100,300"
+    if (args.artifact is None) == (not args.items):
+        p.error("give an artifact directory or --items, not both")
+    return args
+
+
+def main() -> None:
+    args = parse_args()
+    users = [int(x) for x in args.users.split(",")]
+    if args.artifact is not None:
+        runs = [(args.artifact, users[0])]
+    else:
+        sizes = [int(x) for x in args.items.split(",")]
+        users += [users[-1]] * (len(sizes) - len(users))
+        small = {"n_users": 500, "dim": 16, "n_memory": 4, "l_max": 8, "max_history": 12}
+        runs = [
+            (
+                build_catalogue(
+                    CatalogueSpec(n_items=n, **(small if args.quick else {})), args.cache
+                ),
+                u,
+            )
+            for n, u in zip(sizes, users, strict=False)
+        ]
+    out = [evaluate(path, n, args) for path, n in runs]
+    if args.json:
+        args.json.write_text(json.dumps(out if len(out) > 1 else out[0], indent=2))
+
+
+def evaluate(path: Path, n_sample: int, args: argparse.Namespace) -> dict[str, object]:
+    """Recall@10 per probe set and C on one artifact; prints a line per (probes, C)."""
+    a = load_artifact(art.resolve_version_dir(path), ort_threads=0)
     rng = np.random.default_rng(args.seed)
     n_users = len(a.arrays.user_ids)
-    users = np.sort(rng.choice(n_users, min(args.users, n_users), replace=False))
+    users = np.sort(rng.choice(n_users, min(n_sample, n_users), replace=False))
     inputs = user_inputs(a, users)
     t0 = time.perf_counter()
     exact = exact_distances(a, *inputs[:3], inputs[4])
@@ -193,10 +245,14 @@ def main() -> None:
                 f"{'HNSW32 efSearch=' + str(ef):42s} C={c:5d}  recall@10={r:.4f}  "
                 f"retrieval {t_ret:.2f} ms/user  re-rank {t_rank:.2f} ms/user"
             )
-    if args.json:
-        args.json.write_text(
-            json.dumps({"artifact": a.version, "users": len(users), "results": results}, indent=2)
-        )
+    return {
+        "artifact": a.version,
+        "items": a.n_items,
+        "index": type(a.index).__name__,
+        "users": len(users),
+        "exact_ms_per_user": t_exact,
+        "results": results,
+    }
 
 
 if __name__ == "__main__":

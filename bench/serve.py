@@ -1,0 +1,463 @@
+"""Serving benchmark (issue 7): throughput and latency of GET /recommend over real HTTP.
+
+Starts a real `redis-server` (free port, temp dir) and `relrec serve` (uvicorn, `--workers`
+processes, history_url redis://...) over a synthetic catalogue (bench/catalogue.py) or a given
+artifact, pins the server side (workers and Redis) to some cores and this load generator to the
+others, warms up, then measures on loopback, each phase bounded in time:
+
+- closed loop: `--concurrency` keep-alive connections, each sending its next request when the
+  last one is answered, for GET /recommend/{user} and for GET /healthz on the same app (the
+  HTTP ceiling: framework, middleware and sockets, no model), reported as a ratio;
+- open loop: requests sent on a fixed schedule at each of `--rates`, whatever the answers do;
+  latency is measured from the *scheduled* send time, so a stalled server is charged for the
+  requests it delayed (no coordinated omission). p50, p99, p99.9;
+- per stage (history, retrieval, re-rank, serialize) from the service's own /metrics, scraped
+  from every worker before and after the closed loop, and the server's CPU time per request.
+
+Users are mixed: trained users, trained users with freshly POSTed history and new users known
+only by POSTed history. Optionally profiles the workers with py-spy during the closed loop.
+
+    python bench/serve.py --items 100000 --cache runs/catalogues
+    python bench/serve.py --quick --cache /tmp/cat     # seconds; run by the tests
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import re
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+from catalogue import CatalogueSpec, build_catalogue  # noqa: E402
+from loadgen import closed_loop, open_loop, run_async  # noqa: E402
+from profile_summary import summarise_profiles  # noqa: E402
+
+from models import artifact as art  # noqa: E402
+
+STAGES = ("history", "retrieval", "rerank", "serialize")
+REDIS_BIN = "redis-server"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def split_cores(server_cores: int) -> tuple[set[int], set[int]]:
+    """(server cores, client cores): the first `server_cores` of this process's CPUs serve."""
+    cores = sorted(os.sched_getaffinity(0))
+    if len(cores) < 2:
+        return set(cores), set(cores)
+    n = min(server_cores, len(cores) - 1)
+    return set(cores[:n]), set(cores[n:])
+
+
+def _pinned(cpus: set[int]):  # -> preexec_fn
+    return lambda: os.sched_setaffinity(0, cpus)
+
+
+# -- the server side --------------------------------------------------------------------------
+
+
+@contextmanager
+def redis_server(workdir: Path, cpus: set[int]) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """A throw-away redis-server (AOF on, fsync every second: the production default)."""
+    port = free_port()
+    proc = subprocess.Popen(
+        [
+            REDIS_BIN,
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--dir",
+            str(workdir),
+            "--save",
+            "",
+            "--appendonly",
+            "yes",
+            "--daemonize",
+            "no",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        preexec_fn=_pinned(cpus),
+    )
+    try:
+        for _ in range(100):
+            with socket.socket() as s:
+                if s.connect_ex(("127.0.0.1", port)) == 0:
+                    break
+            time.sleep(0.05)
+        yield f"redis://127.0.0.1:{port}/0", proc
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+@contextmanager
+def relrec_server(
+    artifact: Path, redis_url: str, workers: int, cpus: set[int], env_extra: dict[str, str]
+) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """`relrec serve` (python -m service.cli serve), ready when every worker answers."""
+    port = free_port()
+    env = {
+        **os.environ,
+        "RELREC_RELOAD_POLL_S": "0",
+        "RELREC_LOG_LEVEL": "WARNING",
+        "RELREC_ORT_THREADS": "1",
+        "RELREC_FAISS_THREADS": "1",
+        **env_extra,
+    }
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "service.cli",
+            "serve",
+            "--port",
+            str(port),
+            "--workers",
+            str(workers),
+            "--artifact-dir",
+            str(artifact),
+            "--history-url",
+            redis_url,
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        preexec_fn=_pinned(cpus),
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        _wait_ready(url, proc, workers)
+        yield url, proc
+    finally:
+        proc.terminate()
+        proc.wait(timeout=60)
+
+
+def _wait_ready(url: str, proc: subprocess.Popen[bytes], workers: int) -> None:
+    deadline = time.monotonic() + 600  # a 1M-item artifact takes a while to load
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"relrec serve exited with {proc.returncode}")
+        try:
+            if (
+                httpx.get(f"{url}/readyz", timeout=2.0).status_code == 200
+                and len(scrape_workers(url, workers)) == workers
+            ):
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    raise RuntimeError("relrec serve did not become ready")
+
+
+def scrape_workers(url: str, workers: int, tries: int = 40) -> dict[str, str]:
+    """/metrics text of each worker, by pid: fresh connections until each has answered."""
+    seen: dict[str, str] = {}
+    for _ in range(tries):
+        text = httpx.get(f"{url}/metrics", timeout=5.0, headers={"Connection": "close"}).text
+        m = re.search(r'relrec_worker\{pid="(\d+)"\}', text)
+        if m:
+            seen[m.group(1)] = text
+        if len(seen) >= workers:
+            break
+    return seen
+
+
+def _metric(text: str, name: str, labels: str = "") -> float:
+    m = re.search(
+        rf"^{re.escape(name)}(\{{{re.escape(labels)}\}})? (\S+)$"
+        if labels
+        else rf"^{re.escape(name)} (\S+)$",
+        text,
+        re.M,
+    )
+    return float(m.group(m.lastindex or 1)) if m else 0.0
+
+
+def server_counters(texts: dict[str, str]) -> dict[str, float]:
+    """Totals over workers: stage sums and counts, requests, batches, CPU seconds."""
+    out: dict[str, float] = {}
+    for text in texts.values():
+        for stage in STAGES:
+            for part in ("sum", "count"):
+                key = f"{stage}_{part}"
+                out[key] = out.get(key, 0.0) + _metric(
+                    text, f"relrec_stage_seconds_{part}", f'stage="{stage}"'
+                )
+        out["batches"] = out.get("batches", 0.0) + _metric(text, "relrec_batch_size_count")
+        out["batched"] = out.get("batched", 0.0) + _metric(text, "relrec_batch_size_sum")
+        out["cpu_s"] = out.get("cpu_s", 0.0) + _metric(text, "process_cpu_seconds_total")
+        for m in re.finditer(
+            r'^relrec_request_seconds_(sum|count)\{method="GET",'
+            r'route="/recommend/[^"]*",status="200"\} (\S+)$',
+            text,
+            re.M,
+        ):
+            key = f"request_{m.group(1)}"
+            out[key] = out.get(key, 0.0) + float(m.group(2))
+    return out
+
+
+def stage_report(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
+    """Per-request ms of each stage (batch stages amortised over the batch's requests)."""
+    d = {k: after.get(k, 0.0) - before.get(k, 0.0) for k in after}
+    n = max(d.get("request_count", 0.0), 1.0)
+    report = {f"{s}_ms": 1000 * d[f"{s}_sum"] / n for s in STAGES}
+    report["in_app_ms"] = 1000 * d.get("request_sum", 0.0) / n
+    report["mean_batch"] = d["batched"] / max(d["batches"], 1.0)
+    report["server_cpu_ms"] = 1000 * d["cpu_s"] / n
+    report["requests"] = n
+    return report
+
+
+# -- users ------------------------------------------------------------------------------------
+
+
+def make_users(artifact: Path, url: str, n: int, seed: int) -> tuple[list[str], int]:
+    """A shuffled pool: 70% trained users, 15% trained + POSTed history, 15% new users with
+    only POSTed history (10 items each, from a trained user's history). Returns (paths, posts)."""
+    arrays = art.read_arrays(art.resolve_version_dir(artifact))
+    rng = np.random.default_rng(seed)
+    rows = rng.choice(len(arrays.user_ids), min(n, len(arrays.user_ids)), replace=False)
+    known = [str(arrays.user_ids.ids[r]) for r in rows]
+    n_posted = len(known) * 15 // 100
+    new = [f"bench-new-{i}" for i in range(n_posted)]
+    batch = []
+    for i, user in enumerate(known[:n_posted] + new):
+        donor = rows[(i * 7919) % len(rows)]
+        items = art.user_history(arrays, int(donor))[:10]
+        batch += [{"user_id": user, "item_id": str(arrays.item_ids.ids[j])} for j in items]
+    for s in range(0, len(batch), 500):
+        r = httpx.post(
+            f"{url}/interactions", json={"interactions": batch[s : s + 500]}, timeout=30.0
+        )
+        r.raise_for_status()
+    users = known + new
+    rng.shuffle(users)
+    return [f"/recommend/{u}?k=10" for u in users], len(batch)
+
+
+# -- orchestration ----------------------------------------------------------------------------
+
+
+@contextmanager
+def py_spy(pids: list[str], seconds: float, out: Path | None, cpus: set[int]) -> Iterator[None]:
+    """py-spy record (collapsed stacks) of each worker for `seconds`, when `out` is given."""
+    procs = []
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+        spy = Path(sys.executable).with_name("py-spy")
+        if not spy.exists():
+            raise SystemExit("--profile needs py-spy: pip install -e '.[bench]'")
+        procs = [
+            subprocess.Popen(
+                [
+                    str(spy),
+                    "record",
+                    "--pid",
+                    pid,
+                    "--duration",
+                    str(int(seconds)),
+                    "--rate",
+                    "250",
+                    "--nonblocking",
+                    "--format",
+                    "raw",
+                    "--output",
+                    str(out / f"worker-{pid}.txt"),
+                ],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                preexec_fn=_pinned(cpus),
+            )
+            for pid in pids
+        ]
+    try:
+        yield
+    finally:
+        for p in procs:
+            p.wait(timeout=seconds + 60)
+
+
+def machine() -> str:
+    model = next(
+        (
+            ln.split(":", 1)[1].strip()
+            for ln in Path("/proc/cpuinfo").read_text().splitlines()
+            if ln.startswith("model name")
+        ),
+        platform.processor(),
+    )
+    mem = int(Path("/proc/meminfo").read_text().split()[1]) / 2**20
+    return f"{model}, {os.cpu_count()} CPUs, {mem:.0f} GiB"
+
+
+def measure(
+    args: argparse.Namespace, artifact: Path, server_cpus: set[int], client_cpus: set[int]
+) -> dict[str, object]:
+    result: dict[str, object] = {}
+    env = {
+        "RELREC_N_CANDIDATES": str(args.candidates),
+        "RELREC_BATCH_MAX_SIZE": str(args.batch_max_size),
+    }
+    with (
+        tempfile.TemporaryDirectory() as tmp,
+        redis_server(Path(tmp), server_cpus) as (redis_url, _),
+        relrec_server(artifact, redis_url, args.workers, server_cpus, env) as (url, _),
+    ):
+        os.sched_setaffinity(0, client_cpus)
+        paths, posted = make_users(artifact, url, args.users, args.seed)
+        result["users"] = {"paths": len(paths), "posted_interactions": posted}
+        run_async(closed_loop(url, paths, args.concurrency, args.warmup))  # warm-up
+        run_async(closed_loop(url, ["/healthz"], args.concurrency, min(args.warmup, 2.0)))
+        before = server_counters(scrape_workers(url, args.workers))
+        pids = list(scrape_workers(url, args.workers))
+        with py_spy(pids, args.closed_seconds, args.profile, client_cpus):
+            rec = run_async(closed_loop(url, paths, args.concurrency, args.closed_seconds))
+        after = server_counters(scrape_workers(url, args.workers))
+        health = run_async(closed_loop(url, ["/healthz"], args.concurrency, args.closed_seconds))
+        result["closed_loop"] = {
+            "recommend": rec,
+            "healthz": health,
+            "ratio": rec["rps"] / max(health["rps"], 1e-9),
+        }
+        result["stages"] = stage_report(before, after)
+        report_closed(result, args)
+        result["open_loop"] = []
+        for rate in (float(r) for r in args.rates.split(",")):
+            row = run_async(open_loop(url, paths, rate, args.rate_seconds))
+            result["open_loop"].append(row)  # type: ignore[attr-defined]
+            print(
+                f"open loop {rate:7.0f} req/s: achieved {row['achieved_rps']:7.1f}  "
+                f"p50 {row['p50_ms']:7.2f}  p99 {row['p99_ms']:7.2f}  p99.9 "
+                f"{row['p999_ms']:7.2f}  max {row['max_ms']:7.2f} ms  errors "
+                f"{row['errors']}  late {row['late']}  conns {row['connections']}"
+            )
+    if args.profile is not None:
+        result["profile"] = summarise_profiles(sorted(args.profile.glob("worker-*.txt")))
+        for name, share in result["profile"].items():  # type: ignore[attr-defined]
+            print(f"profile {name:34s} {100 * share:5.1f}% of worker samples")
+    return result
+
+
+def report_closed(result: dict[str, object], args: argparse.Namespace) -> None:
+    c = result["closed_loop"]
+    s = result["stages"]
+    for name in ("recommend", "healthz"):
+        r = c[name]  # type: ignore[index]
+        print(
+            f"closed loop {name:9s} concurrency {args.concurrency}: {r['rps']:8.1f} req/s  "
+            f"p50 {r['p50_ms']:6.2f}  p99 {r['p99_ms']:6.2f} ms  errors {r['errors']}"
+        )
+    print(f"recommend / healthz throughput ratio: {c['ratio']:.3f}")  # type: ignore[index]
+    print(
+        "per request (server metrics, batch stages amortised): "
+        + "  ".join(f"{k} {v:.3f}" for k, v in s.items())
+    )  # type: ignore[union-attr]
+
+
+def build_parser(description: str = __doc__.split("\n\n")[0]) -> argparse.ArgumentParser:
+    """The options (bench/serve_executors.py adds its own to these)."""
+    p = argparse.ArgumentParser(description=description)
+    p.add_argument("--artifact", type=Path, help="serve this artifact instead of a catalogue")
+    p.add_argument("--items", type=int, default=100_000, help="synthetic catalogue size")
+    p.add_argument("--cache", type=Path, default=ROOT / "runs" / "catalogues")
+    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--server-cores", type=int, default=1, help="cores for workers and Redis")
+    p.add_argument("--candidates", type=int, default=200, help="RELREC_N_CANDIDATES")
+    p.add_argument("--batch-max-size", type=int, default=8, help="RELREC_BATCH_MAX_SIZE")
+    p.add_argument("--concurrency", type=int, default=32)
+    p.add_argument("--users", type=int, default=2000)
+    p.add_argument("--warmup", type=float, default=5.0)
+    p.add_argument("--closed-seconds", type=float, default=20.0)
+    p.add_argument("--rates", default="50,300,600,900")
+    p.add_argument("--rate-seconds", type=float, default=20.0)
+    p.add_argument("--profile", type=Path, help="py-spy the workers in the closed loop, here")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--json", type=Path)
+    p.add_argument("--quick", action="store_true", help="tiny catalogue, ~1 s per phase")
+    return p
+
+
+def parse_args(
+    argv: list[str] | None = None, parser: argparse.ArgumentParser | None = None
+) -> argparse.Namespace:
+    args = (parser or build_parser()).parse_args(argv)
+    if args.quick:
+        args.items, args.users, args.warmup, args.closed_seconds = 2000, 200, 0.5, 1.0
+        args.rates, args.rate_seconds, args.concurrency = "20,100", 1.0, 8
+    return args
+
+
+def resolve_artifact(args: argparse.Namespace) -> Path:
+    """`--artifact`, else the synthetic catalogue of `--items` (built once, cached)."""
+    if args.artifact is not None:
+        return Path(args.artifact)
+    spec = (
+        CatalogueSpec(n_items=args.items, n_users=500, dim=16, n_memory=4, l_max=8, max_history=12)
+        if args.quick
+        else CatalogueSpec(n_items=args.items)
+    )
+    return build_catalogue(spec, args.cache)
+
+
+def main() -> None:
+    args = parse_args()
+    artifact = resolve_artifact(args)
+    server_cpus, client_cpus = split_cores(args.server_cores)
+    manifest = art.read_manifest(art.resolve_version_dir(artifact))
+    print(f"machine: {machine()}; load average {os.getloadavg()[0]:.2f} before")
+    print(
+        f"artifact {manifest.version}: {manifest.kind}, {manifest.counts.items} items, "
+        f"{manifest.counts.users} users, d={manifest.dim}, N={manifest.n_memory}, "
+        f"L_max={manifest.l_max}, index {manifest.index.factory}; C={args.candidates}"
+    )
+    print(
+        f"server: relrec serve, {args.workers} workers + redis-server pinned to CPUs "
+        f"{sorted(server_cpus)}; client pinned to CPUs {sorted(client_cpus)}"
+        f"{' (shared: one CPU only)' if server_cpus == client_cpus else ''}; loopback; "
+        f"1 ORT + 1 FAISS thread per worker; micro-batches up to {args.batch_max_size}"
+    )
+    result = measure(args, artifact, server_cpus, client_cpus)
+    result.update(
+        {
+            "machine": machine(),
+            "server_cpus": sorted(server_cpus),
+            "client_cpus": sorted(client_cpus),
+            "artifact": manifest.version,
+            "items": manifest.counts.items,
+            "candidates": args.candidates,
+            "workers": args.workers,
+            "load_after": os.getloadavg()[0],
+        }
+    )
+    print(f"load average {os.getloadavg()[0]:.2f} after")
+    if args.json:
+        args.json.write_text(json.dumps(result, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()

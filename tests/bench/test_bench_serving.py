@@ -1,0 +1,95 @@
+"""The issue-7 benchmark scripts run end to end in their quick modes, so they cannot rot.
+
+Each runs as a subprocess on a tiny synthetic catalogue (built once, cached in a temp dir)
+and must exit 0 and report every field the docs' tables are made of. No timing is asserted:
+the figures depend on the machine.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from models import artifact as art
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def run(*args: str, timeout: int = 600) -> str:
+    done = subprocess.run(
+        [sys.executable, *args], cwd=ROOT, capture_output=True, text=True, timeout=timeout
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done.stdout
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("catalogues")
+
+
+def test_catalogue_quick_is_a_valid_cached_artifact(cache: Path) -> None:
+    out = run(
+        "bench/catalogue.py", "--items", "2000", "--users", "300", "--cache", str(cache), "--quick"
+    )
+    assert "catalogue 2000 items, 300 users" in out and "index Flat" in out
+    (root,) = cache.iterdir()
+    vdir, manifest = art.open_version(root)  # the loader's own checks: checksums included
+    assert manifest.kind == "hlr" and manifest.counts.items == 2000
+    assert json.loads((root / "catalogue.json").read_text())["export_s"] >= 0
+    again = run(
+        "bench/catalogue.py", "--items", "2000", "--users", "300", "--cache", str(cache), "--quick"
+    )
+    assert vdir.name in str(art.resolve_current(root)) and "export" in again
+    assert len(art.list_versions(root)) == 1  # cached: not exported twice
+
+
+def test_retrieval_quick_on_a_catalogue(cache: Path, tmp_path: Path) -> None:
+    out = run(
+        "bench/retrieval.py",
+        "--items",
+        "2000",
+        "--cache",
+        str(cache),
+        "--quick",
+        "--json",
+        str(tmp_path / "r.json"),
+    )
+    assert "recall@10=" in out
+    result = json.loads((tmp_path / "r.json").read_text())
+    assert result["items"] == 2000 and result["users"] == 100
+    assert {r["C"] for r in result["results"]} == {100, 300}
+    assert all(0.0 <= r["recall_at_10"] <= 1.0 for r in result["results"])
+
+
+def test_serve_quick_reports_every_field(cache: Path, tmp_path: Path) -> None:
+    spy = Path(sys.executable).with_name("py-spy").exists()  # the `bench` extra
+    profile = ["--profile", str(tmp_path / "profile")] if spy else []
+    out = run(
+        "bench/serve.py",
+        "--quick",
+        "--cache",
+        str(cache),
+        *profile,
+        "--json",
+        str(tmp_path / "s.json"),
+    )
+    assert "client pinned to CPUs" in out and "throughput ratio" in out
+    result = json.loads((tmp_path / "s.json").read_text())
+    closed = result["closed_loop"]
+    assert closed["recommend"]["requests"] > 0 and closed["healthz"]["requests"] > 0
+    assert closed["recommend"]["errors"] == 0 and closed["ratio"] > 0
+    assert [r["rate"] for r in result["open_loop"]] == [20.0, 100.0]
+    for row in result["open_loop"]:
+        assert row["errors"] == 0 and {"p50_ms", "p99_ms", "p999_ms"} <= set(row)
+    stages = result["stages"]
+    assert stages["requests"] > 0
+    for stage in ("history", "retrieval", "rerank", "serialize"):
+        assert stages[f"{stage}_ms"] > 0
+    assert result["users"]["posted_interactions"] > 0
+    if spy:
+        assert result["profile"] and abs(sum(result["profile"].values()) - 1.0) < 1e-6
