@@ -44,8 +44,9 @@ _admin_header, _admin_bearer = _schemes(
 
 
 # The dependencies are `async def` although they never await: FastAPI runs a plain `def`
-# dependency in its thread pool, a thread hand-off per dependency per request (7.8% of worker
-# CPU on GET /recommend, docs/benchmarks.md "Serving"), for work of a few microseconds.
+# dependency in its thread pool, a thread hand-off per dependency per request (7.8% of the
+# py-spy samples of a worker on GET /recommend, docs/benchmarks.md "Serving") for microseconds
+# of work.
 async def get_runtime(request: Request) -> Runtime:
     runtime: Runtime = request.app.state.runtime
     return runtime

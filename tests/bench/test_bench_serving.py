@@ -93,3 +93,24 @@ def test_serve_quick_reports_every_field(cache: Path, tmp_path: Path) -> None:
     assert result["users"]["posted_interactions"] > 0
     if spy:
         assert result["profile"] and abs(sum(result["profile"].values()) - 1.0) < 1e-6
+
+
+def test_serve_executors_quick_compares_both_in_one_run(cache: Path, tmp_path: Path) -> None:
+    out = run(
+        "bench/serve_executors.py",
+        "--quick",
+        "--cache",
+        str(cache),
+        "--rounds",
+        "1",
+        "--json",
+        str(tmp_path / "e.json"),
+    )
+    assert "| | thread | inline | inline / thread |" in out
+    result = json.loads((tmp_path / "e.json").read_text())
+    for mode in ("thread", "inline"):
+        closed = result["closed_loop"][mode]
+        assert closed["requests"] > 0 and closed["errors"] == 0 and closed["server_cpu_ms"] > 0
+        assert [r["rate"] for r in result["open_loop"][mode]] == [20.0, 100.0]
+        assert all(r["errors"] == 0 for r in result["open_loop"][mode])
+    assert set(result["load_average"]) == {"before", "after"}
