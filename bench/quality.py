@@ -63,38 +63,38 @@ def summarise(docs: list[dict]) -> dict:
     out["data_share"] = float(np.mean(share)) if share else None
     out["best_epoch"] = float(np.mean(best)) if best else None
     out["wall_s"] = float(np.mean([d["wall_s"] for d in docs]))
+    out["n_seeds"] = len(docs)
     return out
 
 
-def render(rows: dict[str, dict], n_seeds: int, k: int = 10) -> str:
-    head = ("| model | " + " | ".join(f"{c}@{k}" for c in COLUMNS)
+def render(rows: dict[str, dict], k: int = 10) -> str:
+    """Markdown table; a row's ± is the std over its seeds, or the 95% CI over users for one."""
+    head = ("| model | seeds | " + " | ".join(f"{c}@{k}" for c in COLUMNS)
             + " | median pop | epoch s | outside model | best epoch | wall s |")
-    lines = [head, "|" + "---|" * (len(COLUMNS) + 6)]
+    lines = [head, "|" + "---|" * (len(COLUMNS) + 7)]
     for algo, s in rows.items():
         cells = [f"{100 * s[c][0]:.2f} ± {100 * s[c][1]:.2f}" for c in COLUMNS]
         epoch = "" if s["epoch_time_s"] is None else f"{s['epoch_time_s']:.1f}"
         share = "" if s["data_share"] is None else f"{100 * s['data_share']:.0f}%"
         best = "" if s["best_epoch"] is None else f"{s['best_epoch']:.1f}"
-        lines.append(f"| {algo} | " + " | ".join(cells)
+        lines.append(f"| {algo} | {s['n_seeds']} | " + " | ".join(cells)
                      + f" | {s['median_popularity'][0]:.0f} | {epoch} | {share} | {best} |"
                      f" {s['wall_s']:.0f} |")
-    spread = (f"mean ± std over {n_seeds} seeds (split and init seeded together)"
-              if n_seeds > 1 else "one seed, ± is the 95% CI half-width over users")
-    lines.append(f"\nMetrics in %, {spread}; full ranking, train+validation items excluded.")
+    lines.append("\nMetrics in %: mean ± std over the row's seeds (split and init seeded together);"
+                 " with one seed, ± is the 95% CI half-width over users. Full ranking,"
+                 " train+validation items excluded.")
     return "\n".join(lines)
 
 
 def render_runs(out: Path, table_path: str | None) -> int:
     """Table from finished runs (`<algo>-s<seed>/metrics.json`), e.g. of an interrupted sweep."""
     per_algo: dict[str, list[dict]] = {}
-    seeds = set()
     for path in sorted(out.glob("*-s*/metrics.json")):
         doc = json.loads(path.read_text())
         doc.setdefault("wall_s", doc.get("fit_time_s", 0.0))
         per_algo.setdefault(doc["model"], []).append(doc)
-        seeds.add(path.parent.name.rsplit("-s", 1)[1])
     order = [a for a in ALL if a in per_algo]
-    table = render({a: summarise(per_algo[a]) for a in order}, len(seeds))
+    table = render({a: summarise(per_algo[a]) for a in order})
     print(table)
     if table_path:
         Path(table_path).write_text(table + "\n")
@@ -144,11 +144,12 @@ def main(argv: list[str] | None = None) -> int:
         args.max_history, args.k_core, args.quiet = 8, 5, True
     if not args.data:
         sys.exit("--data is required (or --quick)")
-    if args.no_threshold:
-        args.min_rating = None
+    if args.no_threshold:  # a None keyword is "not given" to load_config: override instead
+        args.set.append("data.min_rating=null")
     per_algo: dict[str, list[dict]] = {a: [] for a in args.models}
     for seed in args.seeds:
-        split = prepare(load_config(None, [], algorithm="pop",
+        data_sets = [o for o in args.set if o.startswith("data.")]
+        split = prepare(load_config(None, data_sets, algorithm="pop",
                                     data={"path": args.data, "k_core": args.k_core,
                                           "seed": seed, "split": args.split,
                                           "min_rating": args.min_rating}))
@@ -157,7 +158,7 @@ def main(argv: list[str] | None = None) -> int:
             per_algo[algo].append(doc)
             print(f"{algo} seed {seed}: ndcg@10 {doc['metrics']['ndcg']:.4f} "
                   f"({doc['wall_s']:.0f}s)", flush=True)
-    table = render({a: summarise(d) for a, d in per_algo.items() if d}, len(args.seeds))
+    table = render({a: summarise(d) for a, d in per_algo.items() if d})
     print(table)
     (out / "results.json").write_text(json.dumps(per_algo, indent=2))
     if args.table:
