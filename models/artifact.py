@@ -29,8 +29,8 @@ __all__ = [
     "CURRENT", "FORMAT_VERSION", "HISTORY_INDPTR", "HISTORY_ITEMS", "INDEX", "ITEM_IDS",
     "MANIFEST", "PAYLOAD_FILES", "POPULARITY", "SCORER", "TENSORS", "USER_IDS",
     "ArtifactArrays", "ArtifactError", "Counts", "IndexInfo", "Manifest", "OnnxInfo",
-    "TensorSpec", "file_sha256", "fsync_dir", "list_versions", "open_version", "point_current",
-    "read_arrays",
+    "TensorSpec", "TextItemsInfo", "file_sha256", "fsync_dir", "list_versions", "open_version",
+    "point_current", "read_arrays",
     "read_manifest", "resolve_current", "resolve_version_dir", "user_history", "verify",
     "write_manifest",
 ]
@@ -85,6 +85,21 @@ class IndexInfo(BaseModel):
     c: int | None = None  # the C of recall_at_c
 
 
+class TextItemsInfo(BaseModel):
+    """Items that have text and no interaction: rows `[first_row, first_row + count)`.
+
+    Their vectors were projected from their text by a map learned in training (the sentence
+    encoder named here); they are scored, indexed and recommendable like any other item, have
+    popularity 0 and appear in no training history. The service needs no text for them.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    first_row: int = Field(ge=0)
+    count: int = Field(ge=0)
+    encoder: str
+
+
 class TensorSpec(BaseModel):
     """dtype and shape of one graph input or output; str dims are dynamic ("B", "C")."""
 
@@ -131,11 +146,17 @@ class Manifest(BaseModel):
     onnx: OnnxInfo
     files: dict[str, str]  # file name -> sha256 hex
     sizes: dict[str, int] = Field(default_factory=dict)  # file name -> bytes (truncation check)
+    text_items: TextItemsInfo | None = None  # None: every item was trained on interactions
 
     @property
     def kind(self) -> str:
         """The model kind ("cml", "lrml", "hlr", "hlr++", "adacml")."""
         return str(self.model["kind"])
+
+    def is_text_only(self, item_row: int) -> bool:
+        """Whether an item row got its vector from its text alone (no interaction)."""
+        info = self.text_items
+        return info is not None and info.first_row <= item_row < info.first_row + info.count
 
     @property
     def has_attention(self) -> bool:

@@ -12,7 +12,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PositiveInt
 
-ModelKind = Literal["cml", "lrml", "hlr", "hlr++", "adacml"]
+ModelKind = Literal["cml", "lrml", "hlr", "hlr++", "adacml", "serml"]
 
 # Models whose relation reads the user's history N_u (DESIGN §1).
 HISTORY_KINDS: frozenset[str] = frozenset({"hlr", "hlr++", "adacml"})
@@ -41,6 +41,8 @@ with warnings.catch_warnings():
         copy: bool = False
         clip_memory: bool = False
         history_sampling: Literal["uniform", "inverse_popularity"] = "uniform"
+        # SERML: weight γ of the semantic regression γ‖r(u, v) − s(u, v)‖² (0 is LRML exactly).
+        gamma: float = Field(default=0.1, ge=0.0)
 
         @property
         def uses_history(self) -> bool:

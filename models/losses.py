@@ -20,3 +20,14 @@ def hinge_loss(d_pos: Tensor, d_neg: Tensor, margin: float, mask: Tensor | None 
     if mask is not None:
         loss = loss * mask.to(loss.dtype)
     return loss.sum()
+
+
+def semantic_loss(relation: Tensor, semantic: Tensor, mask: Tensor | None = None) -> Tensor:
+    """Σ_batch ‖r(u, v) − s(u, v)‖²: SERML's regression of the induced relation onto the review's
+    semantic vector (arXiv 2406.10246). Summed like the hinge loss, so that γ weighs the two on
+    the same per-pair scale. relation, semantic `[B, d]`; `mask` `[B]` drops pairs.
+    """
+    loss = ((relation - semantic) ** 2).sum(dim=-1)  # [B]
+    if mask is not None:
+        loss = loss * mask.to(loss.dtype)
+    return loss.sum()

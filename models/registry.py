@@ -12,6 +12,7 @@ from models.cml import CML
 from models.config import ModelConfig
 from models.hlr import HLR, HLRPlusPlus
 from models.lrml import LRML
+from models.serml import SERML
 
 MODELS: dict[str, type[RelationalModel]] = {
     "cml": CML,
@@ -19,6 +20,7 @@ MODELS: dict[str, type[RelationalModel]] = {
     "hlr": HLR,
     "hlr++": HLRPlusPlus,
     "adacml": AdaCML,
+    "serml": SERML,
 }
 
 

@@ -26,6 +26,9 @@ _FLAG_MAP = {
     "max_history": ("model", "l_max"), "history_sampling": ("model", "history_sampling"),
     "format": ("data", "format"), "min_rating": ("data", "min_rating"),
     "k_core": ("data", "k_core"), "split": ("data", "split"),
+    "gamma": ("model", "gamma"), "reviews": ("text", "reviews"),
+    "item_text": ("text", "item_text"), "text_encoder": ("text", "encoder"),
+    "text_cache": ("text", "cache_dir"),
 }
 
 
@@ -46,6 +49,13 @@ def add_train_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser
                       ("patience", int), ("eval-users", int)):
         p.add_argument(f"--{flag}", type=typ)
     p.add_argument("--history-sampling", choices=["uniform", "inverse_popularity"])
+    p.add_argument("--gamma", type=float,
+                   help="serml: weight of the review regression γ‖r − s‖² (default 0.1)")
+    p.add_argument("--reviews", help="serml: review JSON lines (default: --data)")
+    p.add_argument("--item-text", help="item text (MovieLens/Last.fm dir or file, or a CSV with "
+                   "item,text): LRD for hlr/hlr++, and items with no interactions exported")
+    p.add_argument("--text-encoder", choices=["minilm", "hashing"])
+    p.add_argument("--text-cache", help="embedding cache directory (default .relrec/text-cache)")
     p.add_argument("--select-by", choices=["ndcg", "loss"])
     p.add_argument("--device", help="auto (default), cpu, cuda, cuda:1")
     p.add_argument("--no-progress", action="store_true")
@@ -57,7 +67,7 @@ def add_train_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser
 
 def config_from_args(args: argparse.Namespace):
     sections: dict[str, dict[str, Any]] = {"data": {"path": args.data}, "trainer": {},
-                                           "model": {}}
+                                           "model": {}, "text": {}}
     for attr, (section, key) in _FLAG_MAP.items():
         value = getattr(args, attr, None)
         if value is not None:

@@ -18,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from models.config import ModelConfig
 from training.trainer import TrainerConfig
 
-RELATIONAL = ("cml", "lrml", "hlr", "hlr++", "adacml")
+RELATIONAL = ("cml", "lrml", "hlr", "hlr++", "adacml", "serml")
 BASELINES = ("pop", "als")
 ALGORITHMS = BASELINES + RELATIONAL
 
@@ -58,14 +58,36 @@ class BaselineConfig(_Section):
     regularization: float = Field(30.0, ge=0)
 
 
+class TextConfig(_Section):
+    """Text for the semantic relations (DESIGN §1 "Later"; SERML, LRD, text-only items)."""
+
+    reviews: str | None = Field(None, description="review JSON lines for serml; default data.path")
+    item_text: str | None = Field(None, description="item text: LRD for hlr/hlr++, text-only items")
+    encoder: Literal["minilm", "hashing"] = "minilm"
+    cache_dir: str | None = Field(".relrec/text-cache", description="None: no embedding cache")
+    # SERML's hierarchical review encoder
+    vocab_size: int = Field(20_000, ge=3)
+    max_sentences: int = Field(10, ge=1)
+    max_words: int = Field(30, ge=1)
+    word_dim: int = Field(64, ge=1)
+    hidden: int = Field(50, ge=1)
+    rating_weight: float = Field(1.0, ge=0, description="serml: weight of the rating supervision")
+    # item text: the text -> item vector regression that places text-only items
+    align_weight: float = Field(0.1, ge=0, description="weight of ‖W t_v + b − q_v‖²")
+    # LRD relation discovery (hlr, hlr++ with item text); 0 turns it off
+    lrd_weight: float = Field(1.0, ge=0, description="weight of LRD's reconstruction + KL")
+    lrd_hidden: int = Field(128, ge=1)
+
+
 class TrainConfig(_Section):
-    algorithm: Literal["pop", "als", "cml", "lrml", "hlr", "hlr++", "adacml"] = "hlr"
+    algorithm: Literal["pop", "als", "cml", "lrml", "hlr", "hlr++", "adacml", "serml"] = "hlr"
     data: DataConfig = Field(default_factory=DataConfig)
     model: ModelConfig | None = Field(default_factory=lambda: ModelConfig(kind="hlr"),
                                       description="None for the baselines")
     trainer: TrainerConfig = Field(default_factory=TrainerConfig)
     eval: EvalConfig = Field(default_factory=EvalConfig)
     baseline: BaselineConfig = Field(default_factory=BaselineConfig)
+    text: TextConfig = Field(default_factory=TextConfig)
 
     @property
     def is_relational(self) -> bool:

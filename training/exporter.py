@@ -32,6 +32,7 @@ from models.base import RelationalModel
 from training.checkpoint import load_run
 from training.interactions import Interactions
 from training.scorer_graph import OPSET, ScorerGraph, build_scorer_graph, export_onnx, io_spec
+from training.text_items import TextItems, extend_with_text_items, load_text_items
 
 __all__ = ["ExportError", "ParityError", "build_index", "export", "export_run", "history_csr"]
 
@@ -60,19 +61,30 @@ class ParityError(ExportError):
 def export_run(run_dir: str | Path, out_dir: str | Path, **kwargs: Any) -> Path:
     """Export a training run directory (see `training.checkpoint`); returns the version dir."""
     run = load_run(run_dir)
+    kwargs.setdefault("text_items", load_text_items(run_dir))
     return export(run.model, run.train, out_dir, metrics=run.metrics, config=run.config,
                   **kwargs)
 
 
 def export(model: RelationalModel, train: Interactions, out_dir: str | Path, *,
            metrics: dict[str, Any] | None = None, config: dict[str, Any] | None = None,
-           index: str = "auto", parity_check: bool = True) -> Path:
+           index: str = "auto", parity_check: bool = True,
+           ef_construction: int = HNSW_EF_CONSTRUCTION,
+           text_items: TextItems | None = None) -> Path:
     """Write a new artifact version of `model` under `out_dir` and make it current.
 
     `index` is "auto" (exact `Flat` up to FLAT_MAX_ITEMS items, `HNSW32` above), "flat" or
-    "hnsw". Returns the version directory.
+    "hnsw"; `ef_construction` trades HNSW build time for graph quality (the manifest records
+    it; bench/catalogue.py lowers it to build 1M-item catalogues on two cores). Returns the
+    version directory. `text_items` (items with text and no interaction, from a run trained
+    with item text) are appended to the item table and named in `manifest.text_items`.
     """
     model = model.eval()
+    text_info = None
+    if text_items is not None and len(text_items):
+        text_info = art.TextItemsInfo(first_row=model.n_items, count=len(text_items),
+                                      encoder=text_items.encoder)
+        model, train = extend_with_text_items(model, train, text_items)
     if (train.n_users, train.n_items) != (model.n_users, model.n_items):
         raise ExportError(f"the model has {model.n_users} x {model.n_items} rows, the training "
                           f"data {train.n_users} x {train.n_items}: pass the train set of the "
@@ -85,7 +97,10 @@ def export(model: RelationalModel, train: Interactions, out_dir: str | Path, *,
     tmp.mkdir()
     try:
         manifest = _write_version(tmp, version, created, model, train, metrics or {}, config,
-                                  index, parity_check)
+                                  index, parity_check, ef_construction)
+        if text_info is not None:
+            manifest = manifest.model_copy(update={"text_items": text_info})
+            art.write_manifest(tmp, manifest)
         _sync_tree(tmp)
         os.rename(tmp, root / version)
         art.fsync_dir(root)
@@ -100,7 +115,7 @@ def export(model: RelationalModel, train: Interactions, out_dir: str | Path, *,
 
 def _write_version(vdir: Path, version: str, created: datetime, model: RelationalModel,
                    train: Interactions, metrics: dict[str, Any], config: dict[str, Any] | None,
-                   index: str, parity_check: bool) -> art.Manifest:
+                   index: str, parity_check: bool, ef_construction: int) -> art.Manifest:
     """Every file of the version, then the manifest with their checksums (last)."""
     tensors = _model_tensors(model)
     graph = build_scorer_graph(model)
@@ -110,7 +125,7 @@ def _write_version(vdir: Path, version: str, created: datetime, model: Relationa
         err = check_parity(model, vdir / art.SCORER)
         log.info("parity: max relative error %.2e (tolerance %.0e)", err, PARITY_RTOL)
     _write_tensors(vdir / art.TENSORS, tensors)
-    index_info = _write_index(vdir / art.INDEX, tensors, index)
+    index_info = _write_index(vdir / art.INDEX, tensors, index, ef_construction)
     _write_ids(vdir, train)
     np.save(vdir / art.POPULARITY, train.item_popularity())
     _write_history(vdir, train)
@@ -178,9 +193,10 @@ def history_csr(train: Interactions) -> tuple[np.ndarray, np.ndarray]:
     return indptr, items.astype(np.int64)
 
 
-def _write_index(path: Path, tensors: dict[str, np.ndarray], kind: str) -> art.IndexInfo:
+def _write_index(path: Path, tensors: dict[str, np.ndarray], kind: str,
+                 ef_construction: int) -> art.IndexInfo:
     queries = _recall_queries(tensors)
-    index, info = build_index(tensors["items"], queries, kind)
+    index, info = build_index(tensors["items"], queries, kind, ef_construction)
     faiss.write_index(index, str(path))
     log.info("index %s over %d items (recall@%s %.3f)", info.factory, index.ntotal, info.c,
              info.recall_at_c or 0.0)
@@ -188,11 +204,12 @@ def _write_index(path: Path, tensors: dict[str, np.ndarray], kind: str) -> art.I
 
 
 def build_index(items: np.ndarray, queries: np.ndarray | None = None,
-                kind: str = "auto") -> tuple[faiss.Index, art.IndexInfo]:
+                kind: str = "auto", ef_construction: int = HNSW_EF_CONSTRUCTION
+                ) -> tuple[faiss.Index, art.IndexInfo]:
     """FAISS L2 index over item vectors, and what the manifest records of it.
 
-    Exact `Flat` search up to FLAT_MAX_ITEMS items; HNSW32 (efConstruction 200) above, its
-    recall@C measured against exact search on `queries`.
+    Exact `Flat` search up to FLAT_MAX_ITEMS items; HNSW32 (efConstruction 200 by default)
+    above, its recall@C measured against exact search on `queries`.
     """
     if kind not in ("auto", "flat", "hnsw"):
         raise ExportError(f"index must be 'auto', 'flat' or 'hnsw', got {kind!r}")
@@ -203,12 +220,12 @@ def build_index(items: np.ndarray, queries: np.ndarray | None = None,
         index.add(items)
         return index, art.IndexInfo(factory="Flat", recall_at_c=1.0, c=min(RECALL_C, n_items))
     index = faiss.IndexHNSWFlat(dim, HNSW_M, faiss.METRIC_L2)
-    index.hnsw.efConstruction = HNSW_EF_CONSTRUCTION
+    index.hnsw.efConstruction = ef_construction
     index.add(items)
     index.hnsw.efSearch = HNSW_EF_SEARCH
     c = min(RECALL_C, n_items)
     recall = None if queries is None or len(queries) == 0 else _recall(index, items, queries, c)
-    params = {"M": HNSW_M, "efConstruction": HNSW_EF_CONSTRUCTION, "efSearch": HNSW_EF_SEARCH}
+    params = {"M": HNSW_M, "efConstruction": ef_construction, "efSearch": HNSW_EF_SEARCH}
     return index, art.IndexInfo(factory=f"HNSW{HNSW_M}", params=params, recall_at_c=recall, c=c)
 
 

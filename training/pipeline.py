@@ -65,8 +65,28 @@ def fit_relational(cfg: TrainConfig, split: Split, rank: int = 0, world_size: in
     dataset = TrainDataset(split.train, cfg.model.l_max, cfg.model.uses_history,
                            cfg.model.history_sampling)
     validate = make_validator(cfg, split, dataset)
-    result = Trainer(model, cfg.trainer, rank, world_size).fit(dataset, validate)
+    objective = build_objective(cfg, split, model)
+    result = Trainer(model, cfg.trainer, rank, world_size, objective).fit(dataset, validate)
+    if hasattr(objective, "text_only_items"):
+        result.text_items = objective.text_only_items()
     return model, dataset, result
+
+
+def build_objective(cfg: TrainConfig, split: Split,
+                    model: torch.nn.Module) -> torch.nn.Module | None:
+    """The loss beyond the plain hinge, or None: SERML's review regression (training/semantic),
+    then the item-text terms when `text.item_text` is set (training/text_items)."""
+    assert cfg.model is not None
+    objective = None
+    if cfg.model.kind == "serml":
+        from training.semantic import build_semantic_objective
+
+        objective = build_semantic_objective(cfg, split, model)
+    if cfg.text.item_text:
+        from training.text_items import build_item_text_objective
+
+        objective = build_item_text_objective(cfg, split, model, objective)
+    return objective
 
 
 def make_validator(cfg: TrainConfig, split: Split, dataset: TrainDataset) -> Validator | None:
@@ -170,7 +190,14 @@ def run(cfg: TrainConfig, out_dir: str | Path, split: Split | None = None, rank:
                              "epoch_time_s": result.mean_epoch_time_s,
                              "data_share": result.data_share,
                              "best_valid": result.best_valid,
-                             "select_by": cfg.trainer.select_by}
+                             "select_by": cfg.trainer.select_by,
+                             # The curve, so that "was it still improving?" needs no rerun.
+                             "curve": [{"epoch": e.epoch, "loss": round(e.loss, 6),
+                                        "valid": round(e.valid, 6), "time_s": round(e.time_s, 2)}
+                                       for e in result.epochs]}
+        if result.text_items is not None:
+            extra["text_items"] = {"count": len(result.text_items),
+                                   "encoder": result.text_items.encoder}
     else:
         scorer = fit_baseline(cfg, split.train)
     extra["fit_time_s"] = time.perf_counter() - started
@@ -182,6 +209,10 @@ def run(cfg: TrainConfig, out_dir: str | Path, split: Split | None = None, rank:
         from training.checkpoint import save_run
 
         save_run(out, model, split.train, metrics=doc, config=cfg.model_dump(mode="json"))
+        if result.text_items is not None:
+            from training.text_items import save_text_items
+
+            save_text_items(out, result.text_items)
     return RunResult(out, doc, model, split)
 
 

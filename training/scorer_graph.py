@@ -245,7 +245,7 @@ def build_scorer_graph(model: RelationalModel, shift: str = "auto") -> ScorerGra
         raise ValueError(f"a {kind} model needs an LRAM (keys and memories)")
     keys = model.lram.keys.detach().float().cpu()
     memories = model.lram.memories.detach().float().cpu()
-    if kind == "lrml":
+    if kind in ("lrml", "serml"):  # SERML serves LRML's relation (models/serml.py)
         return LRMLGraph(items, keys, memories, l_max).eval()
     if kind not in ("hlr", "hlr++"):
         raise ValueError(f"no scorer graph for model kind {kind!r}")

@@ -15,7 +15,7 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -62,6 +62,9 @@ class TrainResult:
     epochs: list[EpochLog] = field(default_factory=list)
     best_epoch: int = 0
     best_valid: float = float("nan")
+    # Items with text and no interactions (training.text_items.TextItems), set by the pipeline
+    # when the run had item text; the exporter appends them to the item table.
+    text_items: Any = None
 
     @property
     def mean_epoch_time_s(self) -> float:
@@ -101,18 +104,25 @@ class Trainer:
     """Runs epochs, validates, early-stops, restores the best epoch."""
 
     def __init__(self, model: torch.nn.Module, cfg: TrainerConfig, rank: int = 0,
-                 world_size: int = 1) -> None:
+                 world_size: int = 1, objective: torch.nn.Module | None = None) -> None:
+        """`objective(batch) -> loss` defaults to the hinge loss; a richer one (SERML's
+        `training.semantic.SemanticObjective`) holds `model` plus its own parameters, and
+        Adam updates all of them."""
         self.cfg = cfg
         self.rank = rank
         self.world_size = world_size
         self.device = resolve_device(cfg.device)
         self.model = model.to(self.device)
-        objective: torch.nn.Module = TripletObjective(self.model)
+        objective = TripletObjective(self.model) if objective is None else objective
+        # What `fit` snapshots and restores at the best epoch: the model and any parameters of
+        # the objective (a text projection must stay paired with the item vectors it fits).
+        self.trained = objective.to(self.device)
+        params = list(objective.parameters())
         if world_size > 1:
             ddp_ids = [self.device.index] if self.device.type == "cuda" else None
             objective = torch.nn.parallel.DistributedDataParallel(objective, device_ids=ddp_ids)
         self.objective = objective
-        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=cfg.lr)
+        self.optimizer = torch.optim.Adam(params, lr=cfg.lr)
 
     def fit(self, dataset: TrainDataset, validate: Validator | None = None) -> TrainResult:
         """Train up to `epochs`; `validate(model)` returns a score where higher is better."""
@@ -130,7 +140,7 @@ class Trainer:
                      elapsed, 100 * data_time / max(elapsed, 1e-9))
             if validate is None or score > best:
                 best, stale = score, 0
-                best_state = copy.deepcopy(self.model.state_dict())
+                best_state = copy.deepcopy(self.trained.state_dict())
                 result.best_epoch, result.best_valid = epoch, score
             else:
                 stale += 1
@@ -138,7 +148,7 @@ class Trainer:
                     log.info("early stop at epoch %d (best %d)", epoch, result.best_epoch)
                     break
         if best_state is not None:
-            self.model.load_state_dict(best_state)
+            self.trained.load_state_dict(best_state)
         return result
 
     def _epoch(self, dataset: TrainDataset, rng: np.random.Generator,

@@ -18,7 +18,7 @@ from models.config import ModelConfig
 from models.losses import hinge_loss
 from models.registry import MODELS, build_model
 
-KINDS = ["cml", "lrml", "hlr", "hlr++", "adacml"]
+KINDS = ["cml", "lrml", "hlr", "hlr++", "adacml", "serml"]
 N_COMMUNITIES, USERS_PER, ITEMS_PER, TAKEN_PER_USER = 4, 15, 10, 8
 N_USERS, N_ITEMS = N_COMMUNITIES * USERS_PER, N_COMMUNITIES * ITEMS_PER
 TOP_K = 5

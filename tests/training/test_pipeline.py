@@ -4,6 +4,8 @@ import json
 import math
 from pathlib import Path
 
+import pytest
+
 from training.checkpoint import load_run
 from training.config import load_config
 from training.pipeline import run
@@ -19,6 +21,9 @@ def test_select_by_validation_loss(planted_split, tmp_path: Path) -> None:
     training = result.metrics["training"]
     assert training["select_by"] == "loss"
     assert math.isfinite(training["best_valid"]) and training["best_valid"] <= 0  # −loss
+    curve = training["curve"]
+    assert [e["epoch"] for e in curve] == [1, 2]
+    assert max(e["valid"] for e in curve) == pytest.approx(training["best_valid"], abs=1e-6)
     saved = json.loads((tmp_path / "metrics.json").read_text())
     assert saved["metrics"] == result.metrics["metrics"]
     restored = load_run(tmp_path)
