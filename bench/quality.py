@@ -26,7 +26,7 @@ sys.path.insert(0, str(ROOT))
 from training.config import load_config  # noqa: E402
 from training.pipeline import prepare, run  # noqa: E402
 
-ALL = ["pop", "als", "cml", "lrml", "hlr", "hlr++", "adacml"]
+ALL = ["pop", "als", "cml", "lrml", "hlr", "hlr++", "adacml", "serml"]
 COLUMNS = ["precision", "recall", "ndcg", "map", "mrr"]
 
 
@@ -35,7 +35,9 @@ def run_one(args: argparse.Namespace, algorithm: str, seed: int, split, out: Pat
                  f"model.margin={args.margin}", f"model.dim={args.dim}",
                  f"model.n_memory={args.memories}", f"model.l_max={args.max_history}",
                  f"trainer.eval_users={args.eval_users}", f"trainer.patience={args.patience}",
-                 "eval.sampled=false", f"trainer.progress={str(not args.quiet).lower()}"]
+                 f"eval.k={args.k}", f"eval.sampled={str(args.sampled).lower()}",
+                 f"trainer.batch_size={args.batch_size}",
+                 f"trainer.progress={str(not args.quiet).lower()}"]
     overrides += args.set
     cfg = load_config(None, overrides, algorithm=algorithm,
                       data={"path": args.data, "k_core": args.k_core, "seed": seed,
@@ -49,6 +51,11 @@ def run_one(args: argparse.Namespace, algorithm: str, seed: int, split, out: Pat
 
 def summarise(docs: list[dict]) -> dict:
     out = {}
+    if all("sampled" in d for d in docs):  # the sampled protocol's HR and NDCG, when run
+        for name in ("hr", "ndcg"):
+            values = np.array([d["sampled"][name] for d in docs])
+            out[f"sampled_{name}"] = (float(values.mean()),
+                                      float(values.std(ddof=1)) if len(values) > 1 else None)
     for name in [*COLUMNS, "median_popularity"]:
         values = np.array([d["metrics"][name] for d in docs])
         if len(values) > 1:
@@ -68,12 +75,19 @@ def summarise(docs: list[dict]) -> dict:
 
 
 def render(rows: dict[str, dict], k: int = 10) -> str:
-    """Markdown table; a row's ± is the std over its seeds, or the 95% CI over users for one."""
-    head = ("| model | seeds | " + " | ".join(f"{c}@{k}" for c in COLUMNS)
+    """Markdown table; a row's ± is the std over its seeds, or the 95% CI over users for one.
+
+    With the sampled protocol run for every row, its HR and NDCG come first (std over seeds,
+    no spread for one seed), marked "sampled": the two protocols disagree, never compare them.
+    """
+    sampled = bool(rows) and all("sampled_hr" in s for s in rows.values())
+    extra = [f"HR@{k} sampled", f"NDCG@{k} sampled"] if sampled else []
+    head = ("| model | seeds | " + " | ".join([*extra, *(f"{c}@{k}" for c in COLUMNS)])
             + " | median pop | epoch s | outside model | best epoch | wall s |")
-    lines = [head, "|" + "---|" * (len(COLUMNS) + 7)]
+    lines = [head, "|" + "---|" * (len(COLUMNS) + len(extra) + 7)]
     for algo, s in rows.items():
-        cells = [f"{100 * s[c][0]:.2f} ± {100 * s[c][1]:.2f}" for c in COLUMNS]
+        cells = [_cell(s[f"sampled_{n}"]) for n in ("hr", "ndcg")] if sampled else []
+        cells += [f"{100 * s[c][0]:.2f} ± {100 * s[c][1]:.2f}" for c in COLUMNS]
         epoch = "" if s["epoch_time_s"] is None else f"{s['epoch_time_s']:.1f}"
         share = "" if s["data_share"] is None else f"{100 * s['data_share']:.0f}%"
         best = "" if s["best_epoch"] is None else f"{s['best_epoch']:.1f}"
@@ -86,6 +100,11 @@ def render(rows: dict[str, dict], k: int = 10) -> str:
     return "\n".join(lines)
 
 
+def _cell(value: tuple[float, float | None]) -> str:
+    mean, std = value
+    return f"{mean:.4f}" if std is None else f"{mean:.4f} ± {std:.4f}"
+
+
 def render_runs(out: Path, table_path: str | None) -> int:
     """Table from finished runs (`<algo>-s<seed>/metrics.json`), e.g. of an interrupted sweep."""
     per_algo: dict[str, list[dict]] = {}
@@ -94,23 +113,22 @@ def render_runs(out: Path, table_path: str | None) -> int:
         doc.setdefault("wall_s", doc.get("fit_time_s", 0.0))
         per_algo.setdefault(doc["model"], []).append(doc)
     order = [a for a in ALL if a in per_algo]
-    table = render({a: summarise(per_algo[a]) for a in order})
+    k = next(iter(per_algo.values()))[0].get("k", 10) if per_algo else 10
+    table = render({a: summarise(per_algo[a]) for a in order}, k)
     print(table)
     if table_path:
         Path(table_path).write_text(table + "\n")
     return 0
 
 
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("--data")
-    p.add_argument("--models", nargs="+", default=ALL)
+def add_training_args(p: argparse.ArgumentParser) -> None:
+    """Data filters, seeds and the relational hyper-parameters: shared with bench/cold_start.py."""
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
-    p.add_argument("--split", default="per-user")
     p.add_argument("--min-rating", type=float, default=4.0)
     p.add_argument("--no-threshold", action="store_true",
                    help="keep every interaction as a positive (play counts: Last.fm)")
     p.add_argument("--k-core", type=int, default=10)
+    p.add_argument("--k", type=int, default=10, help="cut-off of every metric")
     p.add_argument("--epochs", type=int, default=30)
     p.add_argument("--patience", type=int, default=5)
     p.add_argument("--lr", type=float, default=1e-3)
@@ -119,10 +137,21 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--memories", type=int, default=20)
     p.add_argument("--max-history", type=int, default=50)
     p.add_argument("--eval-users", type=int, default=1000)
-    p.add_argument("--set", action="append", default=[])
-    p.add_argument("--out", default="runs/quality")
+    p.add_argument("--batch-size", type=int, default=1000)
+    p.add_argument("--set", action="append", default=[], help="section.key=value override")
     p.add_argument("--table", help="write the markdown table to this file too")
     p.add_argument("--quiet", action="store_true")
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--data")
+    p.add_argument("--models", nargs="+", default=ALL[:-1], help="default: all but serml")
+    p.add_argument("--split", default="per-user")
+    add_training_args(p)
+    p.add_argument("--sampled", action="store_true",
+                   help="also the sampled protocol (100 negatives; LRML/SERML papers)")
+    p.add_argument("--out", default="runs/quality")
     p.add_argument("--quick", action="store_true", help="tiny generated data, seconds")
     p.add_argument("--from-runs", action="store_true",
                    help="only render the table from the metrics.json files under --out")
@@ -156,9 +185,9 @@ def main(argv: list[str] | None = None) -> int:
         for algo in args.models:
             doc = run_one(args, algo, seed, split, out)
             per_algo[algo].append(doc)
-            print(f"{algo} seed {seed}: ndcg@10 {doc['metrics']['ndcg']:.4f} "
+            print(f"{algo} seed {seed}: ndcg@{args.k} {doc['metrics']['ndcg']:.4f} "
                   f"({doc['wall_s']:.0f}s)", flush=True)
-    table = render({a: summarise(d) for a, d in per_algo.items() if d})
+    table = render({a: summarise(d) for a, d in per_algo.items() if d}, args.k)
     print(table)
     (out / "results.json").write_text(json.dumps(per_algo, indent=2))
     if args.table:

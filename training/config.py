@@ -56,6 +56,7 @@ class BaselineConfig(_Section):
     factors: int = Field(100, ge=1)
     iterations: int = Field(20, ge=1)
     regularization: float = Field(30.0, ge=0)
+    alpha: float = Field(1.0, gt=0, description="confidence of a positive (implicit's alpha)")
 
 
 class TextConfig(_Section):

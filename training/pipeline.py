@@ -221,4 +221,5 @@ def fit_baseline(cfg: TrainConfig, train: Interactions) -> Any:
         return MostPopular().fit(train)
     b = cfg.baseline
     return ALSBaseline(factors=b.factors, iterations=b.iterations,
-                       regularization=b.regularization, seed=cfg.trainer.seed).fit(train)
+                       regularization=b.regularization, alpha=b.alpha,
+                       seed=cfg.trainer.seed).fit(train)

@@ -18,7 +18,7 @@ import pandas as pd
 
 from training.interactions import DataError, Interactions
 
-__all__ = ["planted_interactions", "planted_truth", "write_sample"]
+__all__ = ["planted_interactions", "planted_truth", "write_item_text", "write_sample"]
 
 _USER_ID = re.compile(r"u\d+-c(\d+)")
 _ITEM_ID = re.compile(r"i\d+-b(\d+)")
@@ -146,4 +146,33 @@ def write_sample(path: str | Path, **kwargs: Any) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     frame.to_csv(path, index=False)
+    return path
+
+
+_TOPICS = ("jazz saxophone trumpet", "metal guitar drums", "folk banjo fiddle",
+           "opera soprano aria", "techno synth beat", "blues harmonica slide")
+_FILLER = ("great", "classic", "album", "live", "record", "best", "new", "sound", "studio")
+
+
+def write_item_text(inter: Interactions, path: str | Path, seed: int = 0) -> Path:
+    """Write item text for the items of a planted log as CSV `item,text`.
+
+    Each item's text names its block's topic (block b gets topic b mod 6, suffixed with b when
+    there are more blocks than topics) among shuffled filler words: the text carries the
+    planted structure, which is what a text-to-vector projection has to recover for items it
+    never saw interacted with.
+    """
+    rng = np.random.default_rng(seed)
+    _, block = planted_truth(inter)
+    lines = ["item,text"]
+    for item_id, b in zip(inter.items.to_list(), block, strict=True):
+        topic = _TOPICS[b % len(_TOPICS)].split()
+        if b >= len(_TOPICS):
+            topic = [f"{w}{b}" for w in topic]
+        words = [*topic, *rng.choice(_FILLER, 3)]
+        rng.shuffle(words)
+        lines.append(f"{item_id},{' '.join(words)}")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(lines) + "\n")
     return path

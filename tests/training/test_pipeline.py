@@ -43,3 +43,24 @@ def test_quality_bench_quick_mode_runs(tmp_path: Path) -> None:
     table = (tmp_path / "t.md").read_text()
     for algo in ("pop", "als", "cml", "lrml", "hlr", "hlr++", "adacml"):
         assert f"| {algo} |" in table
+
+
+def test_quality_bench_reports_the_sampled_protocol_at_k(tmp_path: Path) -> None:
+    """--sampled --k 5 (the SERML paper's H@5/NDCG@5): the sampled columns come first, marked."""
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[2]
+    proc = subprocess.run([sys.executable, str(root / "bench" / "quality.py"), "--quick",
+                           "--models", "pop", "lrml", "--k", "5", "--sampled",
+                           "--split", "leave-one-out", "--out", str(tmp_path),
+                           "--table", str(tmp_path / "t.md")],
+                          capture_output=True, text=True, timeout=300, cwd=root)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    header, _, *rows = (tmp_path / "t.md").read_text().splitlines()
+    assert header.startswith("| model | seeds | HR@5 sampled | NDCG@5 sampled | precision@5 |")
+    for row, algo in zip(rows, ("pop", "lrml"), strict=False):
+        hr, ndcg = (float(c) for c in row.split("|")[3:5])
+        assert row.startswith(f"| {algo} |") and 0.0 <= ndcg <= hr <= 1.0
+    saved = json.loads((tmp_path / "lrml-s0" / "metrics.json").read_text())
+    assert saved["k"] == 5 and saved["sampled"]["n_negatives"] == 100

@@ -1,0 +1,170 @@
+"""Cold-start benchmark: items held out of training entirely, placed by their text.
+
+Holds 10% of the items (drawn among those with text) out of the log before the split, trains
+HLR (or any relational model) with `--item-text` on the rest, then ranks the held-out items for
+the users who interacted with them, placed three ways: the learned text projection, a random
+trained item's vector, the most popular trained item's vector (`training/cold_start.py`). Two
+catalogues: the held-out items alone, and the whole catalogue. Writes one JSON per seed and a
+markdown table of mean ± std over seeds.
+
+    python bench/cold_start.py --data ../shared/data/ml-latest-small/ratings.csv \\
+        --item-text ../shared/data/ml-latest-small --seeds 0 1 2 --out runs/cold-mls
+    python bench/cold_start.py --quick     # seconds, planted data and the hashing encoder
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from quality import add_training_args  # noqa: E402  (bench/quality.py, beside this file)
+
+from training.cold_start import (  # noqa: E402
+    CATALOGUES,
+    PLACEMENTS,
+    cold_start_report,
+    hold_out_items,
+    placement_vectors,
+    warm_report_with_new_items,
+)
+from training.config import load_config  # noqa: E402
+from training.evaluator import full_ranking  # noqa: E402
+from training.filters import binarize, k_core  # noqa: E402
+from training.pipeline import fit_relational  # noqa: E402
+from training.readers import read_log  # noqa: E402
+from training.scorer import ModelScorer  # noqa: E402
+from training.text_readers import read_item_text  # noqa: E402
+
+METRICS = ("recall", "ndcg")
+
+
+def run_seed(args: argparse.Namespace, seed: int) -> dict:
+    """Hold out, train, and score every placement on both catalogues for one seed."""
+    min_rating = None if args.no_threshold else args.min_rating
+    inter = k_core(binarize(read_log(args.data), min_rating), args.k_core)
+    texts = read_item_text(args.item_text)
+    cold = hold_out_items(inter, texts.item_ids, args.fraction, "per-user", seed)
+    cfg = load_config(None, args.set, algorithm=args.model,
+                      data={"path": args.data, "k_core": args.k_core, "seed": seed},
+                      model={"dim": args.dim, "n_memory": args.memories,
+                             "l_max": args.max_history, "margin": args.margin},
+                      trainer={"seed": seed, "epochs": args.epochs, "patience": args.patience,
+                               "lr": args.lr, "batch_size": args.batch_size,
+                               "eval_users": args.eval_users, "progress": not args.quiet},
+                      text={"item_text": args.item_text, "encoder": args.encoder,
+                            "cache_dir": args.cache},
+                      eval={"k": args.k, "sampled": False})
+    started = time.perf_counter()
+    model, dataset, result = fit_relational(cfg, cold.split)
+    fit_s = time.perf_counter() - started
+    warm = full_ranking(ModelScorer(model, dataset, seed=seed), cold.split, k=args.k,
+                        stage="test", progress=False).means()
+    doc: dict = {"seed": seed, "model": args.model, "k": args.k, "fit_s": fit_s,
+                 "best_epoch": result.best_epoch, "warm": {m: warm[m] for m in METRICS},
+                 "counts": {"items": inter.n_items, "cold_items": len(cold.cold_ids),
+                            "cold_interactions": len(cold),
+                            "cold_users": len(np.unique(cold.cold_users)),
+                            "train": len(cold.split.train)},
+                 "cold": {}, "warm_with_new": {}}
+    for how in PLACEMENTS:
+        vectors = placement_vectors(model, cold.split.train, cold.cold_ids, how,
+                                    result.text_items, seed)
+        for catalogue in CATALOGUES:
+            means = cold_start_report(model, cold, vectors, catalogue, args.k, seed).means()
+            doc["cold"][f"{how}/{catalogue}"] = {m: means[m] for m in METRICS}
+        means = warm_report_with_new_items(model, cold, vectors, args.k, seed).means()
+        doc["warm_with_new"][how] = {m: means[m] for m in METRICS}
+    return doc
+
+
+def render(docs: list[dict]) -> str:
+    """Rows: placement × catalogue, then the warm test; cells mean ± std over seeds."""
+    k = docs[0]["k"]
+
+    def cell(values: list[float]) -> str:
+        a = np.array(values)
+        return f"{a.mean():.4f}" + (f" ± {a.std(ddof=1):.4f}" if len(a) > 1 else "")
+
+    lines = [f"| placement | catalogue | Recall@{k} | NDCG@{k} | warm Recall@{k} |",
+             "|---|---|---:|---:|---:|"]
+    for key in docs[0]["cold"]:
+        how, catalogue = key.split("/")
+        where = ("held-out items only" if catalogue == "cold" else "whole catalogue")
+        cells = [cell([d["cold"][key][m] for d in docs]) for m in METRICS]
+        # the warm test with the new items in the catalogue: what the placement costs
+        warm = (cell([d["warm_with_new"][how]["recall"] for d in docs])
+                if catalogue == "all" else "")
+        lines.append(f"| {how} | {where} | " + " | ".join(cells) + f" | {warm} |")
+    warm = cell([d["warm"]["recall"] for d in docs])
+    lines.append(f"| (no new items) | warm items only | | | {warm} |")
+    c = docs[0]["counts"]
+    lines.append(f"\n{len(docs)} seed(s); seed {docs[0]['seed']}: {c['cold_items']} of "
+                 f"{c['items']} items held out, {c['cold_interactions']} interactions with them "
+                 f"from {c['cold_users']} users; {c['train']} warm train pairs. Model "
+                 f"{docs[0]['model']}, best epochs {[d['best_epoch'] for d in docs]}.")
+    return "\n".join(lines)
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--data")
+    p.add_argument("--item-text", help="item text: a MovieLens/Last.fm folder or a CSV")
+    p.add_argument("--model", default="hlr", choices=["cml", "lrml", "hlr", "hlr++", "adacml"])
+    p.add_argument("--encoder", default="minilm", choices=["minilm", "hashing"])
+    p.add_argument("--cache", default=".relrec/text-cache", help="text embedding cache")
+    p.add_argument("--fraction", type=float, default=0.1, help="share of items held out")
+    add_training_args(p)
+    p.add_argument("--out", default="runs/cold-start")
+    p.add_argument("--quick", action="store_true", help="planted data, hashing encoder, seconds")
+    return p.parse_args(argv)
+
+
+def quick_inputs(args: argparse.Namespace, out: Path) -> None:
+    """Planted log + planted item text, small model: the suite runs this."""
+    from training.synthetic import planted_interactions, write_item_text, write_sample
+
+    spec = {"n_users": 240, "n_items": 120, "n_communities": 4, "items_per_user": 24,
+            "noise": 0.05, "seed": 0}
+    args.data = str(write_sample(out / "sample.csv", **spec))
+    args.item_text = str(write_item_text(planted_interactions(**spec), out / "items.csv"))
+    args.seeds, args.epochs, args.patience, args.k_core = args.seeds[:1], 8, 8, 5
+    args.dim, args.memories, args.max_history, args.batch_size = 16, 4, 8, 256
+    args.lr, args.encoder, args.quiet, args.fraction = 0.02, "hashing", True, 0.1
+    args.cache = str(out / "text-cache")
+    args.set = [*args.set, "text.align_weight=0.5"]
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    if args.quick:
+        quick_inputs(args, out)
+    logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO)
+    if not args.data or not args.item_text:
+        sys.exit("--data and --item-text are required (or --quick)")
+    docs = []
+    for seed in args.seeds:
+        doc = run_seed(args, seed)
+        (out / f"seed{seed}.json").write_text(json.dumps(doc, indent=2) + "\n")
+        print(f"seed {seed}: " + ", ".join(f"{key} {v['recall']:.4f}"
+                                           for key, v in doc["cold"].items()), flush=True)
+        docs.append(doc)
+    table = render(docs)
+    print(table)
+    if args.table:
+        Path(args.table).write_text(table + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
