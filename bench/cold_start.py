@@ -38,9 +38,7 @@ from training.cold_start import (  # noqa: E402
 )
 from training.config import load_config  # noqa: E402
 from training.evaluator import full_ranking  # noqa: E402
-from training.filters import binarize, k_core  # noqa: E402
-from training.pipeline import fit_relational  # noqa: E402
-from training.readers import read_log  # noqa: E402
+from training.pipeline import fit_relational, load_interactions  # noqa: E402
 from training.scorer import ModelScorer  # noqa: E402
 from training.text_readers import read_item_text  # noqa: E402
 
@@ -49,11 +47,9 @@ METRICS = ("recall", "ndcg")
 
 def run_seed(args: argparse.Namespace, seed: int) -> dict:
     """Hold out, train, and score every placement on both catalogues for one seed."""
-    min_rating = None if args.no_threshold else args.min_rating
-    inter = k_core(binarize(read_log(args.data), min_rating), args.k_core)
-    texts = read_item_text(args.item_text)
-    cold = hold_out_items(inter, texts.item_ids, args.fraction, "per-user", seed)
-    cfg = load_config(None, args.set, algorithm=args.model,
+    overrides = [f"data.min_rating={json.dumps(None if args.no_threshold else args.min_rating)}",
+                 *args.set]
+    cfg = load_config(None, overrides, algorithm=args.model,
                       data={"path": args.data, "k_core": args.k_core, "seed": seed},
                       model={"dim": args.dim, "n_memory": args.memories,
                              "l_max": args.max_history, "margin": args.margin},
@@ -63,6 +59,9 @@ def run_seed(args: argparse.Namespace, seed: int) -> dict:
                       text={"item_text": args.item_text, "encoder": args.encoder,
                             "cache_dir": args.cache},
                       eval={"k": args.k, "sampled": False})
+    inter = load_interactions(cfg)
+    texts = read_item_text(args.item_text)
+    cold = hold_out_items(inter, texts.item_ids, args.fraction, "per-user", seed)
     started = time.perf_counter()
     model, dataset, result = fit_relational(cfg, cold.split)
     fit_s = time.perf_counter() - started

@@ -97,10 +97,7 @@ def export(model: RelationalModel, train: Interactions, out_dir: str | Path, *,
     tmp.mkdir()
     try:
         manifest = _write_version(tmp, version, created, model, train, metrics or {}, config,
-                                  index, parity_check, ef_construction)
-        if text_info is not None:
-            manifest = manifest.model_copy(update={"text_items": text_info})
-            art.write_manifest(tmp, manifest)
+                                  index, parity_check, ef_construction, text_info)
         _sync_tree(tmp)
         os.rename(tmp, root / version)
         art.fsync_dir(root)
@@ -115,7 +112,8 @@ def export(model: RelationalModel, train: Interactions, out_dir: str | Path, *,
 
 def _write_version(vdir: Path, version: str, created: datetime, model: RelationalModel,
                    train: Interactions, metrics: dict[str, Any], config: dict[str, Any] | None,
-                   index: str, parity_check: bool, ef_construction: int) -> art.Manifest:
+                   index: str, parity_check: bool, ef_construction: int,
+                   text_info: art.TextItemsInfo | None) -> art.Manifest:
     """Every file of the version, then the manifest with their checksums (last)."""
     tensors = _model_tensors(model)
     graph = build_scorer_graph(model)
@@ -137,7 +135,8 @@ def _write_version(vdir: Path, version: str, created: datetime, model: Relationa
         counts=art.Counts(users=model.n_users, items=model.n_items, interactions=len(train)),
         data_fingerprint=train.fingerprint(), metrics=metrics, config=config,
         index=index_info, onnx=_onnx_info(graph), files=files,
-        sizes={name: (vdir / name).stat().st_size for name in art.PAYLOAD_FILES})
+        sizes={name: (vdir / name).stat().st_size for name in art.PAYLOAD_FILES},
+        text_items=text_info)
     art.write_manifest(vdir, manifest)
     return manifest
 

@@ -43,15 +43,21 @@ class RunResult:
     split: Split
 
 
-def prepare(cfg: TrainConfig) -> Split:
-    """Read, binarise, k-core and split the log named in `cfg.data`."""
+def load_interactions(cfg: TrainConfig) -> Interactions:
+    """Read, binarise and k-core the log named in `cfg.data` (before any split: the cold-start
+    protocol holds items out at this point)."""
     if not cfg.data.path:
         raise ConfigError("data.path is required: pass --data PATH")
     raw = read_log(cfg.data.path, cfg.data.format, cfg.data.columns)
     inter = k_core(binarize(raw, cfg.data.min_rating), cfg.data.k_core)
     log.info("data: %d users, %d items, %d interactions after filters", inter.n_users,
              inter.n_items, len(inter))
-    return make_split(inter, cfg.data.split, cfg.data.seed)
+    return inter
+
+
+def prepare(cfg: TrainConfig) -> Split:
+    """Read, binarise, k-core and split the log named in `cfg.data`."""
+    return make_split(load_interactions(cfg), cfg.data.split, cfg.data.seed)
 
 
 def fit_relational(cfg: TrainConfig, split: Split, rank: int = 0, world_size: int = 1
