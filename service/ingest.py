@@ -1,9 +1,12 @@
 """Ingest: posted interactions -> history store (the write half of `POST /interactions`).
 
-Validates each interaction on its own (schema, id bounds, item known to the serving version),
-stores the valid ones in one store call and reports the rest. A batch is a partial success
-(STYLE "Errors": nothing valid is dropped, each rejection says why); a single interaction that
-fails is an error of the request (422, or 404 for an unknown item).
+Validates each interaction on its own (schema, id bounds, weight > 0), stores the valid ones in
+one store call and reports the rest. A batch is a partial success (STYLE "Errors": nothing valid
+is dropped, each rejection says why); a single invalid interaction is an error of the request
+(422). An item the serving version does not know is *valid*: the catalogue grows between
+training runs, so the interaction is stored (the durable log feeds the next run, which learns
+the item) and reported in `unknown_items`; the recommender ignores rows it cannot resolve, so
+the item shapes recommendations from the first version that knows it (issue 16).
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ from typing import Any
 from pydantic import TypeAdapter, ValidationError
 
 from models.idmap import IdMap
-from service.errors import InvalidInputError, UnknownItemError
+from service.errors import InvalidInputError
 from service.history import Event, HistoryStore
 from service.schemas import InteractionIn
 
@@ -28,7 +31,7 @@ _ADAPTER: TypeAdapter[InteractionIn] = TypeAdapter(InteractionIn)
 class Rejection:
     index: int
     item_id: str | None
-    code: str  # unknown_item | invalid_input
+    code: str  # invalid_input
     message: str
 
 
@@ -37,6 +40,7 @@ class IngestResult:
     accepted: int = 0
     duplicates: int = 0
     rejected: list[Rejection] = field(default_factory=list)
+    unknown_items: list[tuple[int, str]] = field(default_factory=list)  # (index, item_id)
 
 
 def ingest(
@@ -44,7 +48,6 @@ def ingest(
     *,
     single: bool,
     item_ids: IdMap,
-    version: str,
     store: HistoryStore,
     max_id_length: int,
     now: float,
@@ -54,11 +57,15 @@ def ingest(
     events: list[Event] = []
     for i, raw in enumerate(entries):
         try:
-            events.append(_to_event(raw, item_ids, version, max_id_length, now))
-        except (InvalidInputError, UnknownItemError) as exc:
+            event = _to_event(raw, max_id_length, now)
+        except InvalidInputError as exc:
             if single:
                 raise
             result.rejected.append(Rejection(i, _item_id_of(raw), exc.code, exc.message))
+            continue
+        events.append(event)
+        if event.item_id not in item_ids:
+            result.unknown_items.append((i, event.item_id))
     if events:
         new = store.append(events)
         result.accepted = len(events)
@@ -66,7 +73,7 @@ def ingest(
     return result
 
 
-def _to_event(raw: Any, item_ids: IdMap, version: str, max_len: int, now: float) -> Event:
+def _to_event(raw: Any, max_len: int, now: float) -> Event:
     if isinstance(raw, InteractionIn):
         one = raw
     else:
@@ -80,8 +87,6 @@ def _to_event(raw: Any, item_ids: IdMap, version: str, max_len: int, now: float)
         value = getattr(one, name)
         if value is not None and len(value) > max_len:
             raise InvalidInputError(f"{name} is longer than {max_len} characters")
-    if one.item_id not in item_ids:
-        raise UnknownItemError(f"item {one.item_id!r} is not in model version {version}")
     return Event(one.user_id, one.item_id, one.epoch_seconds(now), one.weight, one.event_id)
 
 

@@ -37,6 +37,7 @@ __all__ = [
     "RecommendedItem",
     "RejectedInteraction",
     "ReloadResponse",
+    "UnknownItemInteraction",
 ]
 
 ID_MAX = 4096
@@ -99,7 +100,18 @@ class InteractionIn(BaseModel):
         None, description="epoch seconds or ISO 8601 (UTC when no zone); default: now"
     )
     # Strict: a boolean or a numeric string is not a weight (JSON numbers, ints included, are).
-    weight: StrictFloat = Field(1.0, ge=-1e6, le=1e6, allow_inf_nan=False)
+    # > 0: a weight is how strongly the interaction counts as a positive (the rating the next
+    # training run thresholds, or ALS's confidence); zero or negative would be read as a
+    # positive online while meaning "dislike", so it is refused (issue 16).
+    weight: StrictFloat = Field(
+        1.0,
+        gt=0,
+        le=1e6,
+        allow_inf_nan=False,
+        description="a finite number > 0 (default 1): the rating or strength of this "
+        "positive; training thresholds it like a rating (or uses it as ALS confidence), "
+        "serving counts every accepted interaction as seen and as history alike",
+    )
     event_id: Id | None = None
 
     @field_validator("timestamp")
@@ -151,14 +163,30 @@ InteractionsBody = Annotated[
 class RejectedInteraction(BaseModel):
     index: int = Field(description="position in the batch")
     item_id: str | None
-    code: str = Field(description="unknown_item or invalid_input")
+    code: str = Field(description="invalid_input")
     message: str
+
+
+class UnknownItemInteraction(BaseModel):
+    """An accepted interaction whose item the serving version does not know (issue 16)."""
+
+    index: int = Field(description="position in the batch (0 for a single interaction)")
+    item_id: str
+    code: Literal["unknown_item"] = "unknown_item"
 
 
 class InteractionsResponse(BaseModel):
     accepted: int = Field(description="interactions stored, retries of stored ones included")
     duplicates: int = Field(0, description="of `accepted`, event ids already stored")
-    rejected: list[RejectedInteraction] = Field(default_factory=list)
+    rejected: list[RejectedInteraction] = Field(
+        default_factory=list, description="invalid input, not stored"
+    )
+    unknown_items: list[UnknownItemInteraction] = Field(
+        default_factory=list,
+        description="of `accepted`: items this model version does not know. They are in the "
+        "durable log (so the next training run learns them) and are served from the next "
+        "version on; until then they do not shape this user's recommendations",
+    )
 
 
 class PartStatus(BaseModel):

@@ -15,12 +15,13 @@ from service.schemas import (
     InteractionsBody,
     InteractionsResponse,
     RejectedInteraction,
+    UnknownItemInteraction,
 )
 
 router = APIRouter(tags=["interactions"])
 
 _ERRORS: dict[int | str, dict[str, object]] = {
-    code: {"model": ErrorResponse} for code in (401, 404, 413, 422, 503)
+    code: {"model": ErrorResponse} for code in (401, 413, 422, 503)
 }
 
 
@@ -31,8 +32,9 @@ def post_interactions(
     """Append to users' histories and to the durable log.
 
     A batch `{"interactions": [...]}` is a partial success: valid interactions are stored,
-    the others are listed in `rejected` with a code (unknown_item, invalid_input). A single
-    interaction with an unknown item is a 404. Retries with the same `event_id` (per user) are
+    the others are listed in `rejected` (code invalid_input); a single invalid interaction is
+    a 422. An item this model version does not know is stored too (the next training run
+    learns it) and listed in `unknown_items`. Retries with the same `event_id` (per user) are
     stored once and counted in `duplicates`.
     """
     single = isinstance(body, InteractionIn)
@@ -49,7 +51,6 @@ def post_interactions(
             entries,
             single=single,
             item_ids=engine.artifact.arrays.item_ids,
-            version=engine.version,
             store=runtime.history_store(),
             max_id_length=s.max_id_length,
             now=time.time(),
@@ -67,5 +68,8 @@ def post_interactions(
         rejected=[
             RejectedInteraction(index=r.index, item_id=r.item_id, code=r.code, message=r.message)
             for r in result.rejected
+        ],
+        unknown_items=[
+            UnknownItemInteraction(index=i, item_id=item_id) for i, item_id in result.unknown_items
         ],
     )

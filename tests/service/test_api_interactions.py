@@ -27,17 +27,39 @@ def test_single_interaction_is_stored(
         json={"user_id": "u", "item_id": item, "timestamp": "2024-01-02T03:04:05Z", "weight": 4.5},
     )
     assert r.status_code == 200
-    assert r.json() == {"accepted": 1, "duplicates": 0, "rejected": []}
+    assert r.json() == {"accepted": 1, "duplicates": 0, "rejected": [], "unknown_items": []}
     (entry,) = open_history_store(sqlite_url, max_len=5).read_log(None, 10)
     assert (entry.event.user_id, entry.event.item_id, entry.event.weight) == ("u", item, 4.5)
     assert entry.event.timestamp == 1704164645
 
 
-def test_single_unknown_item_is_404(client: TestClient) -> None:
-    body = assert_error(
-        client.post("/interactions", json={"user_id": "u", "item_id": "nope"}), 404, "unknown_item"
-    )
-    assert "nope" in body["error"]["message"]
+def test_unknown_item_is_accepted_logged_and_reported(
+    client: TestClient, loaded: LoadedArtifact, sqlite_url: str, tmp_path: Path
+) -> None:
+    """Test issue 16: an item the version does not know is kept for the next training run,
+    reported as `unknown_item` (not as rejected input), and does not shape recommendations."""
+    r = client.post("/interactions", json={"user_id": "new", "item_id": "brand-new", "weight": 2})
+    assert r.status_code == 200, r.text
+    assert r.json() == {
+        "accepted": 1,
+        "duplicates": 0,
+        "rejected": [],
+        "unknown_items": [{"index": 0, "item_id": "brand-new", "code": "unknown_item"}],
+    }
+    # nothing known for this user yet: the popular answer, the unknown item not among it
+    rec = client.get("/recommend/new", params={"k": 5}).json()
+    assert rec["source"] == "popular"
+    assert "brand-new" not in {x["item_id"] for x in rec["items"]}
+    # a known item next: only it forms the history, the unknown one is still ignored
+    known = items(loaded, 1)[0]
+    client.post("/interactions", json={"user_id": "new", "item_id": known})
+    rec = client.get("/recommend/new", params={"k": 5}).json()
+    assert rec["source"] == "history"
+    assert not {"brand-new", known} & {x["item_id"] for x in rec["items"]}
+    # the durable log carries it to the next training run
+    summary = export_interactions(sqlite_url, tmp_path / "log.csv")
+    rows = (tmp_path / "log.csv").read_text().splitlines()[1:]
+    assert summary.rows == 2 and rows[0].startswith("new,brand-new,2.0,")
 
 
 def test_batch_is_a_partial_success(
@@ -57,14 +79,16 @@ def test_batch_is_a_partial_success(
     r = client.post("/interactions", json={"interactions": batch})
     assert r.status_code == 200, r.text
     body = r.json()
-    assert body["accepted"] == 2 and body["duplicates"] == 0
+    assert body["accepted"] == 3 and body["duplicates"] == 0
     rejected = {x["index"]: x for x in body["rejected"]}
-    assert sorted(rejected) == [1, 2, 3, 4, 5, 6]
-    assert rejected[1]["code"] == "unknown_item" and rejected[1]["item_id"] == "unknown-item"
+    assert sorted(rejected) == [2, 3, 4, 5, 6]
     assert all(rejected[i]["code"] == "invalid_input" for i in (2, 3, 4, 5, 6))
     assert all(x["message"] for x in body["rejected"])
+    assert body["unknown_items"] == [
+        {"index": 1, "item_id": "unknown-item", "code": "unknown_item"}
+    ]
     store = open_history_store(sqlite_url, max_len=5)
-    assert store.recent_many(["u1", "u2", "u3"], 5) == [[a], [], [b]]
+    assert store.recent_many(["u1", "u2", "u3"], 5) == [["unknown-item", a], [], [b]]
 
 
 def test_event_ids_make_retries_idempotent(client: TestClient, loaded: LoadedArtifact) -> None:
@@ -77,7 +101,7 @@ def test_event_ids_make_retries_idempotent(client: TestClient, loaded: LoadedArt
     }
     assert client.post("/interactions", json=batch).json()["duplicates"] == 0
     retry = client.post("/interactions", json=batch).json()
-    assert retry == {"accepted": 2, "duplicates": 2, "rejected": []}
+    assert retry == {"accepted": 2, "duplicates": 2, "rejected": [], "unknown_items": []}
 
 
 def test_batch_size_and_body_size_are_bounded(

@@ -60,7 +60,7 @@ def test_unknown_user_with_posted_history(client: TestClient, loaded: LoadedArti
             ]
         },
     )
-    assert r.json() == {"accepted": 4, "duplicates": 0, "rejected": []}
+    assert r.json() == {"accepted": 4, "duplicates": 0, "rejected": [], "unknown_items": []}
     body = client.get("/recommend/new user%2F1", params={"k": 10}).json()
     assert body["user_id"] == "new user/1" and body["source"] == "history"
     items = [it["item_id"] for it in body["items"]]

@@ -235,6 +235,24 @@ def test_nan_and_infinite_weights_are_422_and_store_nothing(
     assert stored(history_url, ["u"]) == []
 
 
+def test_zero_and_negative_weights_are_422_and_store_nothing(
+    client: TestClient, history_url: str, item: str
+) -> None:
+    """Test issue 16: a weight must be a finite number > 0, single or in a batch."""
+    for weight in [0, 0.0, -0.0, -1, -4.5, -1e-300]:
+        one = {"user_id": "u", "item_id": item, "weight": weight}
+        body = assert_error(post_json(client, one), 422, "invalid_input")
+        assert "weight" in body["error"]["message"]
+        ok = {"user_id": "u2", "item_id": item, "weight": 0.5}
+        r = post_json(client, {"interactions": [one, ok]})
+        assert r.status_code == 200, r.text
+        assert r.json()["accepted"] == 1
+        assert [(x["index"], x["code"]) for x in r.json()["rejected"]] == [(0, "invalid_input")]
+        assert "weight" in r.json()["rejected"][0]["message"]
+    log = stored(history_url)
+    assert {(e.user_id, e.weight) for e in log} == {("u2", 0.5)}
+
+
 def test_booleans_and_strings_for_numbers_are_422_and_store_nothing(
     client: TestClient, history_url: str, item: str
 ) -> None:
