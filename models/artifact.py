@@ -18,7 +18,7 @@ import zipfile
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -28,9 +28,9 @@ from models.idmap import IdMap
 __all__ = [
     "CURRENT", "FORMAT_VERSION", "HISTORY_INDPTR", "HISTORY_ITEMS", "INDEX", "ITEM_IDS",
     "MANIFEST", "PAYLOAD_FILES", "POPULARITY", "SCORER", "TENSORS", "USER_IDS",
-    "ArtifactArrays", "ArtifactError", "Counts", "IndexInfo", "Manifest", "OnnxInfo",
-    "TensorSpec", "TextItemsInfo", "file_sha256", "fsync_dir", "list_versions", "open_version",
-    "point_current", "read_arrays",
+    "ArtifactArrays", "ArtifactError", "Counts", "FoldInInfo", "IndexInfo", "Manifest",
+    "OnnxInfo", "TensorSpec", "TextItemsInfo", "TrainingInfo", "file_sha256", "fsync_dir",
+    "list_versions", "open_version", "point_current", "read_arrays",
     "read_manifest", "resolve_current", "resolve_version_dir", "user_history", "verify",
     "write_manifest",
 ]
@@ -79,7 +79,7 @@ class IndexInfo(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     factory: str  # faiss.index_factory string: "Flat" or "HNSW32"
-    metric: str = "L2"
+    metric: Literal["L2", "IP"] = "L2"  # IP: inner product (ALS, most popular)
     params: dict[str, Any] = Field(default_factory=dict)  # efConstruction, efSearch ...
     recall_at_c: float | None = None  # vs exact search, measured on the users' own vectors
     c: int | None = None  # the C of recall_at_c
@@ -98,6 +98,34 @@ class TextItemsInfo(BaseModel):
     first_row: int = Field(ge=0)
     count: int = Field(ge=0)
     encoder: str
+
+
+class FoldInInfo(BaseModel):
+    """How the service fits a vector for a user known only by their history (issue 16).
+
+    `method` names a closed form the service implements in numpy (`service/foldin.py`):
+    `hinge` (the relational models: projected steps of the training hinge; params: margin),
+    `least_squares` (ALS: x = (YᵀCY + λI)⁻¹ YᵀC p; params: regularization, confidence),
+    `constant` (most popular: every user has `users[0]`). The manifest declares it so that the
+    service never branches on the model kind.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    method: Literal["hinge", "least_squares", "constant"]
+    params: dict[str, float] = Field(default_factory=dict)
+
+
+class TrainingInfo(BaseModel):
+    """How the served model was fitted: on the training split, or refit on every
+    interaction (`relrec train --final`) after selecting on validation (issue 16)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    refit: bool = False  # True: trained on train + valid + test with the selected epochs
+    epochs: int | None = None  # epochs of the served model
+    selection_metrics: dict[str, Any] = Field(default_factory=dict)  # the selection run's
+    history: Literal["train", "all"] = "train"  # what history_*.npy holds for each user
 
 
 class TensorSpec(BaseModel):
@@ -147,10 +175,13 @@ class Manifest(BaseModel):
     files: dict[str, str]  # file name -> sha256 hex
     sizes: dict[str, int] = Field(default_factory=dict)  # file name -> bytes (truncation check)
     text_items: TextItemsInfo | None = None  # None: every item was trained on interactions
+    # None (versions before issue 16): a relational model, fold-in by the hinge
+    fold_in: FoldInInfo | None = None
+    training: TrainingInfo | None = None  # None: trained on the train split (before issue 16)
 
     @property
     def kind(self) -> str:
-        """The model kind ("cml", "lrml", "hlr", "hlr++", "adacml")."""
+        """The model kind ("cml", "lrml", "hlr", "hlr++", "adacml", "serml", "als", "pop")."""
         return str(self.model["kind"])
 
     def is_text_only(self, item_row: int) -> bool:

@@ -1,7 +1,8 @@
 """Recommender: one micro-batch of requests -> recommendations (DESIGN §4, steps 1-5).
 
 Reads the online history (history store) and the training history (artifact CSR), builds each
-user's vector (trained p_u; else from the history; else the most popular items), retrieves
+user's vector (trained p_u; else fitted to the history by the fold-in the manifest declares,
+`service/foldin.py`; else the most popular items), retrieves
 candidates with translated FAISS queries, re-ranks them exactly with `scorer.onnx`, drops seen
 items and returns the top k with scores, the version and, on request, explanations. Every
 request of a batch shares one store round trip, one FAISS search and one ONNX call.
@@ -23,6 +24,7 @@ import numpy as np
 
 from models.artifact import user_history
 from service.errors import StoreUnavailableError
+from service.foldin import FoldIn, MeanFoldIn
 from service.history import HistoryStore
 from service.loader import LoadedArtifact
 from service.ranker import Ranked, Ranker
@@ -79,8 +81,10 @@ class Recommender:
         history_len: int,
         on_stage: StageObserver | None = None,
         on_store_error: Callable[[], None] | None = None,
+        fold_in: FoldIn | None = None,
     ) -> None:
         self.artifact = artifact
+        self.fold_in = fold_in or MeanFoldIn(artifact.arrays.items)
         self.store = store
         self.retriever = retriever
         self.ranker = ranker
@@ -141,19 +145,8 @@ class Recommender:
         if user_row >= 0:
             return _UserState(hist, seen, np.asarray(arrays.users[user_row]), "personalized")
         if len(hist):
-            return _UserState(hist, seen, self._vector_from_history(hist), "history")
+            return _UserState(hist, seen, self.fold_in.vector(hist), "history")
         return _UserState(hist, seen, None, "popular")
-
-    def _vector_from_history(self, hist: np.ndarray) -> np.ndarray:
-        """A user vector for a user unknown to training: the mean of their items' vectors.
-
-        Items a user liked sit near p_u + r, so their mean is p_u shifted by the mean relation;
-        the re-ranker scores with the full history, which carries the rest of the signal.
-        Projected into the unit ball like every trained row.
-        """
-        vec: np.ndarray = np.asarray(self.artifact.arrays.items[hist], np.float32).mean(axis=0)
-        norm = float(np.linalg.norm(vec))
-        return vec / norm if norm > 1.0 else vec
 
     # -- step 3-4: retrieval and exact re-ranking ---------------------------------------------
 

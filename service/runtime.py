@@ -21,6 +21,7 @@ from pathlib import Path
 from models import artifact as art
 from service.batching import MicroBatcher
 from service.errors import ArtifactRejectedError, NotReadyError
+from service.foldin import build_fold_in
 from service.history import HistoryStore, open_history_store
 from service.loader import LoadedArtifact, load_artifact
 from service.metrics import Metrics
@@ -205,6 +206,13 @@ class Runtime:
             s.history_max_len,
             on_stage=self._observe_stage,
             on_store_error=self.metrics.store_errors.labels("recent").inc,
+            fold_in=build_fold_in(
+                artifact.manifest.fold_in,
+                arrays,
+                margin=float(artifact.manifest.model.get("margin", 0.5)),
+                enabled=s.fold_in,
+                steps=s.fold_in_steps,
+            ),
         )
         return Engine(artifact, recommender)
 

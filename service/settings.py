@@ -74,6 +74,12 @@ class Settings(BaseSettings):
     faiss_threads: int = Field(default=0, ge=0, description="FAISS OpenMP threads")
     use_gpu: bool | None = Field(default=None, description="None: use a GPU when one is found")
 
+    # Fold-in of users known only by posted history (service/foldin.py): fit their vector under
+    # the model's own objective as the manifest declares (hinge steps, ALS's closed form).
+    # false: the mean of their items' vectors (cheaper, weaker: docs/benchmarks.md "Cold users").
+    fold_in: bool = True
+    fold_in_steps: int = Field(default=8, ge=1, le=100, description="hinge fold-in steps")
+
     # Micro-batching of concurrent GET /recommend (max_size 1 turns it off).
     # Measured on the ML-1M HLR (CPU): compute per request falls by 20-35% up to batches of
     # 4-8, then the [B, C, L, N] attention tensor outgrows the caches and it rises again.

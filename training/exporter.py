@@ -136,7 +136,8 @@ def _write_version(vdir: Path, version: str, created: datetime, model: Relationa
         data_fingerprint=train.fingerprint(), metrics=metrics, config=config,
         index=index_info, onnx=_onnx_info(graph), files=files,
         sizes={name: (vdir / name).stat().st_size for name in art.PAYLOAD_FILES},
-        text_items=text_info)
+        text_items=text_info,
+        fold_in=art.FoldInInfo(method="hinge", params={"margin": float(model.config.margin)}))
     art.write_manifest(vdir, manifest)
     return manifest
 
