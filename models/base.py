@@ -15,29 +15,30 @@ import torch
 from torch import Tensor, nn
 
 from models.config import ModelConfig
-from models.lram import LRAM
+from models.lram import LRAM, PAD_LOGIT
 
 # Floats (float32) that `score_all` may hold in intermediates per item chunk: 256 MB. Larger
 # chunks keep the pair matmuls efficient (a 52-row chunk runs at 2/3 the speed of 256 rows).
 SCORE_BUDGET = 1 << 26
 
 
-def masked_softmax(logits: Tensor, mask: Tensor, dim: int = -1) -> Tensor:
+def masked_softmax(logits: Tensor, mask: Tensor, dim: int = -1, never_empty: bool = False
+                   ) -> Tensor:
     """Softmax of `logits` over the positions where `mask` is True; 0 elsewhere.
 
     A row with no True position gives all zeros instead of NaN, which is how an empty history
     contributes nothing (DESIGN §1: "masked by length"). `mask` broadcasts against `logits`.
+    Pads get the finite PAD_LOGIT rather than -inf, so `torch.softmax` (one fused pass, and one
+    in backward) gives them exactly 0 and an all-pad row a finite uniform row, which the final
+    multiply by "row has a real slot" zeroes — with a zero gradient. `never_empty` (HLR: the
+    user slot is always there) skips that multiply.
     """
     if logits.shape[dim] == 0:
         return logits
-    masked = logits.masked_fill(~mask, float("-inf"))
-    top = masked.amax(dim=dim, keepdim=True).detach()
-    top = torch.where(torch.isfinite(top), top, torch.zeros_like(top))
-    expd = torch.exp(masked - top)
-    total = expd.sum(dim=dim, keepdim=True)
-    # An empty row divides 0 by 1: dividing by a tiny clamp instead would scale its (zero)
-    # gradient by 1/tiny, which overflows to inf and then NaN.
-    return expd / torch.where(total > 0, total, torch.ones_like(total))
+    weights = torch.softmax(logits.masked_fill(~mask, PAD_LOGIT), dim=dim)
+    if never_empty:
+        return weights
+    return weights * mask.any(dim=dim, keepdim=True)
 
 
 class RelationalModel(nn.Module, ABC):
@@ -45,7 +46,7 @@ class RelationalModel(nn.Module, ABC):
 
     Shapes: B batch, C candidates, L history, N memory slots, d dim. History rows under
     `hist_mask == False` may hold any valid row id; their vectors are replaced by the constant
-    zero vector, as the reference's padding row.
+    zero vector (as the reference's padding row) in effect: they get no attention weight.
     """
 
     def __init__(self, config: ModelConfig, n_users: int, n_items: int) -> None:
@@ -80,7 +81,7 @@ class RelationalModel(nn.Module, ABC):
         """The translation r(u, v) `[B, C, d]` and the history attention `[B, C, L]` or None.
 
         user_vecs `[B, d]`; item_vecs `[C, d]` (candidates shared by all rows, `score_all`) or
-        `[B, C, d]`; hist_vecs `[B, L, d]` with pads already zero; hist_mask `[B, L]` bool.
+        `[B, C, d]`; hist_vecs `[B, L, d]` (pads hold any row; mask them); hist_mask `[B, L]` bool.
         """
 
     def _pair_cost(self, n_hist: int) -> int:
@@ -224,7 +225,12 @@ class RelationalModel(nn.Module, ABC):
     def _history(
         self, user_vecs: Tensor, hist_rows: Tensor | None, hist_mask: Tensor | None
     ) -> tuple[Tensor, Tensor]:
-        """History vectors `[B, L, d]` with pads set to the zero vector, and the bool mask."""
+        """History vectors `[B, L, d]` and the bool mask `[B, L]`.
+
+        Pad slots keep whatever row they name: every model masks them out of its attention
+        (a weight of exactly 0, and so a zero gradient), which is the reference's zero padding
+        row without a `[B, L, d]` pass to write zeros.
+        """
         if hist_rows is None or not self.config.uses_history:  # CML, LRML read no history
             batch = user_vecs.shape[0]
             empty = user_vecs.new_zeros(batch, 0, self.config.dim)  # [B, 0, d]
@@ -234,8 +240,7 @@ class RelationalModel(nn.Module, ABC):
             if hist_mask is None
             else hist_mask.to(torch.bool)
         )  # [B, L]
-        hist_vecs = self.item_emb(hist_rows)  # [B, L, d]
-        return torch.where(mask[..., None], hist_vecs, torch.zeros_like(hist_vecs)), mask
+        return self.item_emb(hist_rows), mask
 
 
 def _translated_distance(user_vecs: Tensor, relation: Tensor, item_vecs: Tensor) -> Tensor:

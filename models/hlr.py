@@ -80,28 +80,45 @@ class HLR(RelationalModel):
         super().__init__(config, n_users, n_items)
         self.lram = LRAM(config.dim, config.n_memory)
 
-    def _item_branch(
-        self, user_vecs: Tensor, item_vecs: Tensor, slot_vecs: Tensor, slot_mask: Tensor
+    def _user_weights(self, user_vecs: Tensor, item_vecs: Tensor) -> Tensor:
+        """Slot weights of LRAM(q_v, p_u) = LRAM(p_u, q_v) `[B, C, N]` (the user slot of HLR,
+        the candidate slot of HLR++'s preference branch: ⊙ commutes, so they are one tensor)."""
+        return self.lram.pair_weights(item_vecs, user_vecs[:, None, :])[:, :, 0, :]
+
+    def _history_branch(
+        self, user_mem: Tensor, item_vecs: Tensor, hist_vecs: Tensor, hist_mask: Tensor,
+        user_w: Tensor | None,
     ) -> tuple[Tensor, Tensor]:
-        """Σ_k β_k w_k over the slots (weights `[B, C, N]`) and β `[B, C, S]`.
+        """Σ_k β_k w_k `[B, C, N]` and β over the history `[B, C, L]`.
 
         w_k are the slot weights of LRAM(q_v, x_k), β = masked softmax_k ⟨LRAM(q_v, x_k), p_u⟩
-        (reference `_attentive_vectors(relations, ex_vectors=u_vectors)`).
+        = w_k · (M p_u) (reference `_attentive_vectors(relations, ex_vectors=u_vectors)`), over
+        the history slots and, when `user_w` is given (HLR), the user slot in front of them.
+        The user slot is kept apart from the history instead of concatenated to it: its
+        weights are one small matmul, and no `[B, L+1, d]` copy of the history is made.
         """
-        weights = self.lram.pair_weights(item_vecs, slot_vecs)  # [B, C, S, N]
-        user_mem = user_vecs @ self.lram.memories.T  # [B, N]: M p_u
-        logits = torch.matmul(weights, user_mem[:, None, :, None])[..., 0]  # [B, C, S]
-        beta = masked_softmax(logits, slot_mask[:, None, :])  # [B, C, S]
-        mixed = torch.matmul(beta[..., None, :], weights)[..., 0, :]  # [B, C, N]
-        return mixed, beta
+        weights = self.lram.pair_weights(item_vecs, hist_vecs)  # [B, C, L, N]
+        logits = torch.einsum("bcln,bn->bcl", weights, user_mem)  # [B, C, L]
+        mask = hist_mask[:, None, :]  # [B, 1, L]
+        if user_w is None:  # HLR++'s item-item branch: an empty history contributes 0
+            beta = masked_softmax(logits, mask)
+            return torch.einsum("bcl,bcln->bcn", beta, weights), beta
+        user_logit = torch.einsum("bcn,bn->bc", user_w, user_mem)[..., None]  # [B, C, 1]
+        user_slot = hist_mask.new_ones(1, 1, 1).expand(*mask.shape[:2], 1)
+        beta = masked_softmax(torch.cat([user_logit, logits], dim=-1),
+                              torch.cat([user_slot, mask], dim=-1), never_empty=True)
+        mixed = beta[..., :1] * user_w + torch.einsum("bcl,bcln->bcn", beta[..., 1:], weights)
+        return mixed, beta[..., 1:]
 
     def _relation(
         self, user_vecs: Tensor, item_vecs: Tensor, hist_vecs: Tensor, hist_mask: Tensor
     ) -> tuple[Tensor, Tensor | None]:
-        slot_vecs = torch.cat([user_vecs[:, None, :], hist_vecs], dim=1)  # [B, L+1, d]
-        slot_mask = torch.cat([hist_mask.new_ones(hist_mask.shape[0], 1), hist_mask], dim=1)
-        mixed, beta = self._item_branch(user_vecs, item_vecs, slot_vecs, slot_mask)
-        return self.lram.read(mixed), beta[..., 1:]  # [B, C, d], [B, C, L]
+        user_w = self._user_weights(user_vecs, item_vecs)  # [B, C, N]
+        user_mem = user_vecs @ self.lram.memories.T  # [B, N]: M p_u
+        if hist_vecs.shape[1] == 0:  # the user slot alone: β = 1 on it
+            return self.lram.read(user_w), user_w.new_zeros(*user_w.shape[:2], 0)
+        mixed, beta = self._history_branch(user_mem, item_vecs, hist_vecs, hist_mask, user_w)
+        return self.lram.read(mixed), beta  # [B, C, d], [B, C, L]
 
     def _pair_cost(self, n_hist: int) -> int:
         return max(self.config.dim, (n_hist + 1) * self.config.n_memory)
@@ -160,12 +177,20 @@ class HLRPlusPlus(HLR):
     def _relation(
         self, user_vecs: Tensor, item_vecs: Tensor, hist_vecs: Tensor, hist_mask: Tensor
     ) -> tuple[Tensor, Tensor | None]:
-        # Item-item branch; an empty history gives β = 0 and so contributes 0.
-        item_mixed, beta = self._item_branch(user_vecs, item_vecs, hist_vecs, hist_mask)
-        cand_w = self.lram.pair_weights(item_vecs, user_vecs[:, None, :])[:, :, 0, :]  # [B, C, N]
-        hist_w = self.lram.weights(user_vecs[:, None, :], hist_vecs)  # [B, L, N]
-        pref_mixed = self._preference_mix(cand_w, hist_w, item_vecs, hist_mask)
+        user_w = self._user_weights(user_vecs, item_vecs)  # [B, C, N]: LRAM(p_u, q_v)
+        hist_w = self._history_weights(user_vecs, hist_vecs)  # [B, L, N]: LRAM(p_u, q_j)
+        pref_mixed = self._preference_mix(user_w, hist_w, item_vecs, hist_mask)
+        if hist_vecs.shape[1] == 0:  # the item-item branch is empty: β = 0
+            return self.lram.read(pref_mixed), user_w.new_zeros(*user_w.shape[:2], 0)
+        user_mem = user_vecs @ self.lram.memories.T  # [B, N]: M p_u
+        item_mixed, beta = self._history_branch(user_mem, item_vecs, hist_vecs, hist_mask, None)
         return self.lram.read(item_mixed + pref_mixed), beta  # [B, C, d], [B, C, L]
+
+    def _history_weights(self, user_vecs: Tensor, hist_vecs: Tensor) -> Tensor:
+        """Slot weights of LRAM(p_u, q_j) `[B, L, N]`: K folded into p_u (`[B, d, N]`, smaller
+        than the `[B, L, d]` products), then one batched matmul with the history."""
+        keyed = user_vecs[:, :, None] * self.lram.keys  # [B, d, N]
+        return torch.softmax(torch.matmul(hist_vecs, keyed), dim=-1)
 
     def _preference_mix(
         self, cand_w: Tensor, hist_w: Tensor, item_vecs: Tensor, hist_mask: Tensor
@@ -173,14 +198,16 @@ class HLRPlusPlus(HLR):
         """Σ_k α_k w'_k `[B, C, N]`, w'_k the slot weights of LRAM(p_u, y_k), y = [q_v, q_j…].
 
         cand_w `[B, C, N]` is slot 0 (the candidate); the history slots hist_w `[B, L, N]` do
-        not depend on the candidate, so α's logits ⟨LRAM(p_u, q_j), q_v⟩ are one matmul.
+        not depend on the candidate, so α's logits ⟨LRAM(p_u, q_j), q_v⟩ = w'_j · (M q_v) are
+        one matmul. The candidate slot is always there, so α's softmax never has an empty row.
         """
-        memories = self.lram.memories  # [N, d]
-        cand_logit = (cand_w * (item_vecs @ memories.T)).sum(-1, keepdim=True)  # [B, C, 1]
-        hist_logits = torch.matmul(item_vecs, (hist_w @ memories).transpose(1, 2))  # [B, C, L]
-        logits = torch.cat([cand_logit, hist_logits], dim=-1)  # [B, C, L+1]
-        cand_slot = hist_mask.new_ones(hist_mask.shape[0], 1)  # [B, 1]
-        alpha = masked_softmax(logits, torch.cat([cand_slot, hist_mask], dim=1)[:, None, :])
+        item_mem = item_vecs @ self.lram.memories.T  # [B, C, N] or [C, N]: M q_v
+        cand_logit = (cand_w * item_mem).sum(-1, keepdim=True)  # [B, C, 1]
+        hist_logits = torch.matmul(item_mem, hist_w.transpose(1, 2))  # [B, C, L]
+        cand_slot = hist_mask.new_ones(1, 1, 1).expand(hist_mask.shape[0], 1, 1)  # [B, 1, 1]
+        alpha = masked_softmax(torch.cat([cand_logit, hist_logits], dim=-1),
+                               torch.cat([cand_slot, hist_mask[:, None, :]], dim=-1),
+                               never_empty=True)
         return alpha[..., :1] * cand_w + torch.matmul(alpha[..., 1:], hist_w)  # [B, C, N]
 
     def _pair_cost(self, n_hist: int) -> int:

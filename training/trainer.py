@@ -12,8 +12,11 @@ from __future__ import annotations
 import copy
 import logging
 import math
+import queue
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -23,6 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from tqdm.auto import tqdm
 
 from models.losses import hinge_loss
+from training import machine
 from training.dataset import Batch, TrainDataset
 
 log = logging.getLogger(__name__)
@@ -46,6 +50,12 @@ class TrainerConfig(BaseModel):
     device: str = "auto"
     seed: int = 0
     progress: bool = True
+    threads: int = Field(0, ge=0, description="intra-op threads; 0 = the available cores "
+                         "(shared among the ranks of one machine)")
+    prefetch: int = Field(2, ge=0, description="batches built ahead by a background thread; "
+                          "0 builds each batch inline")
+    compile: bool = Field(False, description="torch.compile the training objective "
+                          "(docs/benchmarks.md: where it wins)")
 
 
 @dataclass
@@ -112,6 +122,7 @@ class Trainer:
         self.rank = rank
         self.world_size = world_size
         self.device = resolve_device(cfg.device)
+        self.threads = machine.configure(cfg.threads, world_size)
         self.model = model.to(self.device)
         objective = TripletObjective(self.model) if objective is None else objective
         # What `fit` snapshots and restores at the best epoch: the model and any parameters of
@@ -121,7 +132,7 @@ class Trainer:
         if world_size > 1:
             ddp_ids = [self.device.index] if self.device.type == "cuda" else None
             objective = torch.nn.parallel.DistributedDataParallel(objective, device_ids=ddp_ids)
-        self.objective = objective
+        self.objective = torch.compile(objective) if cfg.compile else objective
         self.optimizer = torch.optim.Adam(params, lr=cfg.lr)
 
     def fit(self, dataset: TrainDataset, validate: Validator | None = None) -> TrainResult:
@@ -153,6 +164,7 @@ class Trainer:
 
     def _epoch(self, dataset: TrainDataset, rng: np.random.Generator,
                epoch: int) -> tuple[float, float, float]:
+        """One pass over the data; returns (mean loss, seconds, seconds waiting for batches)."""
         self.model.train()
         total, n, data_time = 0.0, 0, 0.0
         start = time.perf_counter()
@@ -160,17 +172,18 @@ class Trainer:
         bar = tqdm(total=dataset.n_batches(self.cfg.batch_size, self.world_size),
                    desc=f"epoch {epoch}", disable=not self.cfg.progress or self.rank != 0,
                    leave=False)
-        while True:
-            t0 = time.perf_counter()
-            batch = next(batches, None)
-            data_time += time.perf_counter() - t0
-            if batch is None:
-                break
-            loss = self._step(batch.to(self.device))
-            total += loss
-            n += len(batch.user_rows)
-            bar.update()
-            bar.set_postfix(loss=f"{loss / len(batch.user_rows):.4f}")
+        with prefetched(batches, self.cfg.prefetch) as ahead:
+            while True:
+                t0 = time.perf_counter()
+                batch = next(ahead, None)
+                data_time += time.perf_counter() - t0
+                if batch is None:
+                    break
+                loss = self._step(batch.to(self.device))
+                total += loss
+                n += len(batch.user_rows)
+                bar.update()
+                bar.set_postfix(loss=f"{loss / len(batch.user_rows):.4f}")
         bar.close()
         return total / max(n, 1), time.perf_counter() - start, data_time
 
@@ -196,3 +209,63 @@ class Trainer:
             torch.distributed.broadcast_object_list(box, src=0)
             score = box[0]
         return float(score)
+
+
+_DONE = object()
+
+
+@contextmanager
+def prefetched(items: Iterator[Batch], depth: int) -> Iterator[Iterator[Batch]]:
+    """`items` built up to `depth` ahead by a background thread (inline when depth is 0).
+
+    Batch building is numpy (sorting, searchsorted) that releases the GIL, so it overlaps the
+    model's arithmetic. One producer consumes the epoch's generator in order, so the batches
+    and the rng stream are exactly those of inline building. An error in the producer is
+    raised in the consumer; leaving the block early stops the producer.
+    """
+    if depth == 0:
+        yield items
+        return
+    box: queue.Queue[Any] = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def put(item: Any) -> bool:
+        while not stop.is_set():
+            try:
+                box.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def produce() -> None:
+        try:
+            for item in items:
+                if not put(item):
+                    return
+        except BaseException as exc:  # handed to the consumer, which raises it
+            put(_Failure(exc))
+            return
+        put(_DONE)
+
+    def consume() -> Iterator[Batch]:
+        while True:
+            item = box.get()
+            if item is _DONE:
+                return
+            if isinstance(item, _Failure):
+                raise item.error
+            yield item
+
+    worker = threading.Thread(target=produce, name="relrec-batches", daemon=True)
+    worker.start()
+    try:
+        yield consume()
+    finally:
+        stop.set()
+        worker.join()
+
+
+@dataclass
+class _Failure:
+    error: BaseException
