@@ -26,6 +26,7 @@ _FLAG_MAP = {
     "max_history": ("model", "l_max"), "history_sampling": ("model", "history_sampling"),
     "format": ("data", "format"), "min_rating": ("data", "min_rating"),
     "k_core": ("data", "k_core"), "split": ("data", "split"),
+    "min_item_interactions": ("data", "min_item_interactions"),
     "gamma": ("model", "gamma"), "reviews": ("text", "reviews"),
     "item_text": ("text", "item_text"), "text_encoder": ("text", "encoder"),
     "text_cache": ("text", "cache_dir"),
@@ -41,6 +42,11 @@ def add_train_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser
     p.add_argument("--columns", help="names for a headerless file, e.g. user,item,rating")
     p.add_argument("--min-rating", type=float, help="positive threshold (default 4)")
     p.add_argument("--no-threshold", action="store_true", help="keep every interaction")
+    p.add_argument("--final", action="store_true",
+                   help="production run: select epochs on validation, then refit on every "
+                   "interaction (whole catalogue, no k-core) and save that model for export")
+    p.add_argument("--min-item-interactions", type=int,
+                   help="with --final: keep items with at least this many positives (default 1)")
     p.add_argument("--k-core", type=int, help="iterative k-core (default 10)")
     p.add_argument("--split", choices=["per-user", "global", "leave-one-out"])
     p.add_argument("--seed", type=int, default=0, help="seeds the split and the training")
@@ -81,6 +87,8 @@ def config_from_args(args: argparse.Namespace):
         overrides.append("data.min_rating=null")
     if args.no_progress:
         overrides.append("trainer.progress=false")
+    if getattr(args, "final", False):
+        overrides.append("final=true")
     return load_config(args.config, overrides, algorithm=args.model, **sections)
 
 
@@ -111,6 +119,11 @@ def cmd_train(args: argparse.Namespace) -> int:
     cfg = config_from_args(args)
     result = run(cfg, args.out)
     sys.stdout.write(format_metrics(result.metrics) + "\n")
+    final = result.metrics.get("final")
+    if final:  # the metrics above are the selection run's
+        sys.stdout.write(f"\nrefit for export on every interaction: {final['interactions']} "
+                         f"({final['users']} users, {final['items']} items), "
+                         f"{final['epochs'] or '-'} epochs\n")
     sys.stdout.write(f"\nrun written to {result.run_dir} (metrics.json)\n")
     return 0
 

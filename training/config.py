@@ -41,6 +41,9 @@ class DataConfig(_Section):
     k_core: int = Field(10, ge=0)
     split: Literal["per-user", "global", "leave-one-out"] = "per-user"
     seed: int = 0
+    # A production run (`final`) keeps every item with at least this many positives and every
+    # user with one; the k-core is the evaluation protocol only (issue 16).
+    min_item_interactions: int = Field(1, ge=1)
 
 
 class EvalConfig(_Section):
@@ -89,6 +92,9 @@ class TrainConfig(_Section):
     eval: EvalConfig = Field(default_factory=EvalConfig)
     baseline: BaselineConfig = Field(default_factory=BaselineConfig)
     text: TextConfig = Field(default_factory=TextConfig)
+    # Production run: select on validation as usual, then refit on every interaction (all
+    # splits, the whole catalogue) for the selected epochs; that model is what gets exported.
+    final: bool = False
 
     @property
     def is_relational(self) -> bool:

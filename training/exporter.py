@@ -17,6 +17,7 @@ import json
 import logging
 import os
 import shutil
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
@@ -34,7 +35,8 @@ from training.interactions import Interactions
 from training.scorer_graph import OPSET, ScorerGraph, build_scorer_graph, export_onnx, io_spec
 from training.text_items import TextItems, extend_with_text_items, load_text_items
 
-__all__ = ["ExportError", "ParityError", "build_index", "export", "export_run", "history_csr"]
+__all__ = ["ExportError", "ParityError", "build_index", "export", "export_run", "history_csr",
+           "publish", "training_info", "write_history", "write_ids"]
 
 log = logging.getLogger(__name__)
 
@@ -60,17 +62,36 @@ class ParityError(ExportError):
 
 def export_run(run_dir: str | Path, out_dir: str | Path, **kwargs: Any) -> Path:
     """Export a training run directory (see `training.checkpoint`); returns the version dir."""
+    from training.baseline_export import export_baseline, is_baseline_run
+    from training.production import load_known
+
+    if is_baseline_run(run_dir):
+        return export_baseline(run_dir, out_dir, **kwargs)
     run = load_run(run_dir)
     kwargs.setdefault("text_items", load_text_items(run_dir))
+    kwargs.setdefault("known", load_known(run_dir, run.train))
     return export(run.model, run.train, out_dir, metrics=run.metrics, config=run.config,
                   **kwargs)
+
+
+def training_info(metrics: dict[str, Any], history_is_all: bool) -> art.TrainingInfo:
+    """The manifest's record of how the served model was fitted (issue 16): refit on every
+    interaction (`relrec train --final`, the selection run's metrics kept) or not."""
+    final = metrics.get("final") or {}
+    selection = metrics.get("metrics", {})
+    if final.get("refit"):
+        return art.TrainingInfo(refit=True, epochs=final.get("epochs"),
+                                selection_metrics=selection, history="all")
+    epochs = (metrics.get("training") or {}).get("best_epoch")
+    return art.TrainingInfo(refit=False, epochs=epochs, selection_metrics=selection,
+                            history="all" if history_is_all else "train")
 
 
 def export(model: RelationalModel, train: Interactions, out_dir: str | Path, *,
            metrics: dict[str, Any] | None = None, config: dict[str, Any] | None = None,
            index: str = "auto", parity_check: bool = True,
            ef_construction: int = HNSW_EF_CONSTRUCTION,
-           text_items: TextItems | None = None) -> Path:
+           text_items: TextItems | None = None, known: Interactions | None = None) -> Path:
     """Write a new artifact version of `model` under `out_dir` and make it current.
 
     `index` is "auto" (exact `Flat` up to FLAT_MAX_ITEMS items, `HNSW32` above), "flat" or
@@ -78,6 +99,8 @@ def export(model: RelationalModel, train: Interactions, out_dir: str | Path, *,
     it; bench/catalogue.py lowers it to build 1M-item catalogues on two cores). Returns the
     version directory. `text_items` (items with text and no interaction, from a run trained
     with item text) are appended to the item table and named in `manifest.text_items`.
+    `known` (every interaction known, over `train`'s id maps) gives the exported histories
+    and so the seen set; without it, `train` does (a refit run's train is everything).
     """
     model = model.eval()
     text_info = None
@@ -89,15 +112,33 @@ def export(model: RelationalModel, train: Interactions, out_dir: str | Path, *,
         raise ExportError(f"the model has {model.n_users} x {model.n_items} rows, the training "
                           f"data {train.n_users} x {train.n_items}: pass the train set of the "
                           f"split the model was trained on")
+    if known is not None and text_info is not None:
+        known = Interactions(known.user_rows, known.item_rows, known.weights, known.timestamps,
+                             train.users, train.items)  # the text items' rows come last
+    content = (t.detach().float().cpu().numpy().tobytes()
+               for _, t in sorted(model.state_dict().items()))
+
+    def write(tmp: Path, version: str, created: datetime) -> art.Manifest:
+        return _write_version(tmp, version, created, model, train, metrics or {}, config,
+                              index, parity_check, ef_construction, text_info, known)
+
+    return publish(out_dir, train, content, write)
+
+
+def publish(out_dir: str | Path, train: Interactions, content: Iterable[bytes],
+            write: Callable[[Path, str, datetime], art.Manifest]) -> Path:
+    """Write a version through `write(tmp_dir, version, created)` into a hidden temp
+    directory, fsync it, rename it into place and point `current` at it; on any failure remove
+    the temp directory and leave `current` as it was. `content` (the model's bytes) and the
+    data fingerprint name the version."""
     root = Path(out_dir)
     root.mkdir(parents=True, exist_ok=True)
     created = datetime.now(UTC)
-    version = _version_name(root, created, model, train)
+    version = _version_name(root, created, content, train)
     tmp = root / f".tmp-{version}"
     tmp.mkdir()
     try:
-        manifest = _write_version(tmp, version, created, model, train, metrics or {}, config,
-                                  index, parity_check, ef_construction, text_info)
+        manifest = write(tmp, version, created)
         _sync_tree(tmp)
         os.rename(tmp, root / version)
         art.fsync_dir(root)
@@ -113,7 +154,8 @@ def export(model: RelationalModel, train: Interactions, out_dir: str | Path, *,
 def _write_version(vdir: Path, version: str, created: datetime, model: RelationalModel,
                    train: Interactions, metrics: dict[str, Any], config: dict[str, Any] | None,
                    index: str, parity_check: bool, ef_construction: int,
-                   text_info: art.TextItemsInfo | None) -> art.Manifest:
+                   text_info: art.TextItemsInfo | None,
+                   known: Interactions | None) -> art.Manifest:
     """Every file of the version, then the manifest with their checksums (last)."""
     tensors = _model_tensors(model)
     graph = build_scorer_graph(model)
@@ -124,9 +166,9 @@ def _write_version(vdir: Path, version: str, created: datetime, model: Relationa
         log.info("parity: max relative error %.2e (tolerance %.0e)", err, PARITY_RTOL)
     _write_tensors(vdir / art.TENSORS, tensors)
     index_info = _write_index(vdir / art.INDEX, tensors, index, ef_construction)
-    _write_ids(vdir, train)
+    write_ids(vdir, train)
     np.save(vdir / art.POPULARITY, train.item_popularity())
-    _write_history(vdir, train)
+    write_history(vdir, train if known is None else known)
     files = {name: art.file_sha256(vdir / name) for name in art.PAYLOAD_FILES}
     manifest = art.Manifest(
         format_version=art.FORMAT_VERSION, version=version, relrec_version=_relrec_version(),
@@ -137,7 +179,8 @@ def _write_version(vdir: Path, version: str, created: datetime, model: Relationa
         index=index_info, onnx=_onnx_info(graph), files=files,
         sizes={name: (vdir / name).stat().st_size for name in art.PAYLOAD_FILES},
         text_items=text_info,
-        fold_in=art.FoldInInfo(method="hinge", params={"margin": float(model.config.margin)}))
+        fold_in=art.FoldInInfo(method="hinge", params={"margin": float(model.config.margin)}),
+        training=training_info(metrics, known is not None))
     art.write_manifest(vdir, manifest)
     return manifest
 
@@ -163,12 +206,12 @@ def _write_tensors(path: Path, tensors: dict[str, np.ndarray]) -> None:
         np.savez(f, **tensors)
 
 
-def _write_ids(vdir: Path, train: Interactions) -> None:
+def write_ids(vdir: Path, train: Interactions) -> None:
     for name, ids in ((art.USER_IDS, train.users), (art.ITEM_IDS, train.items)):
         (vdir / name).write_text(json.dumps(ids.to_list()) + "\n", encoding="utf-8")
 
 
-def _write_history(vdir: Path, train: Interactions) -> None:
+def write_history(vdir: Path, train: Interactions) -> None:
     indptr, items = history_csr(train)
     np.save(vdir / art.HISTORY_INDPTR, indptr)
     np.save(vdir / art.HISTORY_ITEMS, items)
@@ -204,29 +247,34 @@ def _write_index(path: Path, tensors: dict[str, np.ndarray], kind: str,
 
 
 def build_index(items: np.ndarray, queries: np.ndarray | None = None,
-                kind: str = "auto", ef_construction: int = HNSW_EF_CONSTRUCTION
-                ) -> tuple[faiss.Index, art.IndexInfo]:
-    """FAISS L2 index over item vectors, and what the manifest records of it.
+                kind: str = "auto", ef_construction: int = HNSW_EF_CONSTRUCTION,
+                metric: str = "L2") -> tuple[faiss.Index, art.IndexInfo]:
+    """FAISS index over item vectors, and what the manifest records of it.
 
     Exact `Flat` search up to FLAT_MAX_ITEMS items; HNSW32 (efConstruction 200 by default)
-    above, its recall@C measured against exact search on `queries`.
+    above, its recall@C measured against exact search on `queries`. `metric` is "L2" (the
+    relational models' distance) or "IP" (inner product: ALS, most popular).
     """
     if kind not in ("auto", "flat", "hnsw"):
         raise ExportError(f"index must be 'auto', 'flat' or 'hnsw', got {kind!r}")
     items = np.ascontiguousarray(items, dtype=np.float32)
     n_items, dim = items.shape
+    faiss_metric = faiss.METRIC_INNER_PRODUCT if metric == "IP" else faiss.METRIC_L2
     if kind == "flat" or (kind == "auto" and n_items <= FLAT_MAX_ITEMS):
-        index = faiss.IndexFlatL2(dim)
+        index = faiss.IndexFlat(dim, faiss_metric)
         index.add(items)
-        return index, art.IndexInfo(factory="Flat", recall_at_c=1.0, c=min(RECALL_C, n_items))
-    index = faiss.IndexHNSWFlat(dim, HNSW_M, faiss.METRIC_L2)
+        return index, art.IndexInfo(factory="Flat", metric=metric, recall_at_c=1.0,
+                                    c=min(RECALL_C, n_items))
+    index = faiss.IndexHNSWFlat(dim, HNSW_M, faiss_metric)
     index.hnsw.efConstruction = ef_construction
     index.add(items)
     index.hnsw.efSearch = HNSW_EF_SEARCH
     c = min(RECALL_C, n_items)
-    recall = None if queries is None or len(queries) == 0 else _recall(index, items, queries, c)
+    recall = (None if queries is None or len(queries) == 0
+              else _recall(index, items, queries, c, faiss_metric))
     params = {"M": HNSW_M, "efConstruction": ef_construction, "efSearch": HNSW_EF_SEARCH}
-    return index, art.IndexInfo(factory=f"HNSW{HNSW_M}", params=params, recall_at_c=recall, c=c)
+    return index, art.IndexInfo(factory=f"HNSW{HNSW_M}", metric=metric, params=params,
+                                recall_at_c=recall, c=c)
 
 
 def _recall_queries(tensors: dict[str, np.ndarray], n: int = 500) -> np.ndarray:
@@ -240,8 +288,9 @@ def _recall_queries(tensors: dict[str, np.ndarray], n: int = 500) -> np.ndarray:
     return np.ascontiguousarray(users, dtype=np.float32)
 
 
-def _recall(index: faiss.Index, items: np.ndarray, queries: np.ndarray, c: int) -> float:
-    exact = faiss.IndexFlatL2(items.shape[1])
+def _recall(index: faiss.Index, items: np.ndarray, queries: np.ndarray, c: int,
+            metric: int = faiss.METRIC_L2) -> float:
+    exact = faiss.IndexFlat(items.shape[1], metric)
     exact.add(items)
     _, truth = exact.search(queries, c)
     _, found = index.search(queries, c)
@@ -313,14 +362,13 @@ def check_parity(model: RelationalModel, onnx_path: Path, seed: int = 0) -> floa
 # -- naming and durability --------------------------------------------------------------------
 
 
-def _version_name(root: Path, created: datetime, model: RelationalModel,
+def _version_name(root: Path, created: datetime, content: Iterable[bytes],
                   train: Interactions) -> str:
     """UTC timestamp + short content hash (model parameters and data fingerprint), made unique
     within `root` by a counter when the same model is exported twice in one second."""
     h = hashlib.sha256(train.fingerprint().encode())
-    for name, tensor in sorted(model.state_dict().items()):
-        h.update(name.encode())
-        h.update(tensor.detach().float().cpu().numpy().tobytes())
+    for chunk in content:
+        h.update(chunk)
     base = f"{created.strftime('%Y%m%dT%H%M%SZ')}-{h.hexdigest()[:6]}"
     name, n = base, 1
     while (root / name).exists() or (root / f".tmp-{name}").exists():

@@ -219,6 +219,17 @@ def run(cfg: TrainConfig, out_dir: str | Path, split: Split | None = None, rank:
             from training.text_items import save_text_items
 
             save_text_items(out, result.text_items)
+    else:
+        from training.baseline_export import save_baseline
+
+        save_baseline(out, cfg.algorithm, scorer, split.train, metrics=doc,
+                      config=cfg.model_dump(mode="json"))
+    from training.production import refit, save_known
+
+    if cfg.final:  # issue 16: serve a model refit on everything for the selected epochs
+        doc = refit(cfg, out, doc, result.best_epoch if model is not None else None)
+    else:  # the served history is still everything known for each user
+        save_known(out, split)
     return RunResult(out, doc, model, split)
 
 

@@ -26,8 +26,8 @@ from torch import Tensor, nn
 
 from models.base import RelationalModel
 
-__all__ = ["INPUTS", "OPSET", "SAFE_SHIFT", "ScorerGraph", "build_scorer_graph", "export_onnx",
-           "io_spec"]
+__all__ = ["INPUTS", "OPSET", "SAFE_SHIFT", "DotGraph", "ScorerGraph", "build_scorer_graph",
+           "export_onnx", "io_spec"]
 
 OPSET = 17
 INPUTS = ("user_vecs", "hist_rows", "hist_mask", "cand_rows")
@@ -96,6 +96,16 @@ class CMLGraph(ScorerGraph):
     def score(self, user_vecs: Tensor, hist_rows: Tensor, hist_mask: Tensor,
               cand: Tensor) -> tuple[Tensor, Tensor | None]:
         return _distance(user_vecs, None, cand), None
+
+
+class DotGraph(ScorerGraph):
+    """−⟨x_u, y_v⟩: the baselines' scores as distances (smaller is better), so that ALS
+    (x_u, y_v its factors) and most popular (x_u = 1, y_v = popularity) are served by the same
+    service as the relational models (issue 16). The history is not read."""
+
+    def score(self, user_vecs: Tensor, hist_rows: Tensor, hist_mask: Tensor,
+              cand: Tensor) -> tuple[Tensor, Tensor | None]:
+        return -(cand * user_vecs[:, None, :]).sum(-1), None  # [B, C]
 
 
 class AdaCMLGraph(ScorerGraph):

@@ -215,7 +215,7 @@ def test_current_points_at_the_newest_export(tmp_path: Path, train: Interactions
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
 
 
-@pytest.mark.parametrize("step", ["_write_history", "_write_index", "_write_tensors"])
+@pytest.mark.parametrize("step", ["write_history", "_write_index", "_write_tensors"])
 def test_failed_export_publishes_nothing(tmp_path: Path, train: Interactions,
                                          monkeypatch: pytest.MonkeyPatch, step: str) -> None:
     old = exporter.export(make_model("lrml"), train, tmp_path)
