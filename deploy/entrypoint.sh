@@ -7,7 +7,8 @@
 #   train-demo [--out DIR] [--force] [--users N] [--items N] [--epochs N] [--dim N]
 #              [--workdir DIR]
 #                          the one-shot trainer of `docker compose up`: relrec sample -> relrec
-#                          train (HLR, small) -> relrec export into DIR (default /artifacts).
+#                          train --final (HLR, small, refit on everything) -> relrec export
+#                          into DIR (default /artifacts).
 #                          Does nothing when DIR/current exists, unless --force.
 #   retrain --out DIR [--base CSV] [--workdir DIR] [-- TRAIN_FLAGS]
 #                          the scheduled job: relrec export-interactions (the durable log at
@@ -87,7 +88,7 @@ train_demo() {
     # Small and quick: a demo model for `docker compose up`, not a tuned one.
     run relrec train --data "$workdir/sample.csv" --model hlr --out "$workdir/run" \
         --dim "$dim" --memories 8 --max-history 20 --epochs "$epochs" --k-core 5 --lr 0.01 \
-        --eval-users 500 --no-progress --set eval.sampled=false
+        --eval-users 500 --no-progress --set eval.sampled=false --final
     run relrec export "$workdir/run" --out "$out"
 }
 

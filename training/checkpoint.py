@@ -88,7 +88,7 @@ def load_run(run_dir: str | Path) -> Run:
     if missing:
         raise CheckpointError(
             f"{root} is not a complete relrec training run (missing {', '.join(missing)}); "
-            f"baselines (pop, als) write no model and cannot be exported")
+            f"a pop or als run from before issue 16 saved no model: train it again")
     model = _load_model(root / MODEL_FILE)
     train = _load_train(root)
     if (train.n_users, train.n_items) != (model.n_users, model.n_items):

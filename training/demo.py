@@ -1,4 +1,4 @@
-"""The main job of the README: sample -> train a small HLR -> export -> serve.
+"""The main job of the README: sample -> train a small HLR (--final) -> export -> serve.
 
 Writes everything under one work directory (the sample log, the run, the artifacts, the SQLite
 history) so that a newcomer can see the whole offline-to-online path on embedded defaults: no
@@ -33,6 +33,8 @@ def run_demo(workdir: Path, host: str = "127.0.0.1", port: int = 8000, serve: bo
         # a small log gives few steps per epoch: a larger step than the reference's 1e-3
         trainer={"epochs": epochs, "eval_users": 500, "patience": 3, "batch_size": 500,
                  "lr": 0.01},
+        # a production run: epochs selected on validation, then refit on every interaction
+        final=True,
     )
     result = run(cfg, workdir / "run")
     sys.stdout.write(format_metrics(result.metrics) + "\n\n")
