@@ -1,4 +1,4 @@
-"""Training speed: ms per step and s per epoch of every model, against a previous commit, in one run.
+"""Training speed: ms per step and s per epoch of each model, against a previous commit.
 
 Each measurement is one epoch of `Trainer.fit` (no validation) in a fresh subprocess, so that
 peak RSS is per model and one model's allocations do not warm the next. With `--baseline-ref`

@@ -147,24 +147,48 @@ class RelationalModel(nn.Module, ABC):
         hist_rows: Tensor | None = None,
         hist_mask: Tensor | None = None,
     ) -> tuple[Tensor, Tensor]:
-        """(d(u, v), d(u, v⁻)), each `[B]`, for the hinge loss.
+        """(d(u, v) `[B]`, d(u, v⁻) shaped like `neg_rows`: `[B]` or `[B, n]`), for the loss.
 
-        With `config.copy` the negative is scored with the positive's relation, as the original
-        LRML does; otherwise the negative gets its own relation (HLR reference default).
+        The positive and every negative are the candidates of one `_relation` call. With
+        `config.copy` the negatives are scored with the positive's relation, as the original
+        LRML does; otherwise each negative gets its own relation (HLR reference default).
         """
         user_vecs = self.user_vectors(user_rows)  # [B, d]
         hist_vecs, mask = self._history(user_vecs, hist_rows, hist_mask)
+        negs = neg_rows[:, None] if neg_rows.dim() == 1 else neg_rows  # [B, n]
         if self.config.copy:
             pos_vecs = self.item_emb(pos_rows)[:, None, :]  # [B, 1, d]
-            neg_vecs = self.item_emb(neg_rows)[:, None, :]  # [B, 1, d]
+            neg_vecs = self.item_emb(negs)  # [B, n, d]
             relation, _ = self._relation(user_vecs, pos_vecs, hist_vecs, mask)  # [B, 1, d]
-            d_pos = _translated_distance(user_vecs, relation, pos_vecs)
-            d_neg = _translated_distance(user_vecs, relation, neg_vecs)
-            return d_pos[:, 0], d_neg[:, 0]
-        item_vecs = self.item_emb(torch.stack([pos_rows, neg_rows], dim=1))  # [B, 2, d]
-        relation, _ = self._relation(user_vecs, item_vecs, hist_vecs, mask)  # [B, 2, d]
-        dists = _translated_distance(user_vecs, relation, item_vecs)  # [B, 2]
-        return dists[:, 0], dists[:, 1]
+            d_pos = _translated_distance(user_vecs, relation, pos_vecs)[:, 0]
+            d_neg = _translated_distance(user_vecs, relation.expand_as(neg_vecs), neg_vecs)
+        else:
+            item_vecs = self.item_emb(torch.cat([pos_rows[:, None], negs], dim=1))  # [B, 1+n, d]
+            relation, _ = self._relation(user_vecs, item_vecs, hist_vecs, mask)  # [B, 1+n, d]
+            dists = _translated_distance(user_vecs, relation, item_vecs)  # [B, 1+n]
+            d_pos, d_neg = dists[:, 0], dists[:, 1:]
+        return d_pos, d_neg.reshape(neg_rows.shape)
+
+    @torch.no_grad()
+    def negative_hardness(
+        self,
+        user_rows: Tensor,
+        neg_rows: Tensor,
+        hist_rows: Tensor | None = None,
+        hist_mask: Tensor | None = None,
+    ) -> Tensor:
+        """Distances `[B, n]` by which the hardest of n sampled negatives is chosen (no grad).
+
+        Exact for the models whose relation does not read a history (CML, LRML: n more
+        candidates are cheap). A history model would pay n times its relation for that, so it
+        ranks by the ‖p − q‖² proxy instead (DESIGN §1) and a step costs about the same as with
+        one negative.
+        """
+        user_vecs = self.user_vectors(user_rows)  # [B, d]
+        if self.config.uses_history:
+            diff = user_vecs[:, None, :] - self.item_emb(neg_rows)  # [B, n, d]
+            return (diff * diff).sum(-1)
+        return self.distance(user_vecs, neg_rows)
 
     @torch.no_grad()
     def score_all(

@@ -11,12 +11,45 @@ from torch import Tensor
 
 
 def hinge_loss(d_pos: Tensor, d_neg: Tensor, margin: float, mask: Tensor | None = None) -> Tensor:
-    """Σ_batch [d(u, v) − d(u, v⁻) + margin]₊ on squared distances (DESIGN §1, CML/LRML/HLR).
+    """Σ_batch Σ_negatives [d(u, v) − d(u, v⁻) + margin]₊ on squared distances (DESIGN §1).
 
     Summed, not averaged, as the reference (`tf.reduce_sum`), so the gradient scale grows with
-    the batch size. `mask` `[B]` (bool or 0/1) drops triplets, e.g. the padding of a last batch.
+    the batch size. d_pos `[B]`; d_neg `[B]` (one negative, the reference) or `[B, n]` (each
+    sampled negative its own triplet). `mask` `[B]` (bool or 0/1) drops triplets, e.g. the
+    padding of a last batch.
     """
-    loss = torch.relu(d_pos - d_neg + margin)  # [B]
+    return _masked_sum(_hinges(d_pos, d_neg, margin).sum(-1), mask)
+
+
+def mean_hinge_loss(d_pos: Tensor, d_neg: Tensor, margin: float,
+                    mask: Tensor | None = None) -> Tensor:
+    """Σ_batch mean_negatives [d(u, v) − d(u, v⁻) + margin]₊: n negatives weigh as one."""
+    return _masked_sum(_hinges(d_pos, d_neg, margin).mean(-1), mask)
+
+
+def warp_loss(d_pos: Tensor, d_neg: Tensor, margin: float, n_items: int,
+              mask: Tensor | None = None) -> Tensor:
+    """Rank-weighted hinge on the closest negative (CML paper, Hsieh et al. WWW 2017, §3.3).
+
+    Of n sampled negatives, the share that violates the margin estimates the positive's rank
+    among all items, rank ≈ n_items · violators / n; the hinge against the closest negative is
+    weighted by log(rank + 1), so positives ranked far down weigh more (WARP). The weight is a
+    constant for the gradient, as in the paper's code. d_neg `[B, n]`.
+    """
+    hinges = _hinges(d_pos, d_neg, margin)  # [B, n]
+    with torch.no_grad():
+        rank = (hinges > 0).to(d_neg.dtype).mean(-1) * n_items  # [B]
+        weight = torch.log1p(rank)
+    closest = d_neg.reshape(len(d_pos), -1).amin(-1)  # [B]
+    return _masked_sum(torch.relu(d_pos - closest + margin) * weight, mask)
+
+
+def _hinges(d_pos: Tensor, d_neg: Tensor, margin: float) -> Tensor:
+    """[d(u, v) − d(u, v⁻) + margin]₊ `[B, n]` (n = 1 for a `[B]` d_neg)."""
+    return torch.relu(d_pos[:, None] - d_neg.reshape(len(d_pos), -1) + margin)
+
+
+def _masked_sum(loss: Tensor, mask: Tensor | None) -> Tensor:
     if mask is not None:
         loss = loss * mask.to(loss.dtype)
     return loss.sum()

@@ -21,7 +21,9 @@ _FLAG_MAP = {
     "epochs": ("trainer", "epochs"), "lr": ("trainer", "lr"),
     "batch_size": ("trainer", "batch_size"), "patience": ("trainer", "patience"),
     "select_by": ("trainer", "select_by"), "device": ("trainer", "device"),
-    "eval_users": ("trainer", "eval_users"),
+    "eval_users": ("trainer", "eval_users"), "negatives": ("trainer", "negatives"),
+    "n_negatives": ("trainer", "n_negatives"), "lr_memory": ("trainer", "lr_memory"),
+    "schedule": ("trainer", "schedule"), "threads": ("trainer", "threads"),
     "margin": ("model", "margin"), "dim": ("model", "dim"), "memories": ("model", "n_memory"),
     "max_history": ("model", "l_max"), "history_sampling": ("model", "history_sampling"),
     "format": ("data", "format"), "min_rating": ("data", "min_rating"),
@@ -63,6 +65,13 @@ def add_train_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser
     p.add_argument("--text-encoder", choices=["minilm", "hashing"])
     p.add_argument("--text-cache", help="embedding cache directory (default .relrec/text-cache)")
     p.add_argument("--select-by", choices=["ndcg", "loss"])
+    p.add_argument("--negatives", choices=["uniform", "hardest", "warp", "mean"],
+                   help="how sampled negatives make the loss (default uniform: the reference)")
+    p.add_argument("--n-negatives", type=int, help="negatives sampled per positive (default 1)")
+    p.add_argument("--lr-memory", type=float, help="learning rate of K and M (default: --lr)")
+    p.add_argument("--schedule", choices=["constant", "cosine", "plateau"],
+                   help="learning-rate schedule (default constant)")
+    p.add_argument("--threads", type=int, help="intra-op threads (default 0: every core)")
     p.add_argument("--device", help="auto (default), cpu, cuda, cuda:1")
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("--config", help="TOML file with [data] [model] [trainer] [eval] sections")

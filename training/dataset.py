@@ -24,7 +24,7 @@ class Batch:
 
     user_rows: torch.Tensor  # [B]
     pos_rows: torch.Tensor  # [B]
-    neg_rows: torch.Tensor  # [B]
+    neg_rows: torch.Tensor  # [B], or [B, n] with several sampled negatives
     hist_rows: torch.Tensor  # [B, L]
     hist_mask: torch.Tensor  # [B, L] bool
 
@@ -71,7 +71,7 @@ class TrainDataset:
                               exclude_rows=exclude_rows, item_weights=self.item_weights)
 
     def batches(self, rng: np.random.Generator, batch_size: int, rank: int = 0,
-                world_size: int = 1) -> Iterator[Batch]:
+                world_size: int = 1, n_negatives: int = 1) -> Iterator[Batch]:
         """One epoch of batches for this rank, in a random order drawn from `rng`.
 
         For DDP all ranks must pass rngs seeded alike for the permutation; the shard is padded
@@ -85,7 +85,7 @@ class TrainDataset:
         for start in range(0, len(order), batch_size):
             idx = order[start:start + batch_size]
             users, pos = self.user_rows[idx], self.item_rows[idx]
-            neg = self.negatives.sample(local, users)
+            neg = self.negatives.sample(local, users, n_negatives)
             hist, mask = self.histories(local, users, exclude_rows=pos)
             yield Batch(torch.from_numpy(users), torch.from_numpy(pos), torch.from_numpy(neg),
                         torch.from_numpy(hist), torch.from_numpy(mask))

@@ -35,17 +35,21 @@ class NegativeSampler:
         pos = np.minimum(np.searchsorted(self._keys, query), len(self._keys) - 1)
         return self._keys[pos] == query
 
-    def sample(self, rng: np.random.Generator, user_rows: np.ndarray) -> np.ndarray:
-        """One negative item row per user row, [B] int64."""
-        user_rows = user_rows.astype(np.int64)
-        negs = rng.integers(0, self.n_items, size=len(user_rows), dtype=np.int64)
-        bad = self._is_positive(user_rows, negs)
+    def sample(self, rng: np.random.Generator, user_rows: np.ndarray, n: int = 1) -> np.ndarray:
+        """Negative item rows: `[B]` int64 for n = 1 (the reference's one negative), else
+        `[B, n]`, each drawn independently (with replacement across the n) and rejected
+        against the user's training items. n = 1 draws exactly the stream it always drew."""
+        users = user_rows.astype(np.int64)
+        if n > 1:
+            users = np.repeat(users, n)
+        negs = rng.integers(0, self.n_items, size=len(users), dtype=np.int64)
+        bad = self._is_positive(users, negs)
         for _ in range(_MAX_REJECTION_ROUNDS):
             if not bad.any():
-                return negs
+                return negs if n == 1 else negs.reshape(-1, n)
             idx = np.flatnonzero(bad)
             negs[idx] = rng.integers(0, self.n_items, size=len(idx), dtype=np.int64)
-            bad[idx] = self._is_positive(user_rows[idx], negs[idx])
+            bad[idx] = self._is_positive(users[idx], negs[idx])
         raise RuntimeError("negative sampling did not converge: users with almost every item")
 
 

@@ -10,6 +10,7 @@ same loop runs with DistributedDataParallel (see `training/distributed.py`).
 from __future__ import annotations
 
 import copy
+import dataclasses
 import logging
 import math
 import queue
@@ -22,10 +23,10 @@ from typing import Any, Literal
 
 import numpy as np
 import torch
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from tqdm.auto import tqdm
 
-from models.losses import hinge_loss
+from models.losses import hinge_loss, mean_hinge_loss, warp_loss
 from training import machine
 from training.dataset import Batch, TrainDataset
 
@@ -56,6 +57,22 @@ class TrainerConfig(BaseModel):
                           "0 builds each batch inline")
     compile: bool = Field(False, description="torch.compile the training objective "
                           "(docs/benchmarks.md: where it wins)")
+    negatives: Literal["uniform", "hardest", "warp", "mean"] = Field(
+        "uniform", description="uniform: each sampled negative a triplet (the reference, with "
+        "n_negatives 1); hardest: the closest of n (history models: by ‖p − q‖²); warp: "
+        "rank-weighted hinge on the closest; mean: hinge averaged over n")
+    n_negatives: int = Field(1, ge=1, le=1000, description="negatives sampled per positive")
+    lr_memory: float | None = Field(None, gt=0, description="learning rate of K and M; None: lr")
+    schedule: Literal["constant", "cosine", "plateau"] = Field(
+        "constant", description="cosine: anneal to lr/100 over `epochs`; plateau: halve the "
+        "learning rate after an epoch without validation gain")
+
+    @model_validator(mode="after")
+    def _negatives_need_several(self) -> TrainerConfig:
+        if self.negatives in ("hardest", "warp") and self.n_negatives < 2:
+            raise ValueError(f"negatives={self.negatives!r} picks among sampled negatives: "
+                             "set n_negatives >= 2")
+        return self
 
 
 @dataclass
@@ -95,16 +112,31 @@ def resolve_device(device: str) -> torch.device:
 
 
 class TripletObjective(torch.nn.Module):
-    """The hinge objective as a module, so DDP's forward hooks see every gradient."""
+    """The hinge objective as a module, so DDP's forward hooks see every gradient.
 
-    def __init__(self, model: torch.nn.Module) -> None:
+    `negatives` is the trainer's: "uniform" and "hardest" (whose negative the trainer has
+    already chosen) are the summed hinge, "mean" and "warp" read all n negatives.
+    """
+
+    def __init__(self, model: torch.nn.Module, negatives: str = "uniform") -> None:
         super().__init__()
         self.model = model
+        self.negatives = negatives
 
     def forward(self, batch: Batch) -> torch.Tensor:
         d_pos, d_neg = self.model.triplet_distances(
             batch.user_rows, batch.pos_rows, batch.neg_rows, batch.hist_rows, batch.hist_mask)
-        return hinge_loss(d_pos, d_neg, self.model.config.margin)
+        margin = self.model.config.margin
+        if self.negatives == "mean":
+            return mean_hinge_loss(d_pos, d_neg, margin)
+        if self.negatives == "warp":
+            return warp_loss(d_pos, d_neg, margin, self.model.n_items)
+        return hinge_loss(d_pos, d_neg, margin)
+
+
+# Objectives other than TripletObjective (SERML's, the item-text terms) read one negative per
+# positive: with them, only these settings of `negatives` apply.
+ONE_NEGATIVE = ("uniform", "hardest")
 
 
 Validator = Callable[[torch.nn.Module], float]
@@ -124,7 +156,13 @@ class Trainer:
         self.device = resolve_device(cfg.device)
         self.threads = machine.configure(cfg.threads, world_size)
         self.model = model.to(self.device)
-        objective = TripletObjective(self.model) if objective is None else objective
+        if objective is None:
+            objective = TripletObjective(self.model, cfg.negatives)
+        elif cfg.negatives not in ONE_NEGATIVE or (cfg.negatives == "uniform"
+                                                     and cfg.n_negatives > 1):
+            raise ValueError(f"negatives={cfg.negatives!r} with n_negatives={cfg.n_negatives} "
+                             "needs the plain hinge objective; with review or item text use "
+                             "uniform (one negative) or hardest")
         # What `fit` snapshots and restores at the best epoch: the model and any parameters of
         # the objective (a text projection must stay paired with the item vectors it fits).
         self.trained = objective.to(self.device)
@@ -133,10 +171,25 @@ class Trainer:
             ddp_ids = [self.device.index] if self.device.type == "cuda" else None
             objective = torch.nn.parallel.DistributedDataParallel(objective, device_ids=ddp_ids)
         self.objective = torch.compile(objective) if cfg.compile else objective
-        self.optimizer = torch.optim.Adam(params, lr=cfg.lr)
+        self.optimizer = torch.optim.Adam(self._param_groups(params), lr=cfg.lr)
+        self.scheduler = _scheduler(self.optimizer, cfg)
 
-    def fit(self, dataset: TrainDataset, validate: Validator | None = None) -> TrainResult:
-        """Train up to `epochs`; `validate(model)` returns a score where higher is better."""
+    def _param_groups(self, params: list[torch.nn.Parameter]) -> list[dict[str, Any]]:
+        """One Adam group, or two with `lr_memory`: K and M apart from everything else."""
+        lram = getattr(self.model, "lram", None)
+        if self.cfg.lr_memory is None or lram is None:
+            return [{"params": params}]
+        memory = {id(p) for p in lram.parameters()}
+        rest = [p for p in params if id(p) not in memory]
+        return [{"params": rest}, {"params": list(lram.parameters()), "lr": self.cfg.lr_memory}]
+
+    def fit(self, dataset: TrainDataset, validate: Validator | None = None,
+            on_epoch: Callable[[EpochLog], None] | None = None) -> TrainResult:
+        """Train up to `epochs`; `validate(model)` returns a score where higher is better.
+
+        `on_epoch(log)` runs after each epoch's validation (a tuner reports it to its study);
+        an exception it raises (a pruned trial) ends training and propagates.
+        """
         torch.manual_seed(self.cfg.seed)
         rng = np.random.default_rng(self.cfg.seed)
         result = TrainResult()
@@ -149,6 +202,9 @@ class Trainer:
             result.epochs.append(EpochLog(epoch, loss, score, elapsed, data_time))
             log.info("epoch %d loss %.4f valid %.4f (%.1fs, data %.0f%%)", epoch, loss, score,
                      elapsed, 100 * data_time / max(elapsed, 1e-9))
+            if on_epoch is not None:
+                on_epoch(result.epochs[-1])
+            self._schedule(score)
             if validate is None or score > best:
                 best, stale = score, 0
                 best_state = copy.deepcopy(self.trained.state_dict())
@@ -168,7 +224,8 @@ class Trainer:
         self.model.train()
         total, n, data_time = 0.0, 0, 0.0
         start = time.perf_counter()
-        batches = dataset.batches(rng, self.cfg.batch_size, self.rank, self.world_size)
+        batches = dataset.batches(rng, self.cfg.batch_size, self.rank, self.world_size,
+                                  self.cfg.n_negatives)
         bar = tqdm(total=dataset.n_batches(self.cfg.batch_size, self.world_size),
                    desc=f"epoch {epoch}", disable=not self.cfg.progress or self.rank != 0,
                    leave=False)
@@ -187,7 +244,24 @@ class Trainer:
         bar.close()
         return total / max(n, 1), time.perf_counter() - start, data_time
 
+    def _schedule(self, score: float) -> None:
+        if isinstance(self.scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+            if math.isfinite(score):
+                self.scheduler.step(score)
+        elif self.scheduler is not None:
+            self.scheduler.step()
+
+    def _choose_negatives(self, batch: Batch) -> Batch:
+        """With `hardest`, keep the closest of the n sampled negatives (no gradient)."""
+        if self.cfg.negatives != "hardest":
+            return batch
+        hardness = self.model.negative_hardness(batch.user_rows, batch.neg_rows,
+                                                batch.hist_rows, batch.hist_mask)  # [B, n]
+        pick = hardness.argmin(dim=1, keepdim=True)
+        return dataclasses.replace(batch, neg_rows=batch.neg_rows.gather(1, pick)[:, 0])
+
     def _step(self, batch: Batch) -> float:
+        batch = self._choose_negatives(batch)
         self.optimizer.zero_grad(set_to_none=True)
         loss = self.objective(batch)
         value = float(loss.detach())
@@ -209,6 +283,17 @@ class Trainer:
             torch.distributed.broadcast_object_list(box, src=0)
             score = box[0]
         return float(score)
+
+
+def _scheduler(optimizer: torch.optim.Optimizer, cfg: TrainerConfig) -> Any:
+    """The learning-rate schedule, stepped once per epoch (None: constant)."""
+    if cfg.schedule == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=cfg.epochs,
+                                                          eta_min=cfg.lr / 100)
+    if cfg.schedule == "plateau":
+        return torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="max", factor=0.5,
+                                                          patience=0)
+    return None
 
 
 _DONE = object()

@@ -86,3 +86,99 @@ def test_batches_cover_every_positive_once(planted_split) -> None:
             for b in dataset.batches(np.random.default_rng(0), 100)]
     keys = np.concatenate(seen)
     assert len(keys) == len(np.unique(keys)) == len(dataset)
+
+
+def test_background_batches_equal_inline_batches(planted_split) -> None:
+    """The producer thread changes when batches are built, never which: same model."""
+    states = []
+    for prefetch in (0, 3):
+        model, dataset, trainer = _setup(planted_split, kind="hlr", epochs=2, prefetch=prefetch)
+        trainer.fit(dataset)
+        states.append({k: v.clone() for k, v in model.state_dict().items()})
+    for name in states[0]:
+        assert torch.equal(states[0][name], states[1][name]), name
+
+
+def test_a_failing_batch_producer_raises_in_the_trainer(planted_split) -> None:
+    model, dataset, trainer = _setup(planted_split, kind="cml", epochs=1, prefetch=2)
+
+    def broken(*args, **kwargs):
+        yield next(TrainDataset.batches(dataset, *args, **kwargs))
+        raise RuntimeError("sampler broke")
+
+    dataset.batches = broken
+    with pytest.raises(RuntimeError, match="sampler broke"):
+        trainer.fit(dataset)
+
+
+def test_hardest_keeps_the_closest_sampled_negative(planted_split) -> None:
+    model, dataset, trainer = _setup(planted_split, kind="cml", negatives="hardest",
+                                     n_negatives=5)
+    batch = next(dataset.batches(np.random.default_rng(0), 64, n_negatives=5))
+    assert batch.neg_rows.shape == (64, 5)
+    chosen = trainer._choose_negatives(batch).neg_rows  # [64]
+    with torch.no_grad():
+        dist = model.distance(model.user_vectors(batch.user_rows), batch.neg_rows)
+    want = batch.neg_rows.gather(1, dist.argmin(1, keepdim=True))[:, 0]
+    assert torch.equal(chosen, want)
+    # a history model ranks by the ‖p − q‖² proxy, which needs no relation
+    model_h, dataset_h, trainer_h = _setup(planted_split, kind="hlr", negatives="hardest",
+                                           n_negatives=5)
+    batch = next(dataset_h.batches(np.random.default_rng(0), 64, n_negatives=5))
+    p = model_h.user_vectors(batch.user_rows)[:, None, :]
+    proxy = ((p - model_h.item_emb(batch.neg_rows)) ** 2).sum(-1)
+    want = batch.neg_rows.gather(1, proxy.argmin(1, keepdim=True))[:, 0]
+    assert torch.equal(trainer_h._choose_negatives(batch).neg_rows, want)
+
+
+@pytest.mark.parametrize("negatives", ["uniform", "hardest", "warp", "mean"])
+def test_every_negative_mode_learns_the_planted_structure(planted_split, negatives) -> None:
+    model, dataset, trainer = _setup(planted_split, kind="cml", epochs=4, negatives=negatives,
+                                     n_negatives=4)
+    trainer.fit(dataset)
+    test = full_ranking(ModelScorer(model, dataset), planted_split, progress=False).means()
+    assert test["ndcg"] > 0.2  # chance is about 0.03
+
+
+def test_negative_modes_that_choose_need_several_negatives() -> None:
+    with pytest.raises(ValueError, match="n_negatives >= 2"):
+        TrainerConfig(negatives="hardest")
+
+
+def test_memory_learning_rate_is_its_own_group(planted_split) -> None:
+    model, _, trainer = _setup(planted_split, kind="hlr", lr_memory=1e-4)
+    groups = trainer.optimizer.param_groups
+    assert [g["lr"] for g in groups] == [0.01, 1e-4]
+    memory = {id(p) for p in model.lram.parameters()}
+    assert {id(p) for p in groups[1]["params"]} == memory
+    assert not memory & {id(p) for p in groups[0]["params"]}
+
+
+def test_cosine_schedule_anneals_and_plateau_halves(planted_split) -> None:
+    _, dataset, trainer = _setup(planted_split, kind="cml", epochs=3, schedule="cosine")
+    lrs = []
+    trainer.fit(dataset, on_epoch=lambda log: lrs.append(trainer.optimizer.param_groups[0]["lr"]))
+    assert lrs[0] == 0.01 and lrs[-1] < lrs[0]  # read before each epoch's step
+    assert trainer.optimizer.param_groups[0]["lr"] == pytest.approx(1e-4)
+    _, dataset, trainer = _setup(planted_split, kind="cml", epochs=3, patience=5,
+                                 schedule="plateau")
+    scores = iter([0.5, 0.4, 0.3])
+    trainer.fit(dataset, lambda m: next(scores))
+    assert trainer.optimizer.param_groups[0]["lr"] == pytest.approx(0.0025)
+
+
+def test_on_epoch_sees_every_epoch_and_can_stop_training(planted_split) -> None:
+    _, dataset, trainer = _setup(planted_split, kind="cml", epochs=5, patience=5)
+    seen = []
+
+    class Pruned(Exception):
+        pass
+
+    def on_epoch(log):
+        seen.append(log.epoch)
+        if log.epoch == 2:
+            raise Pruned
+
+    with pytest.raises(Pruned):
+        trainer.fit(dataset, lambda m: 0.1, on_epoch=on_epoch)
+    assert seen == [1, 2]
