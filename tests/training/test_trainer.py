@@ -171,14 +171,14 @@ def test_on_epoch_sees_every_epoch_and_can_stop_training(planted_split) -> None:
     _, dataset, trainer = _setup(planted_split, kind="cml", epochs=5, patience=5)
     seen = []
 
-    class Pruned(Exception):
+    class PrunedError(Exception):
         pass
 
     def on_epoch(log):
         seen.append(log.epoch)
         if log.epoch == 2:
-            raise Pruned
+            raise PrunedError
 
-    with pytest.raises(Pruned):
+    with pytest.raises(PrunedError):
         trainer.fit(dataset, lambda m: 0.1, on_epoch=on_epoch)
     assert seen == [1, 2]
