@@ -424,7 +424,8 @@ def read_arrays(version_dir: Path) -> ArtifactArrays:
 
 
 def user_history(arrays: ArtifactArrays, user_row: int) -> np.ndarray:
-    """A known user's distinct training items, newest first; empty for an unknown row."""
+    """A known user's distinct known items (every split since issue 16), newest first; empty
+    for an unknown row."""
     indptr = arrays.history_indptr
     if not 0 <= user_row < len(indptr) - 1:
         return np.empty(0, np.int64)
