@@ -41,6 +41,9 @@ with warnings.catch_warnings():
         copy: bool = False
         clip_memory: bool = False
         history_sampling: Literal["uniform", "inverse_popularity"] = "uniform"
+        # Training only: each sampled history slot is hidden with this probability, so that the
+        # relation cannot lean on any one history item (a regulariser; 0 is the reference).
+        history_dropout: float = Field(default=0.0, ge=0.0, lt=1.0)
         # SERML: weight γ of the semantic regression γ‖r(u, v) − s(u, v)‖² (0 is LRML exactly).
         gamma: float = Field(default=0.1, ge=0.0)
 

@@ -86,18 +86,17 @@ class HLR(RelationalModel):
         return self.lram.pair_weights(item_vecs, user_vecs[:, None, :])[:, :, 0, :]
 
     def _history_branch(
-        self, user_mem: Tensor, item_vecs: Tensor, hist_vecs: Tensor, hist_mask: Tensor,
-        user_w: Tensor | None,
+        self, user_mem: Tensor, weights: Tensor, hist_mask: Tensor, user_w: Tensor | None,
     ) -> tuple[Tensor, Tensor]:
         """Σ_k β_k w_k `[B, C, N]` and β over the history `[B, C, L]`.
 
-        w_k are the slot weights of LRAM(q_v, x_k), β = masked softmax_k ⟨LRAM(q_v, x_k), p_u⟩
-        = w_k · (M p_u) (reference `_attentive_vectors(relations, ex_vectors=u_vectors)`), over
-        the history slots and, when `user_w` is given (HLR), the user slot in front of them.
+        w_k are the slot weights of LRAM(q_v, x_k) (`weights` `[B, C, L, N]` for the history,
+        `user_w` for the user slot), β = masked softmax_k ⟨LRAM(q_v, x_k), p_u⟩ = w_k · (M p_u)
+        (reference `_attentive_vectors(relations, ex_vectors=u_vectors)`), over the history
+        slots and, when `user_w` is given (HLR), the user slot in front of them.
         The user slot is kept apart from the history instead of concatenated to it: its
         weights are one small matmul, and no `[B, L+1, d]` copy of the history is made.
         """
-        weights = self.lram.pair_weights(item_vecs, hist_vecs)  # [B, C, L, N]
         logits = torch.einsum("bcln,bn->bcl", weights, user_mem)  # [B, C, L]
         mask = hist_mask[:, None, :]  # [B, 1, L]
         if user_w is None:  # HLR++'s item-item branch: an empty history contributes 0
@@ -117,7 +116,8 @@ class HLR(RelationalModel):
         user_mem = user_vecs @ self.lram.memories.T  # [B, N]: M p_u
         if hist_vecs.shape[1] == 0:  # the user slot alone: β = 1 on it
             return self.lram.read(user_w), user_w.new_zeros(*user_w.shape[:2], 0)
-        mixed, beta = self._history_branch(user_mem, item_vecs, hist_vecs, hist_mask, user_w)
+        weights = self.lram.pair_weights(item_vecs, hist_vecs)  # [B, C, L, N]
+        mixed, beta = self._history_branch(user_mem, weights, hist_mask, user_w)
         return self.lram.read(mixed), beta  # [B, C, d], [B, C, L]
 
     def _pair_cost(self, n_hist: int) -> int:
@@ -178,19 +178,18 @@ class HLRPlusPlus(HLR):
         self, user_vecs: Tensor, item_vecs: Tensor, hist_vecs: Tensor, hist_mask: Tensor
     ) -> tuple[Tensor, Tensor | None]:
         user_w = self._user_weights(user_vecs, item_vecs)  # [B, C, N]: LRAM(p_u, q_v)
-        hist_w = self._history_weights(user_vecs, hist_vecs)  # [B, L, N]: LRAM(p_u, q_j)
+        if hist_vecs.shape[1] == 0:  # no history: α = 1 on the candidate slot, β = 0
+            return self.lram.read(user_w), user_w.new_zeros(*user_w.shape[:2], 0)
+        # LRAM(q_v, q_j) for the item-item branch and LRAM(p_u, q_j) for the preference branch
+        # are the same pair logits with p_u as one more candidate: one pass over the history.
+        batch, n_cand = user_w.shape[:2]
+        cands = item_vecs if item_vecs.dim() == 3 else item_vecs.expand(batch, *item_vecs.shape)
+        weights = self.lram.pair_weights(torch.cat([cands, user_vecs[:, None, :]], 1), hist_vecs)
+        hist_w = weights[:, n_cand]  # [B, L, N]: LRAM(p_u, q_j)
         pref_mixed = self._preference_mix(user_w, hist_w, item_vecs, hist_mask)
-        if hist_vecs.shape[1] == 0:  # the item-item branch is empty: β = 0
-            return self.lram.read(pref_mixed), user_w.new_zeros(*user_w.shape[:2], 0)
         user_mem = user_vecs @ self.lram.memories.T  # [B, N]: M p_u
-        item_mixed, beta = self._history_branch(user_mem, item_vecs, hist_vecs, hist_mask, None)
+        item_mixed, beta = self._history_branch(user_mem, weights[:, :n_cand], hist_mask, None)
         return self.lram.read(item_mixed + pref_mixed), beta  # [B, C, d], [B, C, L]
-
-    def _history_weights(self, user_vecs: Tensor, hist_vecs: Tensor) -> Tensor:
-        """Slot weights of LRAM(p_u, q_j) `[B, L, N]`: K folded into p_u (`[B, d, N]`, smaller
-        than the `[B, L, d]` products), then one batched matmul with the history."""
-        keyed = user_vecs[:, :, None] * self.lram.keys  # [B, d, N]
-        return torch.softmax(torch.matmul(hist_vecs, keyed), dim=-1)
 
     def _preference_mix(
         self, cand_w: Tensor, hist_w: Tensor, item_vecs: Tensor, hist_mask: Tensor

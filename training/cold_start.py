@@ -161,7 +161,8 @@ def _placed(model: RelationalModel, cold: ColdStartSplit, vectors: np.ndarray,
 
 def _scorer(model: RelationalModel, train: Interactions, seed: int) -> ModelScorer:
     cfg = model.config
-    dataset = TrainDataset(train, cfg.l_max, cfg.uses_history, cfg.history_sampling)
+    dataset = TrainDataset(train, cfg.l_max, cfg.uses_history, cfg.history_sampling,
+                           cfg.history_dropout)
     return ModelScorer(model, dataset, seed=seed)
 
 

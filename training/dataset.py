@@ -37,13 +37,14 @@ class TrainDataset:
     """Training positives of one split plus the CSR of each user's training items."""
 
     def __init__(self, train: Interactions, l_max: int, uses_history: bool = True,
-                 history_sampling: str = "uniform") -> None:
+                 history_sampling: str = "uniform", history_dropout: float = 0.0) -> None:
         csr = train.to_csr()
         csr.sort_indices()
         self.indptr = csr.indptr.astype(np.int64)
         self.indices = csr.indices.astype(np.int64)
         self.n_users, self.n_items = csr.shape
         self.l_max = l_max
+        self.history_dropout = history_dropout  # training batches only, never evaluation
         self.uses_history = uses_history
         # unique positives: duplicates in the log would weigh some pairs twice
         rows, cols = csr.nonzero()
@@ -87,5 +88,7 @@ class TrainDataset:
             users, pos = self.user_rows[idx], self.item_rows[idx]
             neg = self.negatives.sample(local, users, n_negatives)
             hist, mask = self.histories(local, users, exclude_rows=pos)
+            if self.history_dropout > 0 and mask.shape[1] > 0:
+                mask &= local.random(mask.shape) >= self.history_dropout
             yield Batch(torch.from_numpy(users), torch.from_numpy(pos), torch.from_numpy(neg),
                         torch.from_numpy(hist), torch.from_numpy(mask))

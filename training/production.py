@@ -100,7 +100,7 @@ def _refit_relational(cfg: TrainConfig, everything: Split, out: Path, doc: dict[
     torch.manual_seed(cfg.trainer.seed)
     model = build_model(cfg.model, inter.n_users, inter.n_items)
     dataset = TrainDataset(inter, cfg.model.l_max, cfg.model.uses_history,
-                           cfg.model.history_sampling)
+                           cfg.model.history_sampling, cfg.model.history_dropout)
     objective = build_objective(cfg, everything, model)
     trainer_cfg = cfg.trainer.model_copy(update={"epochs": epochs})
     log.info("refit on every interaction for %d epochs", epochs)

@@ -63,6 +63,8 @@ class TrainerConfig(BaseModel):
         "rank-weighted hinge on the closest; mean: hinge averaged over n")
     n_negatives: int = Field(1, ge=1, le=1000, description="negatives sampled per positive")
     lr_memory: float | None = Field(None, gt=0, description="learning rate of K and M; None: lr")
+    memory_decay: float = Field(0.0, ge=0, description="L2 weight decay of K and M (pulls the "
+                                "relations toward 0, i.e. toward CML)")
     schedule: Literal["constant", "cosine", "plateau"] = Field(
         "constant", description="cosine: anneal to lr/100 over `epochs`; plateau: halve the "
         "learning rate after an epoch without validation gain")
@@ -175,13 +177,15 @@ class Trainer:
         self.scheduler = _scheduler(self.optimizer, cfg)
 
     def _param_groups(self, params: list[torch.nn.Parameter]) -> list[dict[str, Any]]:
-        """One Adam group, or two with `lr_memory`: K and M apart from everything else."""
+        """One Adam group, or two with `lr_memory` or `memory_decay`: K and M apart."""
         lram = getattr(self.model, "lram", None)
-        if self.cfg.lr_memory is None or lram is None:
+        if (self.cfg.lr_memory is None and not self.cfg.memory_decay) or lram is None:
             return [{"params": params}]
         memory = {id(p) for p in lram.parameters()}
         rest = [p for p in params if id(p) not in memory]
-        return [{"params": rest}, {"params": list(lram.parameters()), "lr": self.cfg.lr_memory}]
+        group = {"params": list(lram.parameters()), "lr": self.cfg.lr_memory or self.cfg.lr,
+                 "weight_decay": self.cfg.memory_decay}
+        return [{"params": rest}, group]
 
     def fit(self, dataset: TrainDataset, validate: Validator | None = None,
             on_epoch: Callable[[EpochLog], None] | None = None) -> TrainResult:
