@@ -56,8 +56,8 @@ def save_baseline(out: str | Path, algorithm: str, fitted: Any, train: Interacti
     if algorithm == "als":
         arrays = {"users": fitted.user_factors, "items": fitted.item_factors,
                   "regularization": np.float64(fitted.regularization),
-                  # implicit's convention: a binary positive has confidence alpha
-                  "confidence": np.float64(fitted.alpha)}
+                  # a positive's confidence c = 1 + α (implicit's stored value)
+                  "confidence": np.float64(fitted.confidence)}
     else:
         arrays = {"popularity": np.asarray(fitted.popularity, np.float32)}
     with open(out / BASELINE_FILE, "wb") as f:

@@ -24,6 +24,7 @@ _FLAG_MAP = {
     "eval_users": ("trainer", "eval_users"), "negatives": ("trainer", "negatives"),
     "n_negatives": ("trainer", "n_negatives"), "lr_memory": ("trainer", "lr_memory"),
     "schedule": ("trainer", "schedule"), "threads": ("trainer", "threads"),
+    "memory_decay": ("trainer", "memory_decay"), "history_dropout": ("model", "history_dropout"),
     "margin": ("model", "margin"), "dim": ("model", "dim"), "memories": ("model", "n_memory"),
     "max_history": ("model", "l_max"), "history_sampling": ("model", "history_sampling"),
     "format": ("data", "format"), "min_rating": ("data", "min_rating"),
@@ -38,8 +39,11 @@ _FLAG_MAP = {
 def add_train_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p = sub.add_parser("train", help="train and evaluate a model on an interaction log")
     p.add_argument("--data", required=True, help="interaction log (csv/tsv/parquet/MovieLens/…)")
-    p.add_argument("--model", default="hlr", choices=ALGORITHMS)
+    p.add_argument("--model", choices=ALGORITHMS,
+                   help="algorithm (default: the --config file's, else hlr)")
     p.add_argument("--out", required=True, help="run directory to write")
+    p.add_argument("--topk-out", metavar="FILE",
+                   help="write the test users' top-k lists here (CSV user,item,rank; raw ids)")
     p.add_argument("--format", help="override format detection (see docs)")
     p.add_argument("--columns", help="names for a headerless file, e.g. user,item,rating")
     p.add_argument("--min-rating", type=float, help="positive threshold (default 4)")
@@ -69,6 +73,9 @@ def add_train_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser
                    help="how sampled negatives make the loss (default uniform: the reference)")
     p.add_argument("--n-negatives", type=int, help="negatives sampled per positive (default 1)")
     p.add_argument("--lr-memory", type=float, help="learning rate of K and M (default: --lr)")
+    p.add_argument("--memory-decay", type=float, help="L2 weight decay of K and M (default 0)")
+    p.add_argument("--history-dropout", type=float,
+                   help="hide each training history slot with this probability (default 0)")
     p.add_argument("--schedule", choices=["constant", "cosine", "plateau"],
                    help="learning-rate schedule (default constant)")
     p.add_argument("--threads", type=int, help="intra-op threads (default 0: every core)")
@@ -126,7 +133,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from training.pipeline import run
 
     cfg = config_from_args(args)
-    result = run(cfg, args.out)
+    result = run(cfg, args.out, topk_out=args.topk_out)
     sys.stdout.write(format_metrics(result.metrics) + "\n")
     final = result.metrics.get("final")
     if final:  # the metrics above are the selection run's

@@ -19,7 +19,7 @@ from models.config import ModelConfig
 from training.trainer import TrainerConfig
 
 RELATIONAL = ("cml", "lrml", "hlr", "hlr++", "adacml", "serml")
-BASELINES = ("pop", "als")
+BASELINES = ("pop", "als", "ease")
 ALGORITHMS = BASELINES + RELATIONAL
 
 
@@ -54,12 +54,14 @@ class EvalConfig(_Section):
 
 
 class BaselineConfig(_Section):
-    """ALS through `implicit`, defaults as DESIGN §1 (100 factors, 20 iterations, reg 30)."""
+    """ALS through `implicit` and EASE; defaults chosen on ML-1M validation (bench/tune_als.py)."""
 
-    factors: int = Field(100, ge=1)
+    factors: int = Field(200, ge=1)
     iterations: int = Field(20, ge=1)
-    regularization: float = Field(30.0, ge=0)
-    alpha: float = Field(1.0, gt=0, description="confidence of a positive (implicit's alpha)")
+    regularization: float = Field(100.0, ge=0)
+    alpha: float = Field(10.0, ge=0, description="Hu et al.'s α: a positive has confidence 1 + α "
+                         "(an unobserved cell 1)")
+    ease_l2: float = Field(500.0, gt=0, description="EASE's λ on the diagonal of XᵀX")
 
 
 class TextConfig(_Section):
@@ -84,7 +86,8 @@ class TextConfig(_Section):
 
 
 class TrainConfig(_Section):
-    algorithm: Literal["pop", "als", "cml", "lrml", "hlr", "hlr++", "adacml", "serml"] = "hlr"
+    algorithm: Literal["pop", "als", "ease", "cml", "lrml", "hlr", "hlr++", "adacml",
+                       "serml"] = "hlr"
     data: DataConfig = Field(default_factory=DataConfig)
     model: ModelConfig | None = Field(default_factory=lambda: ModelConfig(kind="hlr"),
                                       description="None for the baselines")

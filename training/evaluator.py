@@ -14,8 +14,10 @@ summarises to means with their spread. Two protocols (DESIGN §2):
 
 from __future__ import annotations
 
+import csv
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Literal, Protocol, runtime_checkable
 
 import numpy as np
@@ -35,7 +37,8 @@ from training.metrics import (
 )
 from training.sampler import NegativeSampler
 
-__all__ = ["EvalReport", "Scorer", "SplitLike", "full_ranking", "sampled", "table", "top_k"]
+__all__ = ["EvalReport", "Scorer", "SplitLike", "full_ranking", "sampled", "table", "top_k",
+           "write_top_k"]
 
 Stage = Literal["test", "valid"]
 _Z95 = 1.959963984540054  # two-sided 95% quantile of the standard normal
@@ -85,6 +88,7 @@ class EvalReport:
     user_rows: np.ndarray  # [n] int64
     median_popularity: float | None = None  # full ranking only
     n_negatives: int | None = None  # sampled protocol only
+    top: np.ndarray | None = None  # full ranking: [n, k] item rows, best first, -1 = none
 
     def summary(self) -> dict[str, dict[str, float | int | None]]:
         """Mean, std (ddof 1) and 95% CI half-width 1.96·std/√n (normal approximation) per metric.
@@ -220,7 +224,25 @@ def full_ranking(
     metrics = {"precision": precision_at_k(h), "recall": recall_at_k(h, n),
                "ndcg": ndcg_at_k(h, n), "map": map_at_k(h, n), "mrr": mrr_at_k(h)}
     pop = median_popularity(top_all, split.train.item_popularity())
-    return EvalReport("full", k, stage, metrics, rows, median_popularity=pop)
+    return EvalReport("full", k, stage, metrics, rows, median_popularity=pop, top=top_all)
+
+
+def write_top_k(report: EvalReport, split: SplitLike, path: str | Path) -> Path:
+    """Write a full-ranking report's lists as CSV `user,item,rank` in external ids (rank 1 is
+    the best), so that an evaluator outside relrec can re-score the run from this file and the
+    split alone. Slots with no item (catalogue smaller than K) are left out."""
+    if report.top is None:
+        raise ValueError("only a full-ranking report carries top-k lists")
+    users, items = split.train.users.ids, split.train.items.ids
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with out.open("w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f)
+        writer.writerow(["user", "item", "rank"])
+        for user_row, top in zip(report.user_rows, report.top, strict=True):
+            for rank, item_row in enumerate(top[top >= 0], start=1):
+                writer.writerow([users[user_row], items[item_row], rank])
+    return out
 
 
 def sampled(

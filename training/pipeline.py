@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,20 +20,22 @@ import torch
 
 from models.losses import hinge_loss
 from models.registry import build_model
-from training.baselines import ALSBaseline, MostPopular
+from training.baselines import ALSBaseline, EASEBaseline, MostPopular
 from training.config import ConfigError, TrainConfig
 from training.dataset import TrainDataset
-from training.evaluator import EvalReport, full_ranking, sampled
+from training.evaluator import EvalReport, full_ranking, sampled, write_top_k
 from training.filters import binarize, k_core
 from training.interactions import Interactions
 from training.readers import read_log
-from training.scorer import ModelScorer
+from training.scorer import ModelScorer, train_valid_histories
 from training.splits import Split, make_split
-from training.trainer import Trainer, TrainResult, Validator
+from training.trainer import EpochLog, Trainer, TrainResult, Validator
 
 log = logging.getLogger(__name__)
 
 FULL_KEYS = ("precision", "recall", "ndcg", "map", "mrr")
+# Baselines with a served artifact (training/baseline_export); EASE's V x V matrix is not one.
+SERVABLE_BASELINES = ("pop", "als")
 
 
 @dataclass
@@ -60,19 +63,22 @@ def prepare(cfg: TrainConfig) -> Split:
     return make_split(load_interactions(cfg), cfg.data.split, cfg.data.seed)
 
 
-def fit_relational(cfg: TrainConfig, split: Split, rank: int = 0, world_size: int = 1
+def fit_relational(cfg: TrainConfig, split: Split, rank: int = 0, world_size: int = 1,
+                   on_epoch: Callable[[EpochLog], None] | None = None
                    ) -> tuple[torch.nn.Module, TrainDataset, TrainResult]:
     """Build and train a relational model, selecting the epoch on validation.
 
     Under DDP every rank builds the same initial model from the same seed; rank 0 validates.
+    `on_epoch` is the trainer's per-epoch hook (`relrec tune` reports to its study there).
     """
     torch.manual_seed(cfg.trainer.seed)
     model = build_model(cfg.model, split.train.n_users, split.train.n_items)
     dataset = TrainDataset(split.train, cfg.model.l_max, cfg.model.uses_history,
-                           cfg.model.history_sampling)
+                           cfg.model.history_sampling, cfg.model.history_dropout)
     validate = make_validator(cfg, split, dataset)
     objective = build_objective(cfg, split, model)
-    result = Trainer(model, cfg.trainer, rank, world_size, objective).fit(dataset, validate)
+    result = Trainer(model, cfg.trainer, rank, world_size, objective).fit(dataset, validate,
+                                                                          on_epoch)
     if hasattr(objective, "text_only_items"):
         result.text_items = objective.text_only_items()
     return model, dataset, result
@@ -173,11 +179,15 @@ def _finite(value: Any) -> Any:
 
 
 def run(cfg: TrainConfig, out_dir: str | Path, split: Split | None = None, rank: int = 0,
-        world_size: int = 1) -> RunResult:
+        world_size: int = 1, topk_out: str | Path | None = None) -> RunResult:
     """Train `cfg.algorithm`, evaluate it, and write the run directory `out_dir`.
 
     With `world_size > 1` (torchrun) every rank trains; only rank 0 evaluates and writes.
+    `topk_out` names a CSV for the test users' top-k lists (`write_top_k`).
     """
+    if cfg.final and cfg.algorithm not in SERVABLE_BASELINES and not cfg.is_relational:
+        raise ConfigError(f"--final: {cfg.algorithm} is an evaluation baseline with nothing to "
+                          f"serve; use {' or '.join(SERVABLE_BASELINES)} or a relational model")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     split = split if split is not None else prepare(cfg)
@@ -191,7 +201,9 @@ def run(cfg: TrainConfig, out_dir: str | Path, split: Split | None = None, rank:
         model, dataset, result = fit_relational(cfg, split, rank, world_size)
         if rank != 0:
             return RunResult(out, {}, model, split)
-        scorer: Any = ModelScorer(model, dataset, seed=cfg.trainer.seed)
+        # test-time histories are train + validation items (the HLR reference code's protocol)
+        scorer: Any = ModelScorer(model, train_valid_histories(dataset, split.train, split.valid),
+                                  seed=cfg.trainer.seed)
         extra["training"] = {"best_epoch": result.best_epoch, "epochs": len(result.epochs),
                              "epoch_time_s": result.mean_epoch_time_s,
                              "data_share": result.data_share,
@@ -208,6 +220,8 @@ def run(cfg: TrainConfig, out_dir: str | Path, split: Split | None = None, rank:
         scorer = fit_baseline(cfg, split.train)
     extra["fit_time_s"] = time.perf_counter() - started
     full, samp = evaluate(scorer, split, cfg)
+    if topk_out is not None:
+        write_top_k(full, split, topk_out)
     doc = metrics_document(cfg, full, samp, extra)
     (out / "metrics.json").write_text(json.dumps(doc, indent=2) + "\n")
     (out / "config.json").write_text(cfg.model_dump_json(indent=2) + "\n")
@@ -219,7 +233,7 @@ def run(cfg: TrainConfig, out_dir: str | Path, split: Split | None = None, rank:
             from training.text_items import save_text_items
 
             save_text_items(out, result.text_items)
-    else:
+    elif cfg.algorithm in SERVABLE_BASELINES:
         from training.baseline_export import save_baseline
 
         save_baseline(out, cfg.algorithm, scorer, split.train, metrics=doc,
@@ -237,6 +251,8 @@ def fit_baseline(cfg: TrainConfig, train: Interactions) -> Any:
     if cfg.algorithm == "pop":
         return MostPopular().fit(train)
     b = cfg.baseline
+    if cfg.algorithm == "ease":
+        return EASEBaseline(l2=b.ease_l2).fit(train)
     return ALSBaseline(factors=b.factors, iterations=b.iterations,
                        regularization=b.regularization, alpha=b.alpha,
                        seed=cfg.trainer.seed).fit(train)

@@ -10,8 +10,10 @@ import implicit.gpu
 import numpy as np
 import pytest
 
-from training.baselines import ALSBaseline, MostPopular
+from training.baselines import ALSBaseline, EASEBaseline, MostPopular
+from training.config import BaselineConfig
 from training.evaluator import Scorer, full_ranking, top_k
+from training.interactions import Interactions
 from training.splits import Split, per_user
 from training.synthetic import planted_interactions
 
@@ -80,13 +82,62 @@ def test_als_factors_are_cpu_numpy_and_seeded(split: Split, als: ALSBaseline):
     np.testing.assert_allclose(again.item_factors, als.item_factors, rtol=1e-4, atol=1e-6)
 
 
-def test_defaults_follow_design_and_unfitted_raises():
-    model = ALSBaseline()
-    assert (model.factors, model.iterations, model.regularization) == (100, 20, 30.0)
-    with pytest.raises(RuntimeError, match="fit"):
-        model.score(np.array([0]))
-    with pytest.raises(RuntimeError, match="fit"):
-        MostPopular().score(np.array([0]))
+def test_defaults_are_the_configs_and_unfitted_raises():
+    model, cfg = ALSBaseline(), BaselineConfig()
+    assert (model.factors, model.iterations, model.regularization, model.alpha) == (
+        cfg.factors, cfg.iterations, cfg.regularization, cfg.alpha)
+    assert EASEBaseline().l2 == cfg.ease_l2
+    for unfitted in (model, MostPopular(), EASEBaseline()):
+        with pytest.raises(RuntimeError, match="fit"):
+            unfitted.score(np.array([0]))
+
+
+def _tiny(rows: list[list[int]]) -> Interactions:
+    """A log from a dense 0/1 user x item matrix, user and item ids "u0".. / "i0"..."""
+    users, items = np.nonzero(np.asarray(rows))
+    return Interactions.from_ids([f"u{u}" for u in users], [f"i{i}" for i in items])
+
+
+def test_ease_matches_the_closed_form_worked_by_hand():
+    # X = [[1, 1], [1, 0]], λ = 1: XᵀX + λI = [[3, 1], [1, 2]], P = [[2, -1], [-1, 3]] / 5,
+    # B = I − P·diagMat(1/diag P) = [[0, 1/3], [1/2, 0]] (Steck 2019, Algorithm 1).
+    ease = EASEBaseline(l2=1.0).fit(_tiny([[1, 1], [1, 0]]))
+    np.testing.assert_allclose(ease.weights, [[0.0, 1 / 3], [0.5, 0.0]], rtol=1e-6)
+    # user 1 holds item 0 only: its scores are row 0 of B
+    np.testing.assert_allclose(ease.score(np.array([1])), [[0.0, 1 / 3]], rtol=1e-6)
+    np.testing.assert_allclose(ease.score_items(np.array([1, 0]), np.array([[1], [0]])),
+                               [[1 / 3], [0.0 + 1 / 2]], rtol=1e-6)  # user 0: B₀₀ + B₁₀
+
+
+def test_ease_beats_most_popular_on_planted_data(split: Split):
+    pop = _ndcg(MostPopular().fit(split.train), split)
+    assert _ndcg(EASEBaseline(l2=10.0).fit(split.train), split) >= pop + 0.2
+
+
+@pytest.mark.parametrize("alpha", [0.0, 4.0])
+def test_als_solves_hu_et_al_with_confidence_one_plus_alpha(alpha: float):
+    """The last half-step of ALS solves every item's normal equations given the users:
+    (Xᵀ C_i X + λI) y_i = Xᵀ C_i p_i with c = 1 + α on positives and 1 elsewhere (Hu et al.
+    2008, eq. 4). Two factors, so implicit's 3-step conjugate gradient solves them exactly.
+    """
+    x = np.array([[1, 1, 0, 0], [1, 0, 1, 0], [0, 1, 1, 1], [0, 0, 1, 1], [1, 0, 0, 1]])
+    reg = 0.5
+    als = ALSBaseline(factors=2, iterations=15, regularization=reg, alpha=alpha,
+                      seed=0).fit(_tiny(x.tolist()))
+    users, items = als.user_factors.astype(np.float64), als.item_factors.astype(np.float64)
+    assert als.confidence == 1.0 + alpha
+
+    def residual(c_pos: float) -> float:
+        worst = 0.0
+        for i in range(x.shape[1]):
+            c = np.where(x[:, i] > 0, c_pos, 1.0)  # [U]
+            a = users.T @ (c[:, None] * users) + reg * np.eye(2)
+            b = users.T @ (c * x[:, i])
+            worst = max(worst, float(np.abs(a @ items[i] - b).max()))
+        return worst
+
+    assert residual(1.0 + alpha) < 1e-4
+    assert residual(alpha if alpha else 2.0) > 1e-2  # implicit's stored value is not α
 
 
 @pytest.mark.skipif(implicit.gpu.HAS_CUDA, reason="checks the message shown without CUDA")

@@ -10,7 +10,7 @@ from service.cli import main
 METRIC_KEYS = {"precision", "recall", "ndcg", "map", "mrr", "median_popularity"}
 
 
-@pytest.mark.parametrize("model", ["pop", "als"])
+@pytest.mark.parametrize("model", ["pop", "als", "ease"])
 def test_train_baseline_writes_metrics(sample_csv: Path, tmp_path: Path, model: str,
                                        capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / model
@@ -63,3 +63,44 @@ def test_export_of_a_missing_run_is_a_clear_error(tmp_path: Path,
     assert main(["export", str(tmp_path / "no-run"), "--out", str(tmp_path / "a")]) == 2
     assert "no-run" in capsys.readouterr().err
     assert not (tmp_path / "a" / "current").exists()
+
+
+@pytest.mark.parametrize("model", ["ease", "cml"])
+def test_topk_out_writes_the_test_users_lists_in_raw_ids(sample_csv: Path, tmp_path: Path,
+                                                         model: str) -> None:
+    """Issue 15: an outside evaluator re-scores a run from the lists alone."""
+    import csv
+
+    from training.config import load_config
+    from training.pipeline import prepare
+
+    path = tmp_path / "top.csv"
+    assert main(["train", "--data", str(sample_csv), "--model", model, "--k-core", "5",
+                 "--epochs", "1", "--no-progress", "--topk-out", str(path),
+                 "--out", str(tmp_path / "run")]) == 0
+    rows = list(csv.DictReader(path.open()))
+    split = prepare(load_config(None, [], algorithm=model,
+                                data={"path": str(sample_csv), "k_core": 5}))
+    users, items = split.train.users, split.train.items
+    known = {(users.ids[u], items.ids[i]) for part in (split.train, split.valid)
+             for u, i in zip(part.user_rows, part.item_rows, strict=True)}
+    test = {(users.ids[u], items.ids[i]) for u, i in zip(split.test.user_rows,
+                                                           split.test.item_rows, strict=True)}
+    by_user: dict[str, list[tuple[int, str]]] = {}
+    for r in rows:
+        by_user.setdefault(r["user"], []).append((int(r["rank"]), r["item"]))
+    assert set(by_user) == {u for u, _ in test}  # every test user, raw ids
+    assert all(sorted(r for r, _ in v) == list(range(1, 11)) for v in by_user.values())
+    assert not {(r["user"], r["item"]) for r in rows} & known  # the exclusion rule holds
+    # re-scored from the file: precision@10 equals the run's own
+    hits = sum((r["user"], r["item"]) in test for r in rows)
+    doc = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert hits / (10 * len(by_user)) == pytest.approx(doc["metrics"]["precision"], abs=1e-9)
+
+
+def test_final_refuses_an_unservable_baseline(sample_csv: Path, tmp_path: Path,
+                                              capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["train", "--data", str(sample_csv), "--model", "ease", "--final",
+                 "--out", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "evaluation baseline" in err
