@@ -62,6 +62,7 @@ def post_interactions(
     m.labels("stored").inc(result.accepted - result.duplicates)
     m.labels("duplicate").inc(result.duplicates)
     m.labels("rejected").inc(len(result.rejected))
+    m.labels("unknown_item").inc(len(result.unknown_items))  # of the stored ones
     return InteractionsResponse(
         accepted=result.accepted,
         duplicates=result.duplicates,

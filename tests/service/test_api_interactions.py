@@ -56,6 +56,7 @@ def test_unknown_item_is_accepted_logged_and_reported(
     rec = client.get("/recommend/new", params={"k": 5}).json()
     assert rec["source"] == "history"
     assert not {"brand-new", known} & {x["item_id"] for x in rec["items"]}
+    assert 'relrec_interactions_total{outcome="unknown_item"} 1.0' in client.get("/metrics").text
     # the durable log carries it to the next training run
     summary = export_interactions(sqlite_url, tmp_path / "log.csv")
     rows = (tmp_path / "log.csv").read_text().splitlines()[1:]
