@@ -7,6 +7,7 @@ lazily by `service/cli.py` so that the serving image needs neither torch nor thi
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import sys
 from pathlib import Path
@@ -144,6 +145,60 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def add_tune_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    p = sub.add_parser("tune", help="search hyper-parameters on validation (Optuna), write the "
+                       "best config as TOML for `relrec train --config`")
+    p.add_argument("--data", required=True, help="interaction log, as for `relrec train`")
+    p.add_argument("--model", required=True, choices=ALGORITHMS)
+    p.add_argument("--trials", required=True, type=int,
+                   help="finished trials the study should hold (a rerun resumes up to this)")
+    p.add_argument("--out", required=True, help="study directory: study.db, trials.jsonl, "
+                   "best.toml")
+    p.add_argument("--timeout", type=float, help="stop starting trials after this many seconds")
+    for flag, typ in (("epochs", int), ("patience", int), ("eval-users", int),
+                      ("k-core", int), ("min-rating", float)):
+        p.add_argument(f"--{flag}", type=typ)
+    p.add_argument("--format")
+    p.add_argument("--columns", help="names for a headerless file, e.g. user,item,rating")
+    p.add_argument("--no-threshold", action="store_true", help="keep every interaction")
+    p.add_argument("--split", choices=["per-user", "global", "leave-one-out"])
+    p.add_argument("--seed", type=int, default=0, help="seeds the split, training and sampler")
+    p.add_argument("--device", help="auto (default), cpu, cuda")
+    p.add_argument("--threads", type=int, help="intra-op threads (default 0: every core)")
+    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--config", help="base TOML: every key the search does not set")
+    p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE")
+    p.set_defaults(func=cmd_tune)
+    return p
+
+
+def cmd_tune(args: argparse.Namespace) -> int:
+    from training.config import ConfigError
+
+    try:
+        from training.tune import summary, tune
+    except ModuleNotFoundError as exc:
+        raise ConfigError(f"relrec tune needs optuna ({exc}): pip install optuna") from None
+    if args.trials < 1:
+        raise ConfigError("--trials must be >= 1")
+    cfg = config_from_args(args)
+    cfg.trainer.progress = False  # one bar for the study; per-epoch bars would flood it
+    command = "relrec " + " ".join(sys.argv[1:]) if sys.argv[1:2] == ["tune"] else ""
+    study = tune(cfg, args.out, args.trials, timeout_s=args.timeout,
+                 progress=not args.no_progress,
+                 header=f"written by: {command}" if command else "written by relrec tune")
+    doc = summary(study)
+    sys.stdout.write(f"{args.model}: {doc['complete']} complete, {doc['pruned']} pruned, "
+                     f"{doc['fail']} failed trials\n")
+    if doc["complete"]:
+        best = Path(args.out) / "best.toml"
+        sys.stdout.write(f"best trial {doc['best_trial']}: validation NDCG@{cfg.eval.k} "
+                         f"{doc['best_value']:.4f} {json.dumps(doc['best_params'])}\n"
+                         f"config written to {best}; train it with: relrec train --data "
+                         f"{args.data} --config {best} --out RUN\n")
+    return 0
+
+
 def cmd_export(args: argparse.Namespace) -> int:
     from training.exporter import export_run
 
@@ -170,6 +225,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 def add_subcommands(sub: argparse._SubParsersAction) -> None:
     add_train_parser(sub)
+    add_tune_parser(sub)
     p = sub.add_parser("export", help="export a training run as a served artifact version")
     p.add_argument("run_dir")
     p.add_argument("--out", required=True, help="artifacts directory (versions + current)")
