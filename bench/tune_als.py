@@ -131,6 +131,36 @@ def test_runs(args: argparse.Namespace, first: Split, arms: dict[str, tuple[str,
     return out
 
 
+def render(doc: dict[str, Any]) -> str:
+    """Markdown: one row per arm, every metric mean ± std over the seeds, the setting used."""
+    head = ["arm", "setting", "seeds", *(f"{k}@10" for k in FULL_KEYS), "median pop",
+            "valid NDCG@10 (seed 0)"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    valid = {json.dumps({k: v for k, v in r.items() if k in (*ALS_KEYS, "l2")}, sort_keys=True):
+             r["valid_ndcg"] for r in doc["grid"]}
+    for arm, runs in doc["test"].items():
+        cells = []
+        for key in (*FULL_KEYS, "median_popularity"):
+            a = np.array([r[key] for r in runs])
+            spread = f" ± {a.std(ddof=1):.4f}" if len(a) > 1 else ""
+            cells.append(f"{a.mean():.0f}" if key == "median_popularity"
+                         else f"{a.mean():.4f}{spread}")
+        setting = doc["arms"][arm]
+        v = valid.get(json.dumps(setting, sort_keys=True))
+        lines.append(f"| {arm} | {_setting(setting)} | {len(runs)} | " + " | ".join(cells)
+                     + f" | {'' if v is None else f'{v:.4f}'} |")
+    return "\n".join(lines)
+
+
+def _setting(setting: dict[str, Any]) -> str:
+    if "l2" in setting:
+        return f"λ {setting['l2']:g}"
+    if not setting:
+        return "–"
+    return (f"{setting['factors']} f, λ {setting['regularization']:g}, "
+            f"α {setting['alpha']:g} (c = {1 + setting['alpha']:g})")
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--data")
@@ -147,6 +177,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--ease-l2", nargs="+", type=float,
                    default=[50.0, 100.0, 200.0, 500.0, 1000.0, 2000.0])
     p.add_argument("--out", default="runs/tune-als")
+    p.add_argument("--table", help="also write the markdown table of the test runs here")
     p.add_argument("--quick", action="store_true", help="generated data, a 2x2x2 grid")
     return p.parse_args(argv)
 
@@ -176,6 +207,9 @@ def main(argv: list[str] | None = None) -> int:
            "test": tests, "test_ndcg": {arm: [r["ndcg"] for r in runs]
                                         for arm, runs in tests.items()}}
     (out / "tune_als.json").write_text(json.dumps(doc, indent=2) + "\n")
+    table = render(doc)
+    (Path(args.table) if args.table else out / "table.md").write_text(table + "\n")
+    print(table)
     for arm, values in doc["test_ndcg"].items():
         a = np.array(values)
         spread = f" ± {a.std(ddof=1):.4f}" if len(a) > 1 else ""
