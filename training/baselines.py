@@ -60,7 +60,7 @@ class ALSBaseline:
 
     def __init__(
         self,
-        factors: int = 200,
+        factors: int = 300,
         iterations: int = 20,
         regularization: float = 100.0,
         alpha: float = 10.0,

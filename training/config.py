@@ -56,7 +56,7 @@ class EvalConfig(_Section):
 class BaselineConfig(_Section):
     """ALS through `implicit` and EASE; defaults chosen on ML-1M validation (bench/tune_als.py)."""
 
-    factors: int = Field(200, ge=1)
+    factors: int = Field(300, ge=1)
     iterations: int = Field(20, ge=1)
     regularization: float = Field(100.0, ge=0)
     alpha: float = Field(10.0, ge=0, description="Hu et al.'s α: a positive has confidence 1 + α "
