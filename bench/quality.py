@@ -1,6 +1,6 @@
 """Quality benchmark: every algorithm on a real data set, full ranking @10, over seeds.
 
-Trains pop, ALS, CML, LRML, HLR, HLR++ and AdaCML through the same pipeline as `relrec train`
+Trains pop, ALS, EASE, CML, LRML, HLR, HLR++ and AdaCML through the same pipeline as `relrec train`
 (same split per seed for every algorithm), and writes a markdown table of mean ± std over seeds
 with the epoch time and the share of the epoch spent outside the model (batch building).
 
@@ -26,7 +26,7 @@ sys.path.insert(0, str(ROOT))
 from training.config import load_config  # noqa: E402
 from training.pipeline import prepare, run  # noqa: E402
 
-ALL = ["pop", "als", "cml", "lrml", "hlr", "hlr++", "adacml", "serml"]
+ALL = ["pop", "als", "ease", "cml", "lrml", "hlr", "hlr++", "adacml", "serml"]
 COLUMNS = ["precision", "recall", "ndcg", "map", "mrr"]
 
 

@@ -99,6 +99,7 @@ def make_objective(base: TrainConfig, split: Split) -> Callable[[Any], float]:
         trial.set_user_attr("config", params)
 
         def report(epoch: int, value: float) -> None:
+            trial.set_user_attr("epochs", epoch)  # kept for a pruned trial too
             if math.isfinite(value):
                 trial.report(value, epoch)
                 if trial.should_prune():

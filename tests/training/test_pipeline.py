@@ -41,7 +41,7 @@ def test_quality_bench_quick_mode_runs(tmp_path: Path) -> None:
                           capture_output=True, text=True, timeout=300, cwd=root)
     assert proc.returncode == 0, proc.stderr[-2000:]
     table = (tmp_path / "t.md").read_text()
-    for algo in ("pop", "als", "cml", "lrml", "hlr", "hlr++", "adacml"):
+    for algo in ("pop", "als", "ease", "cml", "lrml", "hlr", "hlr++", "adacml"):
         assert f"| {algo} |" in table
 
 
