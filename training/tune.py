@@ -32,6 +32,8 @@ BEST_FILE = "best.toml"
 # sections of the best config (the data come from the command line of `relrec train`)
 RELATIONAL_SECTIONS = ("model", "trainer")
 BASELINE_SECTIONS = ("baseline",)
+# where and how verbosely to run, not what to train: left to the machine that trains
+MACHINE_KEYS = {"trainer": ("device", "threads", "progress", "prefetch", "compile", "seed")}
 
 
 def search_space(trial: Any, algorithm: str) -> dict[str, Any]:
@@ -128,6 +130,8 @@ def to_toml(cfg: TrainConfig, header: str = "") -> str:
             continue
         lines += ["", f"[{section}]"]
         for key, value in values.items():
+            if key in MACHINE_KEYS.get(section, ()):
+                continue
             if value is None:
                 if _default(cfg, section, key) is not None:
                     raise ConfigError(f"{section}.{key} is None; TOML cannot say so")

@@ -59,6 +59,7 @@ def test_toml_round_trips_a_relational_config() -> None:
     path_text = to_toml(cfg, "a header")
     again = load_config(None, algorithm="hlr", **_sections(path_text))
     assert again.model == cfg.model and again.trainer == cfg.trainer
+    assert "device" not in path_text and "threads" not in path_text  # the trainer's machine
 
 
 def _sections(text: str) -> dict:
