@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from models.idmap import IdMap
-from training.evaluator import EvalReport, full_ranking, sampled, table, top_k
+from training.evaluator import EvalReport, full_ranking, sampled, table, top_k, write_top_k
 from training.interactions import Interactions
 from training.splits import Split
 
@@ -175,3 +175,21 @@ def test_table_renders_one_protocol_and_refuses_to_mix():
     with pytest.raises(ValueError, match="protocols"):
         table([full, samp], ["a", "b"])
     table([full, full], ["a", "b"])  # same protocol: fine
+
+
+def test_write_top_k_lists_each_users_ranking_in_external_ids(tmp_path):
+    """Issue 15 (`--topk-out`): one row per recommended item, best first, raw ids, known items
+    never listed, slots past the catalogue left out."""
+    scores = np.tile(np.arange(N_ITEMS, 0, -1, dtype=float), (N_USERS, 1))  # i0 best … i7 worst
+    report = full_ranking(TableScorer(scores), SPLIT, k=7, progress=False)
+    path = write_top_k(report, SPLIT, tmp_path / "top.csv")
+    lines = path.read_text().splitlines()
+    assert lines[0] == "user,item,rank"
+    rows = [line.split(",") for line in lines[1:]]
+    # u0 knows i0, i1 (train) and i2 (valid): 5 unknown items remain of 8, so 5 rows, not 7
+    assert [r for r in rows if r[0] == "u0"] == [["u0", f"i{i}", str(n)]
+                                                  for n, i in enumerate(range(3, 8), start=1)]
+    assert {r[0] for r in rows} == {"u0", "u1", "u2"}  # u3 has no test item
+    with pytest.raises(ValueError, match="full-ranking"):
+        write_top_k(sampled(TableScorer(scores), SPLIT, n_negatives=3, progress=False), SPLIT,
+                    tmp_path / "x.csv")
