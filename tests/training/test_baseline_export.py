@@ -50,6 +50,9 @@ def test_the_artifact_declares_what_the_service_needs(
     assert manifest.index.metric == "IP"
     assert manifest.fold_in is not None
     assert manifest.fold_in.method == ("least_squares" if kind == "als" else "constant")
+    if kind == "als":  # the confidence ALS was fitted with (Hu et al.: 1 + α)
+        config = manifest.config or {}
+        assert manifest.fold_in.params["confidence"] == 1.0 + config["baseline"]["alpha"]
     assert not manifest.has_attention
 
 
