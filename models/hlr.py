@@ -113,9 +113,9 @@ class HLR(RelationalModel):
         self, user_vecs: Tensor, item_vecs: Tensor, hist_vecs: Tensor, hist_mask: Tensor
     ) -> tuple[Tensor, Tensor | None]:
         user_w = self._user_weights(user_vecs, item_vecs)  # [B, C, N]
-        user_mem = user_vecs @ self.lram.memories.T  # [B, N]: M p_u
         if hist_vecs.shape[1] == 0:  # the user slot alone: β = 1 on it
             return self.lram.read(user_w), user_w.new_zeros(*user_w.shape[:2], 0)
+        user_mem = user_vecs @ self.lram.memories.T  # [B, N]: M p_u
         weights = self.lram.pair_weights(item_vecs, hist_vecs)  # [B, C, L, N]
         mixed, beta = self._history_branch(user_mem, weights, hist_mask, user_w)
         return self.lram.read(mixed), beta  # [B, C, d], [B, C, L]

@@ -65,7 +65,7 @@ class LRAM(nn.Module):
         - one slot (LRML, the user slot of HLR): (q ⊙ x) is `[B, C, d]`, one `[B·C, d] @ K`;
         - many candidates (C > N, full ranking): K is folded into x, `x ⊙ K` `[B, d, S·N]`,
           one batched matmul against q, which never builds the `[B, C, S, d]` products;
-        - few candidates (training: C = 2 < N): K is folded into q, `[B, d, C·N]`, through
+        - few candidates (training: C = 2 < N): K is folded into q, `[B, C·N, d]`, through
           `_FoldedPairLogits`, whose backward is written out (three batched matmuls and two
           small contractions) instead of autograd's chain of broadcasts and copies.
         """
