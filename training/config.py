@@ -13,7 +13,7 @@ import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from models.config import ModelConfig
 from training.trainer import TrainerConfig
@@ -102,6 +102,17 @@ class TrainConfig(_Section):
     @property
     def is_relational(self) -> bool:
         return self.algorithm in RELATIONAL
+
+    @model_validator(mode="after")
+    def _text_objectives_take_one_negative(self) -> TrainConfig:
+        """SERML's and the item-text objectives read one negative per positive."""
+        several = self.trainer.negatives in ("warp", "mean") or (
+            self.trainer.negatives == "uniform" and self.trainer.n_negatives > 1)
+        if several and (self.algorithm == "serml" or self.text.item_text):
+            raise ValueError(f"negatives={self.trainer.negatives!r} with n_negatives="
+                             f"{self.trainer.n_negatives} needs the plain hinge objective; with "
+                             "review or item text use uniform with one negative, or hardest")
+        return self
 
 
 def _parse_value(raw: str) -> Any:

@@ -182,3 +182,13 @@ def test_on_epoch_sees_every_epoch_and_can_stop_training(planted_split) -> None:
     with pytest.raises(PrunedError):
         trainer.fit(dataset, lambda m: 0.1, on_epoch=on_epoch)
     assert seen == [1, 2]
+
+
+def test_text_objectives_refuse_several_negatives_as_a_config_error() -> None:
+    from training.config import ConfigError, load_config
+
+    with pytest.raises(ConfigError, match="hardest"):
+        load_config(None, ["trainer.negatives=warp", "trainer.n_negatives=4"], algorithm="serml")
+    cfg = load_config(None, ["trainer.negatives=hardest", "trainer.n_negatives=4"],
+                      algorithm="serml")
+    assert cfg.trainer.negatives == "hardest"
