@@ -167,7 +167,8 @@ def add_tune_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, help="intra-op threads (default 0: every core)")
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("--config", help="base TOML: every key the search does not set")
-    p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE")
+    p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                   help="pin a key: the search leaves it at this value")
     p.set_defaults(func=cmd_tune)
     return p
 
@@ -176,7 +177,7 @@ def cmd_tune(args: argparse.Namespace) -> int:
     from training.config import ConfigError
 
     try:
-        from training.tune import summary, tune
+        from training.tune import fixed_keys, summary, tune
     except ModuleNotFoundError as exc:
         raise ConfigError(f"relrec tune needs optuna ({exc}): pip install optuna") from None
     if args.trials < 1:
@@ -186,7 +187,8 @@ def cmd_tune(args: argparse.Namespace) -> int:
     command = "relrec " + " ".join(sys.argv[1:]) if sys.argv[1:2] == ["tune"] else ""
     study = tune(cfg, args.out, args.trials, timeout_s=args.timeout,
                  progress=not args.no_progress,
-                 header=f"written by: {command}" if command else "written by relrec tune")
+                 header=f"written by: {command}" if command else "written by relrec tune",
+                 fixed=fixed_keys(cfg, args.set))
     doc = summary(study)
     sys.stdout.write(f"{args.model}: {doc['complete']} complete, {doc['pruned']} pruned, "
                      f"{doc['fail']} failed trials\n")

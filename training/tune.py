@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import logging
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +23,7 @@ import numpy as np
 from training.config import RELATIONAL, ConfigError, TrainConfig
 from training.splits import Split
 
-__all__ = ["search_space", "to_toml", "tune"]
+__all__ = ["fixed_keys", "search_space", "to_toml", "tune"]
 
 log = logging.getLogger(__name__)
 
@@ -36,36 +36,73 @@ BASELINE_SECTIONS = ("baseline",)
 MACHINE_KEYS = {"trainer": ("device", "threads", "progress", "prefetch", "compile", "seed")}
 
 
-def search_space(trial: Any, algorithm: str) -> dict[str, Any]:
+def search_space(trial: Any, algorithm: str,
+                 fixed: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """`section.key` -> value suggested by `trial` for `algorithm` (the docs list the ranges).
 
     Relational models: lr, margin, dim, batch size, and the negatives (`hardest` and `warp`
     pick among several, so n_negatives 1 is read as 2 there: one distribution per name keeps
     TPE's model of it whole); memory models also N and an optional separate lr for K and M.
+    A key in `fixed` (key -> the base config's value; what `--set` names on the command line)
+    is left out of the search, so a small budget is spent only on what is still open.
     """
+    fixed = fixed or {}
+    return {key: value for key, value in _suggest(trial, algorithm, fixed).items()
+            if key not in fixed}
+
+
+def _suggest(trial: Any, algorithm: str, fixed: Mapping[str, Any]) -> dict[str, Any]:
+    def open_(*keys: str) -> bool:
+        return not all(k in fixed for k in keys)
+
+    params: dict[str, Any] = {}
     if algorithm == "als":
-        return {"baseline.factors": trial.suggest_categorical("factors", [64, 100, 200, 300]),
-                "baseline.regularization": trial.suggest_float("regularization", 1.0, 1000.0,
-                                                               log=True),
-                "baseline.alpha": trial.suggest_float("alpha", 0.1, 100.0, log=True)}
+        if open_("baseline.factors"):
+            params["baseline.factors"] = trial.suggest_categorical("factors", [64, 100, 200, 300])
+        if open_("baseline.regularization"):
+            params["baseline.regularization"] = trial.suggest_float("regularization", 1.0,
+                                                                    1000.0, log=True)
+        if open_("baseline.alpha"):
+            params["baseline.alpha"] = trial.suggest_float("alpha", 0.1, 100.0, log=True)
+        return params
     if algorithm == "ease":
-        return {"baseline.ease_l2": trial.suggest_float("ease_l2", 1.0, 1e5, log=True)}
+        if open_("baseline.ease_l2"):
+            params["baseline.ease_l2"] = trial.suggest_float("ease_l2", 1.0, 1e5, log=True)
+        return params
     if algorithm not in RELATIONAL:
         raise ConfigError(f"{algorithm} has no hyper-parameters to tune")
-    params = {"trainer.lr": trial.suggest_float("lr", 1e-4, 1e-2, log=True),
-              "model.margin": trial.suggest_float("margin", 0.1, 1.0),
-              "model.dim": trial.suggest_categorical("dim", [50, 100, 200]),
-              "trainer.batch_size": trial.suggest_categorical("batch_size", [256, 500, 1000])}
-    if algorithm != "serml":  # SERML's objective reads one negative (training/trainer.py)
-        negatives = trial.suggest_categorical("negatives", ["uniform", "hardest", "warp", "mean"])
-        n = trial.suggest_int("n_negatives", 1, 20)
+    if open_("trainer.lr"):
+        params["trainer.lr"] = trial.suggest_float("lr", 1e-4, 1e-2, log=True)
+    if open_("model.margin"):
+        params["model.margin"] = trial.suggest_float("margin", 0.1, 1.0)
+    if open_("model.dim"):
+        params["model.dim"] = trial.suggest_categorical("dim", [50, 100, 200])
+    if open_("trainer.batch_size"):
+        params["trainer.batch_size"] = trial.suggest_categorical("batch_size", [256, 500, 1000])
+    # SERML's objective reads one negative (training/trainer.py)
+    if algorithm != "serml" and open_("trainer.negatives", "trainer.n_negatives"):
+        negatives = (trial.suggest_categorical("negatives", ["uniform", "hardest", "warp", "mean"])
+                     if open_("trainer.negatives") else fixed["trainer.negatives"])
+        n = (trial.suggest_int("n_negatives", 1, 20) if open_("trainer.n_negatives")
+             else fixed["trainer.n_negatives"])
         params["trainer.negatives"] = negatives
         params["trainer.n_negatives"] = max(n, 2) if negatives in ("hardest", "warp") else n
     if algorithm in MEMORY_KINDS:
-        params["model.n_memory"] = trial.suggest_categorical("n_memory", [5, 10, 20, 50])
-        if trial.suggest_categorical("separate_lr_memory", [False, True]):
+        if open_("model.n_memory"):
+            params["model.n_memory"] = trial.suggest_categorical("n_memory", [5, 10, 20, 50])
+        if open_("trainer.lr_memory") and trial.suggest_categorical("separate_lr_memory",
+                                                                    [False, True]):
             params["trainer.lr_memory"] = trial.suggest_float("lr_memory", 1e-5, 1e-2, log=True)
     return params
+
+
+def fixed_keys(base: TrainConfig, overrides: list[str]) -> dict[str, Any]:
+    """`section.key` -> `base`'s value for every `section.key=value` override: what the user
+    pinned on the command line, which the search then leaves alone."""
+    keys = {item.split("=", 1)[0].strip() for item in overrides if "=" in item}
+    return {key: getattr(getattr(base, key.split(".")[0]), key.split(".")[1])
+            for key in keys if key.count(".") == 1
+            and hasattr(getattr(base, key.split(".")[0], None), key.split(".")[1])}
 
 
 def with_params(base: TrainConfig, params: dict[str, Any]) -> TrainConfig:
@@ -93,11 +130,12 @@ def validation_score(cfg: TrainConfig, split: Split,
                                "curve": [round(e.valid, 6) for e in result.epochs]}
 
 
-def make_objective(base: TrainConfig, split: Split) -> Callable[[Any], float]:
+def make_objective(base: TrainConfig, split: Split,
+                   fixed: Mapping[str, Any] | None = None) -> Callable[[Any], float]:
     import optuna
 
     def objective(trial: optuna.Trial) -> float:
-        params = search_space(trial, base.algorithm)
+        params = search_space(trial, base.algorithm, fixed)
         trial.set_user_attr("config", params)
 
         def report(epoch: int, value: float) -> None:
@@ -186,11 +224,13 @@ def _record(out: Path, base: TrainConfig, header: str) -> Callable[[Any, Any], N
 
 
 def tune(base: TrainConfig, out_dir: str | Path, trials: int, split: Split | None = None,
-         timeout_s: float | None = None, progress: bool = True, header: str = "") -> Any:
+         timeout_s: float | None = None, progress: bool = True, header: str = "",
+         fixed: Mapping[str, Any] | None = None) -> Any:
     """Run (or resume) the study until it holds `trials` finished trials; returns the study.
 
     Finished = completed or pruned. The sampler is seeded with `trainer.seed`; the split is
-    `base`'s (the same data and seed give the same split on resume).
+    `base`'s (the same data and seed give the same split on resume). Keys in `fixed` keep
+    `base`'s value and are not searched.
     """
     import optuna
     from optuna.trial import TrialState
@@ -220,7 +260,8 @@ def tune(base: TrainConfig, out_dir: str | Path, trials: int, split: Split | Non
             bar.set_postfix(best=f"{study.best_value:.4f}")
 
     if done < trials:
-        study.optimize(make_objective(base, split), n_trials=trials - done, timeout=timeout_s,
+        study.optimize(make_objective(base, split, fixed), n_trials=trials - done,
+                       timeout=timeout_s,
                        callbacks=[_record(out, base, header), advance], gc_after_trial=True)
     bar.close()
     return study

@@ -84,6 +84,26 @@ def test_search_space_sets_only_known_keys(algorithm: str) -> None:
         assert cfg.algorithm == algorithm
 
 
+def test_keys_pinned_with_set_are_not_searched(sample_csv: Path, tmp_path: Path) -> None:
+    out = tmp_path / "hlr"
+    assert main(["tune", "--model", "hlr", "--data", str(sample_csv), "--trials", "2",
+                 "--out", str(out), *TINY, "--set", "trainer.negatives=hardest",
+                 "--set", "trainer.n_negatives=4", "--set", "model.dim=16"]) == 0
+    study = optuna.load_study(study_name="hlr", storage=f"sqlite:///{out / 'study.db'}")
+    for trial in study.trials:
+        assert not {"negatives", "n_negatives", "dim"} & set(trial.params)
+        assert "lr" in trial.params and "n_memory" in trial.params  # the rest is searched
+    cfg = load_config(out / "best.toml")
+    assert (cfg.trainer.negatives, cfg.trainer.n_negatives, cfg.model.dim) == ("hardest", 4, 16)
+
+
+def test_pinned_negatives_leave_only_the_count_open() -> None:
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    for _ in range(10):
+        params = search_space(study.ask(), "cml", {"trainer.negatives": "hardest"})
+        assert "trainer.negatives" not in params and params["trainer.n_negatives"] >= 2
+
+
 def test_pop_has_nothing_to_tune(sample_csv: Path, tmp_path: Path,
                                  capsys: pytest.CaptureFixture[str]) -> None:
     assert _tune(sample_csv, tmp_path / "pop", "pop", 2) == 2
