@@ -22,7 +22,8 @@ from typing import Any
 
 import uvicorn
 
-from service.app import LOG_FORMAT, create_app
+from service.app import create_app
+from service.middleware import LOG_FORMAT
 from service.runtime import Runtime
 from service.settings import Settings
 
@@ -95,7 +96,7 @@ def log_config(level: str) -> dict[str, Any]:
     return {
         "version": 1,
         "disable_existing_loggers": False,
-        "filters": {"request_id": {"()": "service.app._RequestIdFilter"}},
+        "filters": {"request_id": {"()": "service.middleware.RequestIdFilter"}},
         "formatters": {"default": {"format": LOG_FORMAT}},
         "handlers": {
             "default": {

@@ -14,6 +14,8 @@ from typing import Annotated, Any, Literal
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from service.history import URL_PREFIXES
+
 __all__ = ["Settings"]
 
 KeyList = Annotated[list[SecretStr], NoDecode]
@@ -39,7 +41,7 @@ class Settings(BaseSettings):
     reload_poll_s: float = Field(default=2.0, ge=0.0, description="poll `current`; 0: never")
 
     # History store: sqlite:///relative/path, sqlite:////absolute/path, redis://host:port/db,
-    # rediss://..., redis+cluster://host:port.
+    # rediss://..., redis+cluster://host:port (the prefixes of service.history.BACKENDS).
     history_url: str = "sqlite:///.relrec/history.db"
     # Items kept per user in the online history (newest first). The model reads its own L_max of
     # them; the rest still count as seen. Use the model's L_max to trim to exactly that.
@@ -131,10 +133,9 @@ class Settings(BaseSettings):
     @field_validator("history_url")
     @classmethod
     def _check_store_url(cls, value: str) -> str:
-        schemes = ("sqlite:///", "redis://", "rediss://", "redis+cluster://", "unix://")
-        if not value.startswith(schemes):
+        if not value.startswith(URL_PREFIXES):
             raise ValueError(
-                f"history_url must start with one of {', '.join(schemes)}; got scheme "
+                f"history_url must start with one of {', '.join(URL_PREFIXES)}; got scheme "
                 f"{value.split(':', 1)[0]!r}"
             )
         return value

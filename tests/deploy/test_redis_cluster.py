@@ -18,8 +18,10 @@ import pytest
 import redis
 import redis.cluster
 
-from service.history import EVENT_KEY, HIST_KEY, Event, HistoryStore, open_history_store
-from tests.deploy.conftest import RedisServers, free_port
+from service.history import Event, HistoryStore, open_history_store
+from service.history_redis import EVENT_KEY, HIST_KEY
+from tests.deploy.conftest import RedisServers
+from tests.redis_process import free_port
 from tests.service import test_history as suite
 
 # Re-run the shared suite here: every test of it that works on the `store` fixture.
@@ -109,7 +111,7 @@ def test_a_batch_refused_on_one_node_is_completed_by_its_retry(store: HistorySto
     from collections import Counter
 
     from service.errors import StoreUnavailableError
-    from service.history import LOG_KEY
+    from service.history_redis import LOG_KEY
 
     client: redis.cluster.RedisCluster = store.client  # type: ignore[attr-defined]
     def node_of(key: str) -> object:

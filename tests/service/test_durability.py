@@ -23,7 +23,8 @@ import pytest
 import redis
 
 from service.errors import StoreUnavailableError
-from service.history import EVENT_KEY, HIST_KEY, LOG_KEY, Event, open_history_store
+from service.history import Event, open_history_store
+from service.history_redis import EVENT_KEY, HIST_KEY, LOG_KEY
 from service.loader import LoadedArtifact
 
 pytestmark = pytest.mark.timeout(120)

@@ -116,7 +116,7 @@ def test_redis_log_is_trimmed_to_about_log_max_len(redis_url: str) -> None:
     """Retention: the log stream stays near `log_max_len` (XADD MAXLEN ~), newest kept."""
     import redis
 
-    from service.history import LOG_KEY
+    from service.history_redis import LOG_KEY
 
     client = redis.Redis.from_url(redis_url)
     client.flushdb()
