@@ -33,19 +33,25 @@ with warnings.catch_warnings():
 
         model_config = ConfigDict(extra="forbid")
 
-        kind: ModelKind
-        dim: PositiveInt = 100
-        n_memory: PositiveInt = 20
-        l_max: PositiveInt = 50
-        margin: float = Field(default=0.5, gt=0.0)
-        copy: bool = False
-        clip_memory: bool = False
-        history_sampling: Literal["uniform", "inverse_popularity"] = "uniform"
+        kind: ModelKind = Field(description="which relational model")
+        dim: PositiveInt = Field(default=100, description="embedding dimension d")
+        n_memory: PositiveInt = Field(default=20, description="memory slots N of the LRAM")
+        l_max: PositiveInt = Field(default=50, description="history items read per user (L)")
+        margin: float = Field(default=0.5, gt=0.0, description="hinge margin")
+        copy: bool = Field(default=False, description="the negative reuses the positive's "
+                           "relation (original LRML training)")
+        clip_memory: bool = Field(default=False, description="project K's and M's rows into "
+                                  "the unit ball after each step")
+        history_sampling: Literal["uniform", "inverse_popularity"] = Field(
+            default="uniform", description="how the L history items are drawn when a user has "
+            "more")
         # Training only: each sampled history slot is hidden with this probability, so that the
         # relation cannot lean on any one history item (a regulariser; 0 is the reference).
-        history_dropout: float = Field(default=0.0, ge=0.0, lt=1.0)
+        history_dropout: float = Field(default=0.0, ge=0.0, lt=1.0, description="hide each "
+                                       "training history slot with this probability")
         # SERML: weight γ of the semantic regression γ‖r(u, v) − s(u, v)‖² (0 is LRML exactly).
-        gamma: float = Field(default=0.1, ge=0.0)
+        gamma: float = Field(default=0.1, ge=0.0, description="serml: weight γ of the review "
+                             "regression γ‖r − s‖² (0 is LRML)")
 
         @property
         def uses_history(self) -> bool:

@@ -19,6 +19,7 @@ def _serving_parser() -> argparse.ArgumentParser:
         prog="relrec",
         description="relrec: relational metric learning recommender. Offline: "
                     + ", ".join(OFFLINE) + ". Online: " + ", ".join(SERVING) + ".")
+    parser.add_argument("--version", action="version", version=f"relrec {_version()}")
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("serve", help="serve the current artifact over HTTP (uvicorn)")
     p.add_argument("--host", default=None, help="default: RELREC_HOST or 127.0.0.1")
@@ -28,11 +29,20 @@ def _serving_parser() -> argparse.ArgumentParser:
     p.add_argument("--history-url", default=None, help="redis://… or sqlite:///path")
     p = sub.add_parser("export-interactions",
                        help="write the durable interaction log as a CSV for the next training")
-    p.add_argument("--out", required=True)
-    p.add_argument("--history-url", default=None)
+    p.add_argument("--out", required=True, help="CSV file to write")
+    p.add_argument("--history-url", default=None, help="default: RELREC_HISTORY_URL")
     for name in OFFLINE:
         sub.add_parser(name, help=f"offline: see `relrec {name} --help`", add_help=False)
     return parser
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("relrec")
+    except PackageNotFoundError:  # run from a checkout that was never installed
+        return "unknown (not installed)"
 
 
 def _settings(args: argparse.Namespace):
@@ -61,7 +71,14 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         return offline_main(argv)
     args = _serving_parser().parse_args(argv)
-    settings = _settings(args)
+    from pydantic import ValidationError
+
+    try:
+        settings = _settings(args)
+    except ValidationError as exc:  # a bad flag or RELREC_ variable: its message, one line
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        sys.stderr.write(f"relrec {args.command}: error: {' '.join(problems.split())}\n")
+        return 2
     if args.command == "serve":
         from service.server import serve
 

@@ -13,7 +13,18 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from training.config import ALGORITHMS, load_config
+from pydantic import BaseModel
+
+from models.config import ModelConfig
+from training.config import (
+    ALGORITHMS,
+    FORMATS,
+    ConfigError,
+    DataConfig,
+    TextConfig,
+    TrainerConfig,
+    load_config,
+)
 
 log = logging.getLogger("relrec")
 
@@ -35,57 +46,105 @@ _FLAG_MAP = {
     "item_text": ("text", "item_text"), "text_encoder": ("text", "encoder"),
     "text_cache": ("text", "cache_dir"),
 }
+# The config class of each section: help text and defaults come from its fields, so that
+# `--help` cannot drift from what a run does.
+_SECTIONS: dict[str, type[BaseModel]] = {"data": DataConfig, "trainer": TrainerConfig,
+                                         "model": ModelConfig, "text": TextConfig}
+_COLUMNS_HELP = ("role=column pairs for a file with a header (user=member,item=show,"
+                 "rating=stars,timestamp=ts; roles left out are found by name), or the names "
+                 "of a headerless file's columns in order (user,item,rating)")
+
+
+def _field_help(attr: str) -> str:
+    """`description (default: …)` of the config field behind a flag, argparse-escaped."""
+    section, key = _FLAG_MAP[attr]
+    field = _SECTIONS[section].model_fields[key]
+    default = "unset" if field.default is None else field.default
+    return f"{field.description} (default: {default})".replace("%", "%%")
+
+
+def _add_config_flag(p: argparse.ArgumentParser, flag: str, typ: type | None = None,
+                     **kwargs: Any) -> None:
+    """A flag whose value lands in a config field (`_FLAG_MAP`); help from that field."""
+    attr = flag.replace("-", "_")
+    if typ is not None:
+        kwargs["type"] = typ
+    p.add_argument(f"--{flag}", help=_field_help(attr), **kwargs)
+
+
+def _add_data_flags(p: argparse.ArgumentParser) -> None:
+    """The options `train` and `tune` share: what the log is and how it becomes a split."""
+    _add_config_flag(p, "format", metavar="FORMAT")
+    p.add_argument("--columns", help=_COLUMNS_HELP)
+    _add_config_flag(p, "min-rating", float)
+    p.add_argument("--no-threshold", action="store_true",
+                   help="keep every interaction as a positive (data.min_rating = none)")
+    _add_config_flag(p, "k-core", int)
+    _add_config_flag(p, "split", choices=["per-user", "global", "leave-one-out"])
+    p.add_argument("--seed", type=int, default=0,
+                   help="seeds the split, the training and the sampler (default: 0)")
+
+
+def _add_run_flags(p: argparse.ArgumentParser) -> None:
+    """Where a run executes, and the config sources; shared by `train` and `tune`."""
+    _add_config_flag(p, "device")
+    _add_config_flag(p, "threads", int)
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
 def add_train_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    p = sub.add_parser("train", help="train and evaluate a model on an interaction log")
-    p.add_argument("--data", required=True, help="interaction log (csv/tsv/parquet/MovieLens/…)")
+    p = sub.add_parser("train", help="train and evaluate a model on an interaction log",
+                       description="Train and evaluate a model; flags override --config, "
+                       "which overrides the defaults shown.")
+    p.add_argument("--data", required=True, help="interaction log: " + ", ".join(FORMATS)
+                   + " (see --format)")
     p.add_argument("--model", choices=ALGORITHMS,
                    help="algorithm (default: the --config file's, else hlr)")
     p.add_argument("--out", required=True, help="run directory to write")
     p.add_argument("--topk-out", metavar="FILE",
                    help="write the test users' top-k lists here (CSV user,item,rank; raw ids)")
-    p.add_argument("--format", help="override format detection (see docs)")
-    p.add_argument("--columns", help="names for a headerless file, e.g. user,item,rating")
-    p.add_argument("--min-rating", type=float, help="positive threshold (default 4)")
-    p.add_argument("--no-threshold", action="store_true", help="keep every interaction")
+    _add_data_flags(p)
     p.add_argument("--final", action="store_true",
                    help="production run: select epochs on validation, then refit on every "
                    "interaction (whole catalogue, no k-core) and save that model for export")
-    p.add_argument("--min-item-interactions", type=int,
-                   help="with --final: keep items with at least this many positives (default 1)")
-    p.add_argument("--k-core", type=int, help="iterative k-core (default 10)")
-    p.add_argument("--split", choices=["per-user", "global", "leave-one-out"])
-    p.add_argument("--seed", type=int, default=0, help="seeds the split and the training")
+    _add_config_flag(p, "min-item-interactions", int)
     for flag, typ in (("epochs", int), ("lr", float), ("batch-size", int), ("margin", float),
                       ("dim", int), ("memories", int), ("max-history", int),
                       ("patience", int), ("eval-users", int)):
-        p.add_argument(f"--{flag}", type=typ)
-    p.add_argument("--history-sampling", choices=["uniform", "inverse_popularity"])
-    p.add_argument("--gamma", type=float,
-                   help="serml: weight of the review regression γ‖r − s‖² (default 0.1)")
-    p.add_argument("--reviews", help="serml: review JSON lines (default: --data)")
-    p.add_argument("--item-text", help="item text (MovieLens/Last.fm dir or file, or a CSV with "
-                   "item,text): LRD for hlr/hlr++, and items with no interactions exported")
-    p.add_argument("--text-encoder", choices=["minilm", "hashing"])
-    p.add_argument("--text-cache", help="embedding cache directory (default .relrec/text-cache)")
-    p.add_argument("--select-by", choices=["ndcg", "loss"])
-    p.add_argument("--negatives", choices=["uniform", "hardest", "warp", "mean"],
-                   help="how sampled negatives make the loss (default uniform: the reference)")
-    p.add_argument("--n-negatives", type=int, help="negatives sampled per positive (default 1)")
-    p.add_argument("--lr-memory", type=float, help="learning rate of K and M (default: --lr)")
-    p.add_argument("--memory-decay", type=float, help="L2 weight decay of K and M (default 0)")
-    p.add_argument("--history-dropout", type=float,
-                   help="hide each training history slot with this probability (default 0)")
-    p.add_argument("--schedule", choices=["constant", "cosine", "plateau"],
-                   help="learning-rate schedule (default constant)")
-    p.add_argument("--threads", type=int, help="intra-op threads (default 0: every core)")
-    p.add_argument("--device", help="auto (default), cpu, cuda, cuda:1")
-    p.add_argument("--no-progress", action="store_true")
-    p.add_argument("--config", help="TOML file with [data] [model] [trainer] [eval] sections")
-    p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE")
+        _add_config_flag(p, flag, typ)
+    _add_config_flag(p, "history-sampling", choices=["uniform", "inverse_popularity"])
+    _add_config_flag(p, "gamma", float)
+    _add_config_flag(p, "reviews")
+    _add_config_flag(p, "item-text")
+    _add_config_flag(p, "text-encoder", choices=["minilm", "hashing"])
+    _add_config_flag(p, "text-cache")
+    _add_config_flag(p, "select-by", choices=["ndcg", "loss"])
+    _add_config_flag(p, "negatives", choices=["uniform", "hardest", "warp", "mean"])
+    _add_config_flag(p, "n-negatives", int)
+    _add_config_flag(p, "lr-memory", float)
+    _add_config_flag(p, "memory-decay", float)
+    _add_config_flag(p, "history-dropout", float)
+    _add_config_flag(p, "schedule", choices=["constant", "cosine", "plateau"])
+    _add_run_flags(p)
+    p.add_argument("--config", help="TOML file with [data] [model] [trainer] [eval] sections "
+                   "(e.g. a `relrec tune` best.toml)")
+    p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                   help="set any config key, e.g. trainer.compile=true (repeatable)")
     p.set_defaults(func=cmd_train)
     return p
+
+
+def parse_columns(raw: str) -> list[str] | dict[str, str]:
+    """`user,item,rating` (positional names) or `user=member,item=show` (a role mapping)."""
+    parts = [c.strip() for c in raw.split(",") if c.strip()]
+    pairs = [p for p in parts if "=" in p]
+    if not pairs:
+        return parts
+    if len(pairs) != len(parts):
+        raise ConfigError(f"--columns {raw!r} mixes role=column pairs and bare names; use "
+                          "either user=member,item=show or user,item,rating")
+    return {role.strip(): column.strip() for role, column in
+            (p.split("=", 1) for p in pairs)}
 
 
 def config_from_args(args: argparse.Namespace):
@@ -98,7 +157,7 @@ def config_from_args(args: argparse.Namespace):
     sections["data"]["seed"] = args.seed
     sections["trainer"]["seed"] = args.seed
     if args.columns:
-        sections["data"]["columns"] = [c.strip() for c in args.columns.split(",")]
+        sections["data"]["columns"] = parse_columns(args.columns)
     overrides = list(args.set)
     if args.no_threshold:
         overrides.append("data.min_rating=null")
@@ -149,23 +208,17 @@ def add_tune_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p = sub.add_parser("tune", help="search hyper-parameters on validation (Optuna), write the "
                        "best config as TOML for `relrec train --config`")
     p.add_argument("--data", required=True, help="interaction log, as for `relrec train`")
-    p.add_argument("--model", required=True, choices=ALGORITHMS)
+    p.add_argument("--model", required=True, choices=ALGORITHMS, help="algorithm to tune")
     p.add_argument("--trials", required=True, type=int,
                    help="finished trials the study should hold (a rerun resumes up to this)")
     p.add_argument("--out", required=True, help="study directory: study.db, trials.jsonl, "
                    "best.toml")
-    p.add_argument("--timeout", type=float, help="stop starting trials after this many seconds")
-    for flag, typ in (("epochs", int), ("patience", int), ("eval-users", int),
-                      ("k-core", int), ("min-rating", float)):
-        p.add_argument(f"--{flag}", type=typ)
-    p.add_argument("--format")
-    p.add_argument("--columns", help="names for a headerless file, e.g. user,item,rating")
-    p.add_argument("--no-threshold", action="store_true", help="keep every interaction")
-    p.add_argument("--split", choices=["per-user", "global", "leave-one-out"])
-    p.add_argument("--seed", type=int, default=0, help="seeds the split, training and sampler")
-    p.add_argument("--device", help="auto (default), cpu, cuda")
-    p.add_argument("--threads", type=int, help="intra-op threads (default 0: every core)")
-    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--timeout", type=float,
+                   help="stop starting trials after this many seconds (default: no limit)")
+    for flag, typ in (("epochs", int), ("patience", int), ("eval-users", int)):
+        _add_config_flag(p, flag, typ)
+    _add_data_flags(p)
+    _add_run_flags(p)
     p.add_argument("--config", help="base TOML: every key the search does not set")
     p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
                    help="pin a key: the search leaves it at this value")
@@ -174,8 +227,6 @@ def add_tune_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
 
 
 def cmd_tune(args: argparse.Namespace) -> int:
-    from training.config import ConfigError
-
     try:
         from training.tune import fixed_keys, summary, tune
     except ModuleNotFoundError as exc:
@@ -229,40 +280,45 @@ def add_subcommands(sub: argparse._SubParsersAction) -> None:
     add_train_parser(sub)
     add_tune_parser(sub)
     p = sub.add_parser("export", help="export a training run as a served artifact version")
-    p.add_argument("run_dir")
+    p.add_argument("run_dir", help="a `relrec train` run directory")
     p.add_argument("--out", required=True, help="artifacts directory (versions + current)")
     p.set_defaults(func=cmd_export)
     p = sub.add_parser("sample", help="write a synthetic interaction log with planted structure")
-    p.add_argument("--out", required=True)
-    p.add_argument("--users", type=int, default=2000)
-    p.add_argument("--items", type=int, default=1000)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", required=True, help="CSV file to write (user,item,rating,timestamp)")
+    p.add_argument("--users", type=int, default=2000, help="users (default: 2000)")
+    p.add_argument("--items", type=int, default=1000, help="items (default: 1000)")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     p.set_defaults(func=cmd_sample)
     p = sub.add_parser("demo", help="sample -> train HLR -> export -> serve, on embedded defaults")
-    p.add_argument("--workdir", default=".relrec/demo")
-    p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=8000)
-    p.add_argument("--epochs", type=int, default=10)
+    p.add_argument("--workdir", default=".relrec/demo",
+                   help="sample, run and artifacts go here (default: .relrec/demo)")
+    p.add_argument("--host", default="127.0.0.1", help="bind address (default: 127.0.0.1)")
+    p.add_argument("--port", type=int, default=8000, help="port (default: 8000)")
+    p.add_argument("--epochs", type=int, default=10, help="HLR training epochs (default: 10)")
     p.add_argument("--no-serve", action="store_true", help="stop after the export")
     p.set_defaults(func=cmd_demo)
 
 
 
 def main(argv: list[str] | None = None, prog: str = "relrec") -> int:
-    """Parse and run one offline subcommand; errors the user can fix exit 2 with one line."""
-    from models.artifact import ArtifactError
-    from training.checkpoint import CheckpointError
-    from training.config import ConfigError
-    from training.exporter import ExportError
-    from training.interactions import DataError
+    """Parse and run one offline subcommand; errors the user can fix exit 2 with one line.
 
+    Parsing imports nothing heavy (torch, faiss, pandas load with the command that needs
+    them), so `--help` and argparse mistakes answer at once.
+    """
     parser = argparse.ArgumentParser(prog=prog, description="relrec offline commands")
     add_subcommands(parser.add_subparsers(dest="command", required=True))
     args = parser.parse_args(argv)
+    from models.artifact import ArtifactError
+    from training.checkpoint import CheckpointError
+    from training.exporter import ExportError
+    from training.interactions import DataError
+
     try:
         return int(args.func(args))
     except (ConfigError, DataError, CheckpointError, ArtifactError, ExportError,
             FileNotFoundError) as exc:
-        log.error("%s", exc)
-        sys.stderr.write(f"relrec {args.command}: error: {exc}\n")
+        # one line, once: the log handler would print it a second time (issue 19)
+        one_line = " ".join(str(exc).split())
+        sys.stderr.write(f"relrec {args.command}: error: {one_line}\n")
         return 2

@@ -16,8 +16,12 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from models.config import ModelConfig
-from training.trainer import TrainerConfig
 
+# Log formats `training.readers.read_log` knows; kept here so that `relrec --help` lists them
+# without importing pandas.
+FORMATS: tuple[str, ...] = (
+    "ml-100k", "ml-1m", "ml-latest", "amazon", "lastfm", "csv", "tsv", "parquet",
+)
 RELATIONAL = ("cml", "lrml", "hlr", "hlr++", "adacml", "serml")
 BASELINES = ("pop", "als", "ease")
 ALGORITHMS = BASELINES + RELATIONAL
@@ -31,19 +35,70 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+class TrainerConfig(_Section):
+    """Optimisation settings; defaults are the reference code's (DESIGN §1).
+
+    Lives here rather than in `training/trainer.py` so that reading a config (and `relrec
+    --help`, which takes its help text from these descriptions) never imports torch.
+    """
+
+    epochs: int = Field(30, ge=1, description="maximum training epochs (the best on "
+                        "validation is kept)")
+    lr: float = Field(1e-3, gt=0, description="Adam learning rate")
+    batch_size: int = Field(1000, ge=1, description="positives per training batch")
+    patience: int = Field(5, ge=1, description="epochs without improvement before stopping")
+    select_by: Literal["ndcg", "loss"] = Field("ndcg", description="what picks the best epoch: "
+                                               "validation NDCG or training loss")
+    eval_users: int = Field(2000, ge=0, description="validation users sampled; 0 = all")
+    device: str = Field("auto", description="auto (CUDA when present), cpu, cuda, cuda:1")
+    seed: int = Field(0, description="seeds the sampler and the initialisation")
+    progress: bool = Field(True, description="show progress bars")
+    threads: int = Field(0, ge=0, description="intra-op threads; 0 = the available cores "
+                         "(shared among the ranks of one machine)")
+    prefetch: int = Field(2, ge=0, description="batches built ahead by a background thread; "
+                          "0 builds each batch inline")
+    compile: bool = Field(False, description="torch.compile the training objective "
+                          "(docs/benchmarks.md: where it wins)")
+    negatives: Literal["uniform", "hardest", "warp", "mean"] = Field(
+        "uniform", description="uniform: each sampled negative a triplet (the reference, with "
+        "n_negatives 1); hardest: the closest of n (history models: by ‖p − q‖²); warp: "
+        "rank-weighted hinge on the closest; mean: hinge averaged over n")
+    n_negatives: int = Field(1, ge=1, le=1000, description="negatives sampled per positive")
+    lr_memory: float | None = Field(None, gt=0, description="learning rate of K and M; None: lr")
+    memory_decay: float = Field(0.0, ge=0, description="L2 weight decay of K and M (pulls the "
+                                "relations toward 0, i.e. toward CML)")
+    schedule: Literal["constant", "cosine", "plateau"] = Field(
+        "constant", description="cosine: anneal to lr/100 over `epochs`; plateau: halve the "
+        "learning rate after an epoch without validation gain")
+
+    @model_validator(mode="after")
+    def _negatives_need_several(self) -> TrainerConfig:
+        if self.negatives in ("hardest", "warp") and self.n_negatives < 2:
+            raise ValueError(f"negatives={self.negatives!r} picks among sampled negatives: "
+                             "set n_negatives >= 2")
+        return self
+
+
 class DataConfig(_Section):
     """How the interaction log becomes a split (DESIGN §2)."""
 
-    path: str | None = None
-    format: str | None = None
-    columns: list[str] | None = None
+    path: str | None = Field(None, description="interaction log")
+    format: str | None = Field(None, description="log format, detected from the file name "
+                               "when unset: " + ", ".join(FORMATS))
+    columns: list[str] | dict[str, str] | None = Field(
+        None, description="a list names a headerless file's columns in order (user,item,"
+        "rating); a mapping role -> column picks them in a file with a header "
+        "(user=member,item=show)")
     min_rating: float | None = Field(4.0, description="positive threshold; None keeps all")
-    k_core: int = Field(10, ge=0)
-    split: Literal["per-user", "global", "leave-one-out"] = "per-user"
-    seed: int = 0
+    k_core: int = Field(10, ge=0, description="iterative k-core on users and items "
+                        "(evaluation runs)")
+    split: Literal["per-user", "global", "leave-one-out"] = Field(
+        "per-user", description="how interactions become train/valid/test")
+    seed: int = Field(0, description="seeds the split")
     # A production run (`final`) keeps every item with at least this many positives and every
     # user with one; the k-core is the evaluation protocol only (issue 16).
-    min_item_interactions: int = Field(1, ge=1)
+    min_item_interactions: int = Field(1, ge=1, description="with final: keep items with at "
+                                       "least this many positives")
 
 
 class EvalConfig(_Section):
@@ -69,7 +124,7 @@ class TextConfig(_Section):
 
     reviews: str | None = Field(None, description="review JSON lines for serml; default data.path")
     item_text: str | None = Field(None, description="item text: LRD for hlr/hlr++, text-only items")
-    encoder: Literal["minilm", "hashing"] = "minilm"
+    encoder: Literal["minilm", "hashing"] = Field("minilm", description="item text encoder")
     cache_dir: str | None = Field(".relrec/text-cache", description="None: no embedding cache")
     # SERML's hierarchical review encoder
     vocab_size: int = Field(20_000, ge=3)
@@ -145,7 +200,10 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         p = Path(path)
         if not p.is_file():
             raise ConfigError(f"config file {p} does not exist")
-        tree = tomllib.loads(p.read_text())
+        try:
+            tree = tomllib.loads(p.read_text())
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"config file {p} is not valid TOML: {exc}") from None
     for name, values in sections.items():
         if isinstance(values, dict):
             tree.setdefault(name, {}).update({k: v for k, v in values.items() if v is not None})

@@ -10,25 +10,28 @@ C reader, so ML-1M (1M rows) loads in about a second.
 
 from __future__ import annotations
 
+import bz2
+import csv
+import gzip
 import logging
+import lzma
 import re
 import time
 import warnings
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from training.config import FORMATS
 from training.interactions import DataError, Interactions
 
 __all__ = ["FORMATS", "ROLES", "detect_format", "read_log"]
 
 logger = logging.getLogger(__name__)
 
-FORMATS: tuple[str, ...] = (
-    "ml-100k", "ml-1m", "ml-latest", "amazon", "lastfm", "csv", "tsv", "parquet",
-)
 ROLES: tuple[str, ...] = ("user", "item", "rating", "timestamp")
 _REQUIRED = ("user", "item")
 
@@ -44,6 +47,9 @@ _ALIASES: dict[str, tuple[str, ...]] = {
 _COMPRESSION_SUFFIXES = (".gz", ".bz2", ".xz", ".zip", ".zst")
 _ML100K_NAME = re.compile(r"u\d?\.(data|base|test)|u[ab]\.(base|test)")
 _JSON_CHUNK = 100_000
+# Delimiters a generic CSV/TSV is sniffed for, the format's own first on a tie.
+_SNIFFED = (",", "\t", ";", "|")
+_SNIFF_LINES = 20
 
 
 @dataclass(frozen=True)
@@ -52,15 +58,16 @@ class _TextSpec:
 
     sep: str
     names: tuple[str, ...] | None = None  # None: the first line is a header
+    sniff: bool = False  # generic files: the delimiter is sniffed among _SNIFFED
 
 
 _TEXT_SPECS: dict[str, _TextSpec] = {
     "ml-100k": _TextSpec("\t", ROLES),
     "ml-1m": _TextSpec("::", ROLES),
-    "ml-latest": _TextSpec(","),
+    "ml-latest": _TextSpec(",", sniff=True),
     "lastfm": _TextSpec("\t"),
-    "csv": _TextSpec(","),
-    "tsv": _TextSpec("\t"),
+    "csv": _TextSpec(",", sniff=True),
+    "tsv": _TextSpec("\t", sniff=True),
 }
 
 
@@ -86,15 +93,18 @@ def detect_format(path: str | Path) -> str:
 def read_log(
     path: str | Path,
     fmt: str | None = None,
-    columns: list[str] | None = None,
+    columns: list[str] | dict[str, str] | None = None,
     sep: str | None = None,
 ) -> Interactions:
     """Read an interaction log into raw `Interactions` (no threshold, no k-core).
 
-    `fmt` overrides detection from the file name. `columns` names the columns of a headerless
-    text file positionally (roles or their aliases: user, item, rating, timestamp; other names
-    are read and ignored); for Parquet it renames the columns positionally. `sep` overrides the
-    format's separator. Without a rating column every weight is 1; without a timestamp column
+    `fmt` overrides detection from the file name. `columns` as a list names the columns of a
+    headerless text file positionally (roles or their aliases: user, item, rating, timestamp;
+    other names are read and ignored); for Parquet it renames the columns positionally. As a
+    mapping role -> column (`{"user": "member", "item": "show"}`) it picks the role columns of
+    a file with a header (or JSON fields); roles it leaves out are found by their aliases.
+    `sep` overrides the format's separator; generic CSV/TSV files are otherwise sniffed for
+    ',', tab, ';' and '|'. Without a rating column every weight is 1; without a timestamp column
     `timestamps` is None.
     """
     path = Path(path)
@@ -125,13 +135,20 @@ def _normalise_format(fmt: str) -> str:
     return key
 
 
-def _resolve_roles(names: list[str], path: Path) -> dict[str, str]:
-    """Map each role to the column that holds it; `DataError` when user or item is missing."""
+def _resolve_roles(names: list[str], path: Path,
+                   given: dict[str, str] | None = None) -> dict[str, str]:
+    """Map each role to the column that holds it; `DataError` when user or item is missing.
+
+    `given` (role -> column, from `--columns user=member,...`) wins; the other roles are found
+    by their aliases among the remaining columns.
+    """
+    found = _given_roles(names, path, given or {})
     normalised: dict[str, str] = {}
     for name in names:
         normalised.setdefault(re.sub(r"[\s_\-]", "", str(name).lower()), str(name))
-    found: dict[str, str] = {}
     for role, aliases in _ALIASES.items():
+        if role in found:
+            continue
         match = next((normalised[a] for a in aliases if a in normalised), None)
         if match is not None and match not in found.values():
             found[role] = match
@@ -139,17 +156,37 @@ def _resolve_roles(names: list[str], path: Path) -> dict[str, str]:
         if role not in found:
             raise DataError(
                 f"{str(path)!r} has no {role} column (looked for {', '.join(_ALIASES[role])}); "
-                f"its columns are: {', '.join(map(str, names))}. Rename the column, or name "
-                f"the columns positionally with columns=[...] (--columns) for a headerless file"
+                f"its columns are: {', '.join(map(str, names))}. Name it with --columns "
+                f"{role}=COLUMN, or name a headerless file's columns in order (--columns "
+                f"user,item,rating)"
             )
     return found
 
 
-def _read_text(path: Path, spec: _TextSpec, columns: list[str] | None,
+def _given_roles(names: list[str], path: Path, given: dict[str, str]) -> dict[str, str]:
+    """Check a role -> column mapping against the roles and the file's columns."""
+    unknown = sorted(set(given) - set(ROLES))
+    if unknown:
+        raise DataError(f"columns names unknown role(s) {', '.join(unknown)}; the roles are "
+                        f"{', '.join(ROLES)} (e.g. --columns user=member,item=show)")
+    present = {str(n) for n in names}
+    for role, column in given.items():
+        if column not in present:
+            raise DataError(f"columns {role}={column}: {str(path)!r} has no column {column!r}; "
+                            f"its columns are: {', '.join(map(str, names))}")
+    if len(set(given.values())) != len(given):
+        raise DataError(f"columns must name distinct columns, got {given}")
+    return dict(given)
+
+
+def _read_text(path: Path, spec: _TextSpec, columns: list[str] | dict[str, str] | None,
                sep: str | None) -> pd.DataFrame:
     """Delimited text through pandas' C parser; compression is inferred from the suffix."""
+    if sep is None and spec.sniff:
+        sep = _sniff_delimiter(path, spec.sep)
     sep = spec.sep if sep is None else sep
-    names = tuple(columns) if columns is not None else spec.names
+    given = columns if isinstance(columns, dict) else None
+    names = tuple(columns) if isinstance(columns, list) else spec.names
     kwargs: dict[str, object] = {"skipinitialspace": True}
     if sep == "::":
         # The C parser takes one-character separators only; on "a::b::c" the ':' split yields
@@ -160,7 +197,9 @@ def _read_text(path: Path, spec: _TextSpec, columns: list[str] | None,
     try:
         if names is None:
             header = pd.read_csv(path, sep=sep, nrows=0, **kwargs).columns.tolist()
-            roles = _resolve_roles(header, path)
+            if len(header) == 1 and sep != ":":
+                raise DataError(_one_column(path, sep, str(header[0])))
+            roles = _resolve_roles(header, path, given)
             return _read_csv_roles(path, roles, sep=sep, **kwargs)
         if len(set(names)) != len(names):
             raise DataError(f"columns must be distinct names, got {list(names)}")
@@ -175,6 +214,48 @@ def _read_text(path: Path, spec: _TextSpec, columns: list[str] | None,
     except pd.errors.ParserError as err:
         raise DataError(f"cannot parse {str(path)!r} with separator {sep!r}: {err}; pass "
                         f"sep= or the right format (--format)") from None
+
+
+def _one_column(path: Path, sep: str, first: str) -> str:
+    return (f"{str(path)!r}: found one column with the delimiter {sep!r} (first line: "
+            f"{first[:80]!r}); the delimiter is sniffed among "
+            f"{', '.join(map(repr, _SNIFFED))}: write the file with one of them, or pass "
+            f"the right format (--format)")
+
+
+def _sniff_delimiter(path: Path, default: str) -> str:
+    """The delimiter of `_SNIFFED` that splits the first lines into the same, largest number of
+    fields (quotes respected); `default` when none splits them or on a tie."""
+    lines = _head_lines(path)
+    if not lines:
+        return default
+    best, best_score = default, (False, 1)
+    for candidate in (default, *(c for c in _SNIFFED if c != default)):
+        counts = [len(row) for row in csv.reader(lines, delimiter=candidate)]
+        score = (len(set(counts)) == 1, min(counts))
+        if score[1] > 1 and score > best_score:
+            best, best_score = candidate, score
+    if best_score[1] <= 1:
+        raise DataError(_one_column(path, default, lines[0]))
+    return best
+
+
+def _head_lines(path: Path) -> list[str]:
+    """The first non-empty lines of a text file, through its compression (by suffix)."""
+    suffix = path.suffix.lower()
+    opener = {".gz": gzip.open, ".bz2": bz2.open, ".xz": lzma.open}.get(suffix)
+    if suffix == ".zip":
+        with zipfile.ZipFile(path) as archive:
+            raw = archive.open(archive.namelist()[0]).read(1 << 16)
+    elif suffix == ".zst":
+        return []  # no stdlib reader; the format's own delimiter is used
+    else:
+        with (opener or open)(path, "rb") as fh:
+            raw = fh.read(1 << 16)
+    lines = raw.decode("utf-8", errors="replace").splitlines()
+    if len(raw) == 1 << 16:
+        lines = lines[:-1]  # the last line may be cut
+    return [line for line in lines if line.strip()][:_SNIFF_LINES]
 
 
 def _interleave_blanks(names: tuple[str, ...] | None) -> tuple[str, ...] | None:
@@ -193,20 +274,26 @@ def _read_csv_roles(path: Path, roles: dict[str, str], **kwargs: object) -> pd.D
     return frame.rename(columns={col: role for role, col in roles.items()})
 
 
-def _read_parquet(path: Path, columns: list[str] | None) -> pd.DataFrame:
-    frame = pd.read_parquet(path)
-    if columns is not None:
+def _read_parquet(path: Path, columns: list[str] | dict[str, str] | None) -> pd.DataFrame:
+    try:
+        frame = pd.read_parquet(path)
+    except (ValueError, OSError) as err:  # pyarrow's ArrowInvalid is a ValueError
+        raise DataError(f"cannot read {str(path)!r} as Parquet ({err}); is it another "
+                        f"format? Pass the right one with --format ({', '.join(FORMATS)}) "
+                        f"or leave it out to detect it from the name") from None
+    given = columns if isinstance(columns, dict) else None
+    if isinstance(columns, list):
         if len(columns) > frame.shape[1]:
             raise DataError(f"columns names {len(columns)} columns but {str(path)!r} has "
                             f"{frame.shape[1]}: {', '.join(map(str, frame.columns))}")
         frame = frame.iloc[:, : len(columns)].set_axis(list(columns), axis=1)
-    roles = _resolve_roles(frame.columns.tolist(), path)
+    roles = _resolve_roles(frame.columns.tolist(), path, given)
     return frame[list(roles.values())].rename(columns={c: r for r, c in roles.items()})
 
 
-def _read_json_lines(path: Path, columns: list[str] | None) -> pd.DataFrame:
+def _read_json_lines(path: Path, columns: list[str] | dict[str, str] | None) -> pd.DataFrame:
     """JSON lines in chunks, keeping only the role columns (review text is dropped early)."""
-    if columns is not None:
+    if isinstance(columns, list):
         raise DataError("columns= names the columns of headerless text files; JSON lines "
                         "name their own fields (user/reviewerID, item/asin, ...)")
     # dtype=False: keep ids as the strings they are (asin "0006428320" must not become an int)
@@ -217,7 +304,8 @@ def _read_json_lines(path: Path, columns: list[str] | None) -> pd.DataFrame:
     try:
         with reader:
             for chunk in reader:
-                roles = roles or _resolve_roles(chunk.columns.tolist(), path)
+                roles = roles or _resolve_roles(chunk.columns.tolist(), path,
+                                                columns or None)
                 missing = [c for c in roles.values() if c not in chunk.columns]
                 chunk = chunk.reindex(columns=list(roles.values())) if missing else chunk
                 parts.append(chunk[list(roles.values())])

@@ -19,15 +19,15 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import torch
-from pydantic import BaseModel, ConfigDict, Field, model_validator
 from tqdm.auto import tqdm
 
 from models.losses import hinge_loss, mean_hinge_loss, warp_loss
 from training import machine
+from training.config import ConfigError, TrainerConfig
 from training.dataset import Batch, TrainDataset
 
 log = logging.getLogger(__name__)
@@ -35,46 +35,6 @@ log = logging.getLogger(__name__)
 
 class TrainingDivergedError(RuntimeError):
     """The loss became NaN or infinite; lower the learning rate or check the data."""
-
-
-class TrainerConfig(BaseModel):
-    """Optimisation settings; defaults are the reference code's (DESIGN §1)."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    epochs: int = Field(30, ge=1)
-    lr: float = Field(1e-3, gt=0)
-    batch_size: int = Field(1000, ge=1)
-    patience: int = Field(5, ge=1, description="epochs without improvement before stopping")
-    select_by: Literal["ndcg", "loss"] = "ndcg"
-    eval_users: int = Field(2000, ge=0, description="validation users sampled; 0 = all")
-    device: str = "auto"
-    seed: int = 0
-    progress: bool = True
-    threads: int = Field(0, ge=0, description="intra-op threads; 0 = the available cores "
-                         "(shared among the ranks of one machine)")
-    prefetch: int = Field(2, ge=0, description="batches built ahead by a background thread; "
-                          "0 builds each batch inline")
-    compile: bool = Field(False, description="torch.compile the training objective "
-                          "(docs/benchmarks.md: where it wins)")
-    negatives: Literal["uniform", "hardest", "warp", "mean"] = Field(
-        "uniform", description="uniform: each sampled negative a triplet (the reference, with "
-        "n_negatives 1); hardest: the closest of n (history models: by ‖p − q‖²); warp: "
-        "rank-weighted hinge on the closest; mean: hinge averaged over n")
-    n_negatives: int = Field(1, ge=1, le=1000, description="negatives sampled per positive")
-    lr_memory: float | None = Field(None, gt=0, description="learning rate of K and M; None: lr")
-    memory_decay: float = Field(0.0, ge=0, description="L2 weight decay of K and M (pulls the "
-                                "relations toward 0, i.e. toward CML)")
-    schedule: Literal["constant", "cosine", "plateau"] = Field(
-        "constant", description="cosine: anneal to lr/100 over `epochs`; plateau: halve the "
-        "learning rate after an epoch without validation gain")
-
-    @model_validator(mode="after")
-    def _negatives_need_several(self) -> TrainerConfig:
-        if self.negatives in ("hardest", "warp") and self.n_negatives < 2:
-            raise ValueError(f"negatives={self.negatives!r} picks among sampled negatives: "
-                             "set n_negatives >= 2")
-        return self
 
 
 @dataclass
@@ -110,7 +70,18 @@ def resolve_device(device: str) -> torch.device:
     """`auto` picks CUDA when present (minGPT's trainer does the same)."""
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
+    try:
+        resolved = torch.device(device)
+    except RuntimeError as exc:
+        raise ConfigError(f"trainer.device {device!r} is not a device: {exc}") from None
+    if resolved.type == "cuda":
+        # Found here, not at the first .to(): torch's AssertionError names no fix (issue 19).
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if (resolved.index or 0) >= count:
+            raise ConfigError(f"--device {device}: this torch sees {count} CUDA device(s) "
+                              f"(torch {torch.__version__}, CUDA build: "
+                              f"{torch.version.cuda or 'none'}); use --device cpu or auto")
+    return resolved
 
 
 class TripletObjective(torch.nn.Module):
