@@ -43,9 +43,10 @@ import pandas as pd
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from serve import free_port, machine  # noqa: E402  (bench/serve.py, beside this file)
+from serve import machine  # noqa: E402  (bench/serve.py, beside this file)
 
 from models import artifact as art  # noqa: E402
+from tests.redis_process import free_port  # noqa: E402
 from training.filters import binarize  # noqa: E402
 from training.interactions import Interactions  # noqa: E402
 from training.readers import read_log  # noqa: E402

@@ -1,9 +1,10 @@
 """Serving benchmark (issue 7): throughput and latency of GET /recommend over real HTTP.
 
-Starts a real `redis-server` (free port, temp dir) and `relrec serve` (uvicorn, `--workers`
-processes, history_url redis://...) over a synthetic catalogue (bench/catalogue.py) or a given
-artifact, pins the server side (workers and Redis) to some cores and this load generator to the
-others, warms up, then measures on loopback, each phase bounded in time:
+Starts a real `redis-server` (free port, temp dir: `tests.redis_process`) and `relrec serve`
+(uvicorn, `--workers` processes, history_url redis://...) over a synthetic catalogue
+(bench/catalogue.py) or a given artifact, pins the server side (workers and Redis) to some
+cores and this load generator to the others, warms up, then measures on loopback, each phase
+bounded in time:
 
 - closed loop: `--concurrency` keep-alive connections, each sending its next request when the
   last one is answered, for GET /recommend/{user} and for GET /healthz on the same app (the
@@ -28,7 +29,6 @@ import json
 import os
 import platform
 import re
-import socket
 import subprocess
 import sys
 import tempfile
@@ -49,17 +49,9 @@ from loadgen import closed_loop, open_loop, run_async  # noqa: E402
 from profile_summary import summarise_profiles  # noqa: E402
 
 from models import artifact as art  # noqa: E402
+from tests.redis_process import free_port, redis_server  # noqa: E402
 
 STAGES = ("history", "retrieval", "rerank", "serialize")
-REDIS_BIN = "redis-server"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def split_cores(server_cores: int) -> tuple[set[int], set[int]]:
     """(server cores, client cores): the first `server_cores` of this process's CPUs serve."""
     cores = sorted(os.sched_getaffinity(0))
@@ -74,42 +66,6 @@ def _pinned(cpus: set[int]):  # -> preexec_fn
 
 
 # -- the server side --------------------------------------------------------------------------
-
-
-@contextmanager
-def redis_server(workdir: Path, cpus: set[int]) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
-    """A throw-away redis-server (AOF on, fsync every second: the production default)."""
-    port = free_port()
-    proc = subprocess.Popen(
-        [
-            REDIS_BIN,
-            "--port",
-            str(port),
-            "--bind",
-            "127.0.0.1",
-            "--dir",
-            str(workdir),
-            "--save",
-            "",
-            "--appendonly",
-            "yes",
-            "--daemonize",
-            "no",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        preexec_fn=_pinned(cpus),
-    )
-    try:
-        for _ in range(100):
-            with socket.socket() as s:
-                if s.connect_ex(("127.0.0.1", port)) == 0:
-                    break
-            time.sleep(0.05)
-        yield f"redis://127.0.0.1:{port}/0", proc
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
 
 
 @contextmanager

@@ -28,6 +28,7 @@ from loadgen import closed_loop, open_loop, run_async
 from profile_summary import summarise_profiles
 
 from models import artifact as art
+from tests.redis_process import redis_server
 
 EXECUTORS = ("thread", "inline")
 
@@ -160,7 +161,7 @@ def main() -> None:
     }
     result: dict[str, object] = {"executors": args.executors}
     with tempfile.TemporaryDirectory() as tmp, ExitStack() as stack:
-        redis_url, _ = stack.enter_context(serve.redis_server(Path(tmp), server_cpus))
+        redis_url, _ = stack.enter_context(redis_server(Path(tmp), server_cpus))
         urls = {}
         for mode in args.executors:
             extra = {**env, "RELREC_BATCH_EXECUTOR": mode}

@@ -39,13 +39,13 @@ from catalogue import CatalogueSpec, build_catalogue  # noqa: E402
 from loadgen import Connection, closed_loop, run_async  # noqa: E402
 from serve import (  # noqa: E402
     make_users,
-    redis_server,
     relrec_server,
     scrape_workers,
     split_cores,
 )
 
 from models import artifact as art  # noqa: E402
+from tests.redis_process import redis_server  # noqa: E402
 
 
 def rss_mb(pid: int) -> float:

@@ -13,7 +13,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import uuid
 import zipfile
 from dataclasses import dataclass
 from datetime import datetime
@@ -23,13 +22,14 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from models.durable import atomic_path, fsync_path
 from models.idmap import IdMap
 
 __all__ = [
     "CURRENT", "FORMAT_VERSION", "HISTORY_INDPTR", "HISTORY_ITEMS", "INDEX", "ITEM_IDS",
     "MANIFEST", "PAYLOAD_FILES", "POPULARITY", "SCORER", "TENSORS", "USER_IDS",
     "ArtifactArrays", "ArtifactError", "Counts", "FoldInInfo", "IndexInfo", "Manifest",
-    "OnnxInfo", "TensorSpec", "TextItemsInfo", "TrainingInfo", "file_sha256", "fsync_dir",
+    "OnnxInfo", "TensorSpec", "TextItemsInfo", "TrainingInfo", "file_sha256",
     "list_versions", "open_version", "point_current", "read_arrays",
     "read_manifest", "resolve_current", "resolve_version_dir", "user_history", "verify",
     "write_manifest",
@@ -226,27 +226,14 @@ def file_sha256(path: Path, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
-def fsync_dir(path: Path) -> None:
-    """fsync a directory so that renames and new entries in it survive a crash (POSIX)."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 # -- manifest ---------------------------------------------------------------------------------
 
 
 def write_manifest(version_dir: Path, manifest: Manifest) -> Path:
     """Write `manifest.json` atomically (temp file, fsync, rename): never half a manifest."""
     path = Path(version_dir) / MANIFEST
-    tmp = path.with_name(f".{MANIFEST}.{uuid.uuid4().hex}.tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(manifest.model_dump_json(indent=2) + "\n")
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    with atomic_path(path, sync=True) as tmp:
+        tmp.write_text(manifest.model_dump_json(indent=2) + "\n", encoding="utf-8")
     return path
 
 
@@ -393,14 +380,9 @@ def point_current(artifacts_dir: Path, version: str) -> Path:
     if link.exists() and not link.is_symlink():
         raise ArtifactError(f"{link} exists and is not a symlink; move it away so that relrec "
                             f"can manage the pointer")
-    tmp = root / f".{CURRENT}.{uuid.uuid4().hex}"
-    os.symlink(version, tmp)
-    try:
-        os.replace(tmp, link)
-    except OSError:
-        tmp.unlink(missing_ok=True)
-        raise
-    fsync_dir(root)
+    with atomic_path(link) as tmp:
+        os.symlink(version, tmp)
+    fsync_path(root)
     return link
 
 

@@ -17,6 +17,7 @@ from typing import Any
 from fastapi import FastAPI, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from models.version import relrec_version
 from service.errors import install_error_handlers
 from service.metrics import Metrics
 from service.middleware import LOG_FORMAT, RequestContextMiddleware, RequestIdFilter
@@ -49,7 +50,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app = FastAPI(
         title="relrec",
         summary="Relational metric-learning recommendations (LRML, HLR, HLR++)",
-        version=_relrec_version(),
+        version=relrec_version(),
         lifespan=lifespan,
     )
     app.state.runtime = runtime
@@ -131,12 +132,3 @@ def _configure_logging(level: str) -> None:
         if not any(isinstance(f, RequestIdFilter) for f in handler.filters):
             handler.addFilter(RequestIdFilter())
     logging.getLogger("service").setLevel(level.upper())
-
-
-def _relrec_version() -> str:
-    from importlib import metadata
-
-    try:
-        return metadata.version("relrec")
-    except metadata.PackageNotFoundError:
-        return "0+unknown"

@@ -9,10 +9,10 @@ last cursor is returned so that the next export can start after it (`after=`).
 from __future__ import annotations
 
 import csv
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from models.durable import atomic_path
 from service.history import open_history_store
 
 __all__ = ["ExportSummary", "export_interactions"]
@@ -33,11 +33,10 @@ def export_interactions(
     """Write every logged interaction after cursor `after` (None: all) to CSV at `out`."""
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp")
     store = open_history_store(history_url, max_len=1)
     rows, cursor = 0, after
     try:
-        with open(tmp, "w", newline="", encoding="utf-8") as f:
+        with atomic_path(out, sync=True) as tmp, open(tmp, "w", newline="", encoding="utf-8") as f:
             writer = csv.writer(f)
             writer.writerow(HEADER)
             while entries := store.read_log(cursor, page):
@@ -46,10 +45,6 @@ def export_interactions(
                     writer.writerow((e.user_id, e.item_id, repr(e.weight), e.timestamp))
                 rows += len(entries)
                 cursor = entries[-1].cursor
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, out)
     finally:
         store.close()
-        tmp.unlink(missing_ok=True)
     return ExportSummary(out, rows, cursor)

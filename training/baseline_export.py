@@ -32,6 +32,7 @@ import torch
 
 from models import artifact as art
 from models.idmap import IdMap
+from models.version import relrec_version
 from training.interactions import Interactions
 
 __all__ = ["BASELINE_FILE", "export_baseline", "is_baseline_run", "save_baseline"]
@@ -160,7 +161,7 @@ def _write_version(vdir: Path, version: str, created: datetime, fitted: dict[str
     dim = int(tensors["items"].shape[1])
     files = {name: art.file_sha256(vdir / name) for name in art.PAYLOAD_FILES}
     manifest = art.Manifest(
-        format_version=art.FORMAT_VERSION, version=version, relrec_version=ex._relrec_version(),
+        format_version=art.FORMAT_VERSION, version=version, relrec_version=relrec_version(),
         created_at=created, model=model, dim=dim, n_memory=0, l_max=L_MAX,
         counts=art.Counts(users=train.n_users, items=train.n_items, interactions=len(train)),
         data_fingerprint=train.fingerprint(), metrics=metrics, config=config,

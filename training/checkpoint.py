@@ -10,8 +10,6 @@ metrics and the resolved training config. `load_run` rebuilds the model through
 from __future__ import annotations
 
 import json
-import os
-import uuid
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +21,7 @@ from pydantic import ValidationError
 
 from models.base import RelationalModel
 from models.config import ModelConfig
+from models.durable import atomic_path
 from models.idmap import IdMap
 from models.registry import build_model
 from training.interactions import Interactions
@@ -157,9 +156,5 @@ def _savez(path: Path, arrays: dict[str, np.ndarray]) -> None:
 
 def _atomic(path: Path, write: Any) -> None:
     """Call `write(tmp)` then rename tmp over `path`: a crash never leaves half a file."""
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    try:
+    with atomic_path(path) as tmp:
         write(tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)

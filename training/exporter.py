@@ -19,7 +19,6 @@ import os
 import shutil
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +29,8 @@ import torch
 
 from models import artifact as art
 from models.base import RelationalModel
+from models.durable import fsync_path
+from models.version import relrec_version
 from training.checkpoint import load_run
 from training.interactions import Interactions
 from training.scorer_graph import OPSET, ScorerGraph, build_scorer_graph, export_onnx, io_spec
@@ -141,7 +142,7 @@ def publish(out_dir: str | Path, train: Interactions, content: Iterable[bytes],
         manifest = write(tmp, version, created)
         _sync_tree(tmp)
         os.rename(tmp, root / version)
-        art.fsync_dir(root)
+        fsync_path(root)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -171,7 +172,7 @@ def _write_version(vdir: Path, version: str, created: datetime, model: Relationa
     write_history(vdir, train if known is None else known)
     files = {name: art.file_sha256(vdir / name) for name in art.PAYLOAD_FILES}
     manifest = art.Manifest(
-        format_version=art.FORMAT_VERSION, version=version, relrec_version=_relrec_version(),
+        format_version=art.FORMAT_VERSION, version=version, relrec_version=relrec_version(),
         created_at=created, model=model.config.model_dump(mode="json"), dim=model.config.dim,
         n_memory=tensors["keys"].shape[1], l_max=model.config.l_max,
         counts=art.Counts(users=model.n_users, items=model.n_items, interactions=len(train)),
@@ -380,16 +381,5 @@ def _version_name(root: Path, created: datetime, content: Iterable[bytes],
 def _sync_tree(vdir: Path) -> None:
     """fsync every file and the directory: the rename that publishes must come after data."""
     for path in vdir.iterdir():
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-    art.fsync_dir(vdir)
-
-
-def _relrec_version() -> str:
-    try:
-        return metadata.version("relrec")
-    except metadata.PackageNotFoundError:
-        return "unknown"
+        fsync_path(path)
+    fsync_path(vdir)

@@ -11,15 +11,14 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
 import re
-import uuid
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 from tqdm.auto import tqdm
 
+from models.durable import atomic_path
 from training.sentence_encoder import SentenceEncoder
 
 __all__ = ["cache_path", "embed_texts", "text_keys"]
@@ -102,10 +101,5 @@ def _load(cache_dir: str | Path | None, encoder: SentenceEncoder
 
 def _save(path: Path, keys: np.ndarray, vecs: np.ndarray) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    try:
-        with open(tmp, "wb") as f:
-            np.savez(f, keys=keys, vectors=vecs)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        np.savez(f, keys=keys, vectors=vecs)

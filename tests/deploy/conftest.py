@@ -14,31 +14,23 @@ import json
 import os
 import re
 import shutil
-import signal
-import socket
 import subprocess
 import sys
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-import redis
+
+from tests import redis_process
+from tests.redis_process import have_redis, stop
 
 REPO = Path(__file__).resolve().parents[2]
 DEPLOY = REPO / "deploy"
 ENTRYPOINT = DEPLOY / "entrypoint.sh"
 REDIS_CONF = DEPLOY / "redis.conf"
 DOCKERFILE = REPO / "Dockerfile"
-REDIS_BIN = shutil.which("redis-server") or "/usr/bin/redis-server"
 # The venv's bin: relrec, and the linters the dev extra installs (hadolint, shellcheck).
 VENV_BIN = Path(sys.executable).parent
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def tool(name: str) -> str | None:
@@ -142,35 +134,6 @@ def check_container_args(args: list[str], tmp_path: Path) -> list[argparse.Names
 # -- redis-server --------------------------------------------------------------------------
 
 
-def wait_for_redis(url: str, proc: subprocess.Popen[bytes], timeout_s: float = 10.0) -> None:
-    client = redis.Redis.from_url(url, socket_timeout=1.0)
-    deadline = time.monotonic() + timeout_s
-    try:
-        while True:
-            try:
-                client.ping()
-                return
-            except redis.ConnectionError:
-                if proc.poll() is not None:
-                    raise AssertionError(f"redis-server exited with {proc.returncode}") from None
-                if time.monotonic() > deadline:
-                    raise AssertionError(f"redis-server at {url} did not answer") from None
-                time.sleep(0.05)
-    finally:
-        client.close()
-
-
-def stop(proc: subprocess.Popen[bytes], timeout_s: float = 10.0) -> None:
-    """SIGTERM, then SIGKILL if it is still there after `timeout_s`."""
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=timeout_s)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=timeout_s)
-
-
 RedisStarter = Callable[..., tuple[subprocess.Popen[bytes], int]]
 
 
@@ -182,7 +145,7 @@ class RedisServers:
     """
 
     def __init__(self, root: Path) -> None:
-        if not Path(REDIS_BIN).exists():
+        if not have_redis():
             pytest.skip("redis-server binary not found (scripts/setup.sh installs it)")
         self.root = root
         self.password = conf_value("requirepass")
@@ -190,16 +153,11 @@ class RedisServers:
 
     def start(self, name: str = "redis", port: int | None = None, *extra: str
               ) -> tuple[subprocess.Popen[bytes], int]:
-        port = port or free_port()
         workdir = self.root / name
         workdir.mkdir(exist_ok=True)
-        proc = subprocess.Popen(
-            [REDIS_BIN, str(REDIS_CONF), "--port", str(port), "--bind", "127.0.0.1",
-             "--dir", str(workdir), *extra],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )
+        proc, port = redis_process.start_redis(workdir, *extra, config=REDIS_CONF, port=port,
+                                               password=self.password)
         self.procs.append(proc)
-        wait_for_redis(f"redis://:{self.password}@127.0.0.1:{port}/0", proc)
         return proc, port
 
     def stop_all(self) -> None:

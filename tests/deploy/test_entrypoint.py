@@ -32,10 +32,10 @@ from tests.deploy.conftest import (
     RedisStarter,
     clean_env,
     conf_value,
-    free_port,
     parse_relrec,
     stop,
 )
+from tests.redis_process import free_port
 
 SERVE_START_TIMEOUT_S = 60.0
 STOP_TIMEOUT_S = 20.0

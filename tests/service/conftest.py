@@ -1,8 +1,8 @@
 """Fixtures of the service tests: a real redis-server, the history store over both backends.
 
-The Redis fixture starts the `redis-server` binary on a free port in a temp dir (no Docker, no
-mocks: gorse's `baseTestSuite` runs its cache suite against real servers); tests that need it
-skip when the binary is missing.
+The Redis fixture starts the `redis-server` binary on a free port in a temp dir
+(`tests.redis_process`; no Docker, no mocks: gorse's `baseTestSuite` runs its cache suite
+against real servers); tests that need it skip when the binary is missing.
 """
 
 from __future__ import annotations
@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -29,59 +28,16 @@ from service.app import create_app
 from service.history import HistoryStore, open_history_store
 from service.loader import LoadedArtifact, load_artifact
 from service.settings import Settings
-
-REDIS_BIN = shutil.which("redis-server") or "/usr/bin/redis-server"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+from tests.redis_process import free_port, have_redis, redis_server
 
 
 @pytest.fixture(scope="session")
 def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """URL of a throw-away redis-server (AOF on, as production should run it)."""
-    if not Path(REDIS_BIN).exists():
+    if not have_redis():
         pytest.skip("redis-server binary not found")
-    workdir = tmp_path_factory.mktemp("redis")
-    port = _free_port()
-    proc = subprocess.Popen(
-        [
-            REDIS_BIN,
-            "--port",
-            str(port),
-            "--bind",
-            "127.0.0.1",
-            "--dir",
-            str(workdir),
-            "--save",
-            "",
-            "--appendonly",
-            "yes",
-            "--daemonize",
-            "no",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    url = f"redis://127.0.0.1:{port}/0"
-    client = redis.Redis.from_url(url)
-    for _ in range(100):
-        try:
-            client.ping()
-            break
-        except redis.ConnectionError:
-            time.sleep(0.05)
-    else:
-        proc.kill()
-        pytest.fail("redis-server did not start")
-    try:
+    with redis_server(tmp_path_factory.mktemp("redis")) as (url, _):
         yield url
-    finally:
-        client.close()
-        proc.terminate()
-        proc.wait(timeout=10)
 
 
 @pytest.fixture(params=["sqlite", "redis"])
@@ -256,7 +212,7 @@ class ApiProcess:
     """
 
     def __init__(self, log_path: Path, **settings: object) -> None:
-        self.port = _free_port()
+        self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = log_path
         self.settings = {

@@ -4,7 +4,6 @@ gracefully (in-flight work done, lifespan shutdown run)."""
 from __future__ import annotations
 
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -15,15 +14,15 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.redis_process import free_port
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_serve_answers_and_stops_gracefully_on_sigterm(
     tiny_artifact_dir: Path, tmp_path: Path
 ) -> None:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = int(s.getsockname()[1])
+    port = free_port()
     code = (
         "from service.server import serve; from service.settings import Settings; "
         f"serve(Settings(_env_file=None, artifact_dir={str(tiny_artifact_dir)!r}, "

@@ -3,7 +3,6 @@ hinge and with the text objectives (SERML's review regression; item text: LRD + 
 whose extra modules DDP has to synchronise too."""
 
 import json
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -11,18 +10,14 @@ from pathlib import Path
 import pytest
 import torch
 
+from tests.redis_process import free_port
+
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _train_two_ranks(data: Path, out: Path, model: str, *extra: str) -> None:
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
-           "--master_addr", "127.0.0.1", "--master_port", str(_free_port()),
+           "--master_addr", "127.0.0.1", "--master_port", str(free_port()),
            "-m", "training.distributed", "--data", str(data), "--model", model,
            "--k-core", "5", "--dim", "8", "--memories", "4", "--max-history", "8",
            "--epochs", "2", "--batch-size", "256", "--no-progress", "--eval-users", "50",
