@@ -82,6 +82,7 @@ class Recommender:
         on_stage: StageObserver | None = None,
         on_store_error: Callable[[], None] | None = None,
         fold_in: FoldIn | None = None,
+        on_scored: Callable[[int], None] | None = None,
     ) -> None:
         self.artifact = artifact
         self.fold_in = fold_in or MeanFoldIn(artifact.arrays.items)
@@ -91,6 +92,7 @@ class Recommender:
         self.history_len = history_len
         self.on_stage = on_stage or (lambda stage, seconds: None)
         self.on_store_error = on_store_error or (lambda: None)
+        self.on_scored = on_scored or (lambda n: None)  # candidates re-ranked, per call
 
     @property
     def version(self) -> str:
@@ -176,6 +178,7 @@ class Recommender:
             explain=any(q.explain for q in queries),
         )
         self.on_stage("rerank", time.perf_counter() - t1)
+        self.on_scored(sum(len(c) for c in cands))  # the ranker's pads are not candidates
         return dict(zip(positions, ranked, strict=True))
 
     # -- step 5: responses --------------------------------------------------------------------

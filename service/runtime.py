@@ -206,6 +206,7 @@ class Runtime:
             s.history_max_len,
             on_stage=self._observe_stage,
             on_store_error=self.metrics.store_errors.labels("recent").inc,
+            on_scored=self.metrics.candidates_scored.inc,
             fold_in=build_fold_in(
                 artifact.manifest.fold_in,
                 arrays,

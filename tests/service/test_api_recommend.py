@@ -142,6 +142,28 @@ def test_metrics_count_requests_and_stages(client: TestClient, loaded: LoadedArt
     assert np.isfinite(float(text.split("relrec_batch_size_count ")[1].split()[0]))
 
 
+def _candidates_scored(client: TestClient) -> float:
+    text = client.get("/metrics").text
+    return float(text.split("\nrelrec_candidates_scored_total ")[1].split()[0])
+
+
+def test_candidates_scored_rises_by_the_candidates_re_ranked(
+    client: TestClient, loaded: LoadedArtifact
+) -> None:
+    """Test issue #17: the counter was declared and never incremented."""
+    assert _candidates_scored(client) == 0.0
+    user = str(loaded.arrays.user_ids.ids[0])
+    assert client.get(f"/recommend/{user}", params={"k": 5}).status_code == 200
+    after_one = _candidates_scored(client)
+    unseen = loaded.arrays.item_ids.ids.shape[0] - len(train_items(loaded, user))
+    # Every unseen item up to RELREC_N_CANDIDATES (200) is re-ranked, at least the k answered.
+    assert 5 <= after_one <= min(200, unseen)
+    assert client.get(f"/recommend/{user}", params={"k": 5}).status_code == 200
+    assert _candidates_scored(client) == 2 * after_one  # same user, same candidates
+    assert client.get("/recommend/nobody-at-all").json()["source"] == "popular"
+    assert _candidates_scored(client) == 2 * after_one  # the fallback re-ranks nothing
+
+
 def test_post_then_get_on_both_history_stores(
     tiny_artifact_dir: Path, history_url: str, loaded: LoadedArtifact
 ) -> None:
