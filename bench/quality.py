@@ -44,7 +44,9 @@ def run_one(args: argparse.Namespace, algorithm: str, seed: int, split, out: Pat
                             "split": args.split, "min_rating": args.min_rating},
                       trainer={"seed": seed})
     start = time.perf_counter()
-    doc = run(cfg, out / f"{algorithm.replace('+', 'p')}-s{seed}", split=split).metrics
+    run_dir = out / f"{algorithm.replace('+', 'p')}-s{seed}"
+    # top-k lists for the report's coverage and long-tail figures
+    doc = run(cfg, run_dir, split=split, topk_out=run_dir / "topk.csv").metrics
     doc["wall_s"] = time.perf_counter() - start
     return doc
 
@@ -118,7 +120,16 @@ def render_runs(out: Path, table_path: str | None) -> int:
     print(table)
     if table_path:
         Path(table_path).write_text(table + "\n")
+    if per_algo:
+        write_html(out)
     return 0
+
+
+def write_html(out: Path) -> None:
+    """`relrec report` of every run under `out`: curves, metrics with CIs, popularity."""
+    from training.report import write_report
+
+    print(f"report written to {write_report([out], out / 'report.html', title=f'quality: {out}')}")
 
 
 def add_training_args(p: argparse.ArgumentParser) -> None:
@@ -192,6 +203,7 @@ def main(argv: list[str] | None = None) -> int:
     (out / "results.json").write_text(json.dumps(per_algo, indent=2))
     if args.table:
         Path(args.table).write_text(table + "\n")
+    write_html(out)
     return 0
 
 

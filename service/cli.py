@@ -10,7 +10,7 @@ import argparse
 import logging
 import sys
 
-OFFLINE = ("train", "tune", "export", "sample", "demo")
+OFFLINE = ("train", "tune", "export", "sample", "demo", "report")
 SERVING = ("serve", "export-interactions")
 
 

@@ -276,6 +276,19 @@ def cmd_demo(args: argparse.Namespace) -> int:
                     epochs=args.epochs)
 
 
+def cmd_report(args: argparse.Namespace) -> int:
+    try:
+        import matplotlib  # noqa: F401  (the figures; an extra: pip install -e ".[report]")
+
+        from training.report import write_report
+    except ModuleNotFoundError as exc:
+        raise ConfigError(f"relrec report needs matplotlib ({exc}): pip install matplotlib") \
+            from None
+    out = write_report(args.runs, args.out, title=args.title)
+    sys.stdout.write(f"report written to {out}\n")
+    return 0
+
+
 def add_subcommands(sub: argparse._SubParsersAction) -> None:
     add_train_parser(sub)
     add_tune_parser(sub)
@@ -297,6 +310,13 @@ def add_subcommands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--epochs", type=int, default=10, help="HLR training epochs (default: 10)")
     p.add_argument("--no-serve", action="store_true", help="stop after the export")
     p.set_defaults(func=cmd_demo)
+    p = sub.add_parser("report", help="one self-contained HTML page of figures from run "
+                       "directories: learning curves, metrics with CIs, popularity, coverage")
+    p.add_argument("runs", nargs="+", metavar="RUN",
+                   help="a run directory (relrec train --out), or a folder of them")
+    p.add_argument("--out", required=True, help="HTML file to write")
+    p.add_argument("--title", default="relrec report", help="page title (default: relrec report)")
+    p.set_defaults(func=cmd_report)
 
 
 
