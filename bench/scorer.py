@@ -33,10 +33,10 @@ sys.path.insert(0, str(ROOT))
 
 from models import artifact as art  # noqa: E402
 from models.config import ModelConfig  # noqa: E402
-from models.registry import build_model  # noqa: E402
+from models.registry import build_model, build_scorer_graph  # noqa: E402
 from training.exporter import export  # noqa: E402
 from training.interactions import Interactions  # noqa: E402
-from training.scorer_graph import build_scorer_graph, export_onnx  # noqa: E402
+from training.scorer_graph import export_onnx  # noqa: E402
 
 KINDS = ["hlr", "hlr++", "lrml", "cml", "adacml"]
 

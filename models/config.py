@@ -8,14 +8,21 @@ checkpoint). Pure pydantic, no torch, so that the service can read a manifest wi
 from __future__ import annotations
 
 import warnings
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PositiveInt
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PositiveInt
 
-ModelKind = Literal["cml", "lrml", "hlr", "hlr++", "adacml", "serml"]
+from models import registry
 
-# Models whose relation reads the user's history N_u (DESIGN §1).
-HISTORY_KINDS: frozenset[str] = frozenset({"hlr", "hlr++", "adacml"})
+
+def _known_kind(kind: str) -> str:
+    registry.spec(kind)  # raises ValueError naming the known kinds
+    return kind
+
+
+# A kind of `models.registry.KINDS`, checked when validated (not a Literal: the table is the one
+# list of kinds, and a test may register a kind after this module is imported).
+ModelKind = Annotated[str, AfterValidator(_known_kind)]
 
 # `copy` is the reference code's own name for the option (deezer/recsys21-hlr, LRML `copy`);
 # it shadows the deprecated `BaseModel.copy`, which nobody here calls (use `model_copy`).
@@ -56,4 +63,4 @@ with warnings.catch_warnings():
         @property
         def uses_history(self) -> bool:
             """Whether the model's relation reads the user's history (HLR, HLR++, AdaCML)."""
-            return self.kind in HISTORY_KINDS
+            return registry.spec(self.kind).uses_history

@@ -21,6 +21,7 @@ import numpy as np
 import onnxruntime as ort
 
 from models import artifact as art
+from models.scorer_io import ATTENTION, DISTANCES, INPUTS, empty_history, scorer_feed
 from service import accel
 from service.errors import ArtifactRejectedError
 
@@ -30,7 +31,6 @@ __all__ = ["INDEX_FILE", "SCORER_FILE", "LoadedArtifact", "load_artifact"]
 
 SCORER_FILE = art.SCORER
 INDEX_FILE = art.INDEX
-ONNX_INPUTS = ("user_vecs", "hist_rows", "hist_mask", "cand_rows")
 
 
 @dataclass(eq=False)
@@ -78,7 +78,7 @@ def load_artifact(
     _check_arrays(path, arrays)
     l_max = int(manifest.l_max)
     session = _open_session(path / SCORER_FILE, ort_threads, use_gpu)
-    has_attention = "attention" in {o.name for o in session.get_outputs()}
+    has_attention = ATTENTION in {o.name for o in session.get_outputs()}
     if faiss_threads:
         faiss.omp_set_num_threads(faiss_threads)
     index = _open_index(path / INDEX_FILE, arrays.items, ef_search, use_gpu)
@@ -129,10 +129,10 @@ def _open_session(path: Path, threads: int, use_gpu: bool | None) -> ort.Inferen
             f"{path.parent.name}/{path.name} does not load in onnxruntime: {exc}"
         ) from exc
     names = {i.name for i in session.get_inputs()}
-    missing = [n for n in ONNX_INPUTS if n not in names]
-    if missing or "distances" not in {o.name for o in session.get_outputs()}:
+    missing = [n for n in INPUTS if n not in names]
+    if missing or DISTANCES not in {o.name for o in session.get_outputs()}:
         raise ArtifactRejectedError(
-            f"{path.parent.name}/{path.name} must take inputs {', '.join(ONNX_INPUTS)} and "
+            f"{path.parent.name}/{path.name} must take inputs {', '.join(INPUTS)} and "
             f"output 'distances' (missing inputs: {missing or 'none'}); re-export the model"
         )
     return session
@@ -170,14 +170,10 @@ def _open_index(path: Path, items: np.ndarray, ef_search: int, use_gpu: bool | N
 def _smoke_test(loaded: LoadedArtifact) -> None:
     """One tiny inference: a graph that loads but cannot run must not be swapped in."""
     n = min(2, loaded.n_items)
-    feeds = {
-        "user_vecs": np.ascontiguousarray(loaded.arrays.items[:1], dtype=np.float32),
-        "hist_rows": np.zeros((1, loaded.l_max), np.int64),
-        "hist_mask": np.zeros((1, loaded.l_max), np.float32),
-        "cand_rows": np.arange(n, dtype=np.int64)[None, :],
-    }
+    feeds = scorer_feed(loaded.arrays.items[:1], *empty_history(1, loaded.l_max),
+                        np.arange(n, dtype=np.int64)[None, :])
     try:
-        (dist,) = loaded.session.run(["distances"], feeds)
+        (dist,) = loaded.session.run([DISTANCES], feeds)
     except Exception as exc:  # noqa: BLE001 - ORT raises its own exception types
         raise ArtifactRejectedError(
             f"{loaded.version}/{SCORER_FILE} fails on a test input "

@@ -15,6 +15,8 @@ from dataclasses import dataclass
 import numpy as np
 import onnxruntime as ort
 
+from models.scorer_io import ATTENTION, DISTANCES, scorer_feed
+
 __all__ = ["Ranked", "Ranker"]
 
 
@@ -54,16 +56,8 @@ class Ranker:
             if len(c):
                 cand[i, : len(c)] = c
                 cand[i, len(c) :] = c[0]
-        outputs = ["distances", "attention"] if explain and self.has_attention else ["distances"]
-        result = self.session.run(
-            outputs,
-            {
-                "user_vecs": np.ascontiguousarray(user_vecs, dtype=np.float32),
-                "hist_rows": np.ascontiguousarray(hist_rows, dtype=np.int64),
-                "hist_mask": np.ascontiguousarray(hist_mask, dtype=np.float32),
-                "cand_rows": cand,
-            },
-        )
+        outputs = [DISTANCES, ATTENTION] if explain and self.has_attention else [DISTANCES]
+        result = self.session.run(outputs, scorer_feed(user_vecs, hist_rows, hist_mask, cand))
         dist = result[0]  # [B, C]
         att = result[1] if len(result) > 1 else None  # [B, C, L]
         ranked = []

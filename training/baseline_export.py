@@ -32,6 +32,7 @@ import torch
 
 from models import artifact as art
 from models.idmap import IdMap
+from models.scorer_io import DISTANCES, empty_history, scorer_feed
 from models.version import relrec_version
 from training.interactions import Interactions
 
@@ -134,8 +135,9 @@ def _write_version(vdir: Path, version: str, created: datetime, fitted: dict[str
                    tensors: dict[str, np.ndarray], metrics: dict[str, Any],
                    config: dict[str, Any] | None, index: str,
                    parity_check: bool) -> art.Manifest:
+    from models.graphs import DotGraph
     from training import exporter as ex
-    from training.scorer_graph import DotGraph, export_onnx
+    from training.scorer_graph import export_onnx
 
     graph = DotGraph(torch.from_numpy(tensors["items"]), L_MAX).eval()
     export_onnx(graph, vdir / art.SCORER)
@@ -184,10 +186,9 @@ def check_dot_parity(tensors: dict[str, np.ndarray], onnx_path: Path, seed: int 
                            rng.standard_normal((2, dim))]).astype(np.float32)
     cand = rng.integers(0, n_items, (len(vecs), min(64, n_items)))
     cand[0, 0] = n_items  # out of range: must never rank
-    feed = {"user_vecs": vecs, "hist_rows": np.zeros((len(vecs), L_MAX), np.int64),
-            "hist_mask": np.zeros((len(vecs), L_MAX), np.float32), "cand_rows": cand}
+    feed = scorer_feed(vecs, *empty_history(len(vecs), L_MAX), cand)
     session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
-    (got,) = session.run(["distances"], feed)
+    (got,) = session.run([DISTANCES], feed)
     ok = cand < n_items
     want = -np.einsum("bd,bcd->bc", vecs, items[np.where(ok, cand, 0)])
     diff = np.abs(got[ok] - want[ok])

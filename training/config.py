@@ -11,10 +11,11 @@ from __future__ import annotations
 import json
 import tomllib
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from models import registry
 from models.config import ModelConfig
 
 # Log formats `training.readers.read_log` knows; kept here so that `relrec --help` lists them
@@ -22,9 +23,21 @@ from models.config import ModelConfig
 FORMATS: tuple[str, ...] = (
     "ml-100k", "ml-1m", "ml-latest", "amazon", "lastfm", "csv", "tsv", "parquet",
 )
-RELATIONAL = ("cml", "lrml", "hlr", "hlr++", "adacml", "serml")
+RELATIONAL = tuple(registry.KINDS)  # the relational model kinds (models/registry.py)
 BASELINES = ("pop", "als", "ease")
 ALGORITHMS = BASELINES + RELATIONAL
+
+
+def _known_algorithm(algorithm: str) -> str:
+    if algorithm not in BASELINES and algorithm not in registry.KINDS:
+        raise ValueError(f"unknown algorithm {algorithm!r}; known: "
+                         f"{', '.join(BASELINES + tuple(registry.KINDS))}")
+    return algorithm
+
+
+# A baseline or a kind of `models.registry.KINDS`, checked when validated (not a Literal: the
+# registry is the one list of kinds, and a test may register a kind after this import).
+Algorithm = Annotated[str, AfterValidator(_known_algorithm)]
 
 
 class ConfigError(ValueError):
@@ -141,8 +154,7 @@ class TextConfig(_Section):
 
 
 class TrainConfig(_Section):
-    algorithm: Literal["pop", "als", "ease", "cml", "lrml", "hlr", "hlr++", "adacml",
-                       "serml"] = "hlr"
+    algorithm: Algorithm = "hlr"
     data: DataConfig = Field(default_factory=DataConfig)
     model: ModelConfig | None = Field(default_factory=lambda: ModelConfig(kind="hlr"),
                                       description="None for the baselines")
@@ -156,7 +168,7 @@ class TrainConfig(_Section):
 
     @property
     def is_relational(self) -> bool:
-        return self.algorithm in RELATIONAL
+        return self.algorithm in registry.KINDS
 
     @model_validator(mode="after")
     def _text_objectives_take_one_negative(self) -> TrainConfig:
@@ -212,7 +224,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     for assignment in overrides or []:
         apply_override(tree, assignment)
     algorithm = tree.get("algorithm", "hlr")
-    if algorithm in RELATIONAL:
+    if algorithm in registry.KINDS:
         tree.setdefault("model", {})["kind"] = algorithm
     else:
         tree["model"] = None  # baselines have no relational model section

@@ -30,10 +30,13 @@ import torch
 from models import artifact as art
 from models.base import RelationalModel
 from models.durable import fsync_path
+from models.graphs import ScorerGraph
+from models.registry import build_scorer_graph
+from models.scorer_io import OPSET, scorer_feed
 from models.version import relrec_version
 from training.checkpoint import load_run
 from training.interactions import Interactions
-from training.scorer_graph import OPSET, ScorerGraph, build_scorer_graph, export_onnx, io_spec
+from training.scorer_graph import export_onnx, io_spec
 from training.text_items import TextItems, extend_with_text_items, load_text_items
 
 __all__ = ["ExportError", "ParityError", "build_index", "export", "export_run", "history_csr",
@@ -327,8 +330,7 @@ def parity_inputs(model: RelationalModel, rng: np.random.Generator, n_users: int
     hist_mask = (np.arange(l_max)[None, :] < lengths[:, None]).astype(np.float32)
     hist_rows = rng.integers(0, n_items, (batch, l_max))
     cand_rows = rng.integers(0, n_items, (batch, min(n_cand, n_items)))
-    return {"user_vecs": user_vecs, "hist_rows": hist_rows, "hist_mask": hist_mask,
-            "cand_rows": cand_rows}
+    return scorer_feed(user_vecs, hist_rows, hist_mask, cand_rows)
 
 
 @torch.no_grad()

@@ -1,16 +1,8 @@
-"""Scorer graphs: every model's exact distance, rearranged for ONNX Runtime on a CPU.
+"""Scorer export: trace a model kind's scoring graph (`models/graphs.py`) into `scorer.onnx`.
 
-Stage: export. Reads a trained `RelationalModel` (tables, K, M) and builds the `nn.Module` that
-`export_onnx` traces into the artifact's `scorer.onnx`. Inputs are user vectors `[B, d]`,
-history rows `[B, L_max]` with a float mask, candidate rows `[B, C]`; outputs are distances
-`[B, C]` and, for HLR/HLR++, the attention over the history `[B, C, L_max]`.
-
-The graphs compute what `RelationalModel.distance` computes, in an order chosen for speed
-(docs/benchmarks.md): for HLR the LRAM logits (q_v ⊙ x_k) K of every candidate and slot are one
-matmul q_v @ (x_k ⊙ K), laid out `[N, S, C]` so that every later reduction runs over long
-contiguous rows, and the relation is read from M once per candidate. Pad and out-of-range rows
-map to a zero row appended to the item table (no out-of-range gather); an out-of-range
-candidate gets distance +inf so that it never ranks.
+Stage: export. `models.registry.build_scorer_graph` builds the graph of a trained model's kind;
+this module traces it with the I/O contract of `models/scorer_io.py` (names, dtypes, opset),
+declaring every input even where a graph does not read it, and checks the ONNX file.
 """
 
 from __future__ import annotations
@@ -19,263 +11,20 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import onnx
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
-from models.base import RelationalModel
+from models import scorer_io
+from models.graphs import ScorerGraph
+from models.scorer_io import INPUTS, OPSET
 
-__all__ = ["INPUTS", "OPSET", "SAFE_SHIFT", "DotGraph", "ScorerGraph", "build_scorer_graph",
-           "export_onnx", "io_spec"]
-
-OPSET = 17
-INPUTS = ("user_vecs", "hist_rows", "hist_mask", "cand_rows")
-# Largest logit shift for which exp(logit - shift) cannot underflow for a whole row
-# (shifted logits >= -2 * shift > -87, the smallest normal float32's log).
-SAFE_SHIFT = 40.0
-_MASK_BIG = 1e30  # added (negated) to masked logits; finite, so a fully masked row stays finite
-
-
-def masked_softmax(logits: Tensor, mask: Tensor, dim: int) -> Tensor:
-    """Softmax over `dim` where mask (float 0/1, broadcast) is 1; a fully masked row gives 0.
-
-    Same contract as `models.base.masked_softmax` (an empty history contributes nothing),
-    written without -inf so that ONNX sees plain arithmetic.
-    """
-    biased = logits + (mask - 1.0) * _MASK_BIG
-    expd = torch.exp(biased - biased.amax(dim, keepdim=True)) * mask
-    return expd / expd.sum(dim, keepdim=True).clamp_min(torch.finfo(torch.float32).tiny)
-
-
-class ScorerGraph(nn.Module):
-    """Shared part: the item table with its zero row, row validation, the +inf for bad rows."""
-
-    has_attention = False
-
-    def __init__(self, items: Tensor, l_max: int) -> None:
-        super().__init__()
-        n_items, dim = items.shape
-        self.n_items, self.dim, self.l_max = n_items, dim, l_max
-        self.register_buffer("items", torch.cat([items, items.new_zeros(1, dim)]))  # [V+1, d]
-        self.register_buffer("pad_row", torch.tensor(n_items, dtype=torch.int64))
-
-    @property
-    def output_names(self) -> tuple[str, ...]:
-        return ("distances", "attention") if self.has_attention else ("distances",)
-
-    def forward(self, user_vecs: Tensor, hist_rows: Tensor, hist_mask: Tensor,
-                cand_rows: Tensor) -> Tensor | tuple[Tensor, Tensor]:
-        cand_ok = (cand_rows >= 0) & (cand_rows < self.n_items)  # [B, C]
-        cand = self.items[torch.where(cand_ok, cand_rows, self.pad_row)]  # [B, C, d]
-        dist, attn = self.score(user_vecs, hist_rows, hist_mask, cand)
-        dist = torch.where(cand_ok, dist, torch.full_like(dist, float("inf")))
-        return dist if attn is None else (dist, attn)
-
-    def history(self, hist_rows: Tensor, hist_mask: Tensor) -> tuple[Tensor, Tensor]:
-        """History vectors `[B, L, d]` (pads and bad rows -> zero row) and the float mask."""
-        ok = (hist_mask > 0.5) & (hist_rows >= 0) & (hist_rows < self.n_items)  # [B, L]
-        return self.items[torch.where(ok, hist_rows, self.pad_row)], ok.float()
-
-    def score(self, user_vecs: Tensor, hist_rows: Tensor, hist_mask: Tensor,
-              cand: Tensor) -> tuple[Tensor, Tensor | None]:
-        raise NotImplementedError
-
-
-def _distance(user_vecs: Tensor, relation: Tensor | None, cand: Tensor) -> Tensor:
-    """‖p_u + r − q_v‖² `[B, C]` in the direct form (no ‖a‖² − 2ab + ‖b‖² cancellation)."""
-    diff = user_vecs[:, None, :] - cand  # [B, C, d]
-    if relation is not None:
-        diff = diff + relation
-    return (diff * diff).sum(-1)
-
-
-class CMLGraph(ScorerGraph):
-    """‖p_u − q_v‖²."""
-
-    def score(self, user_vecs: Tensor, hist_rows: Tensor, hist_mask: Tensor,
-              cand: Tensor) -> tuple[Tensor, Tensor | None]:
-        return _distance(user_vecs, None, cand), None
-
-
-class DotGraph(ScorerGraph):
-    """−⟨x_u, y_v⟩: the baselines' scores as distances (smaller is better), so that ALS
-    (x_u, y_v its factors) and most popular (x_u = 1, y_v = popularity) are served by the same
-    service as the relational models (issue 16). The history is not read."""
-
-    def score(self, user_vecs: Tensor, hist_rows: Tensor, hist_mask: Tensor,
-              cand: Tensor) -> tuple[Tensor, Tensor | None]:
-        return -(cand * user_vecs[:, None, :]).sum(-1), None  # [B, C]
-
-
-class AdaCMLGraph(ScorerGraph):
-    """r = Σ_j softmax_j⟨q_v, q_j⟩ q_j over the real history items."""
-
-    def score(self, user_vecs: Tensor, hist_rows: Tensor, hist_mask: Tensor,
-              cand: Tensor) -> tuple[Tensor, Tensor | None]:
-        hist, ok = self.history(hist_rows, hist_mask)  # [B, L, d], [B, L]
-        attn = masked_softmax(torch.matmul(cand, hist.transpose(1, 2)), ok[:, None, :], -1)
-        return _distance(user_vecs, torch.matmul(attn, hist), cand), None  # attn [B, C, L]
-
-
-class LRMLGraph(ScorerGraph):
-    """r = softmax((p_u ⊙ q_v) K) M, the logits as q_v @ (p_u ⊙ K): one matmul per user."""
-
-    def __init__(self, items: Tensor, keys: Tensor, memories: Tensor, l_max: int) -> None:
-        super().__init__(items, l_max)
-        self.register_buffer("keys", keys.clone())  # [d, N]
-        self.register_buffer("memories", memories.clone())  # [N, d]
-
-    def score(self, user_vecs: Tensor, hist_rows: Tensor, hist_mask: Tensor,
-              cand: Tensor) -> tuple[Tensor, Tensor | None]:
-        keyed = user_vecs[:, :, None] * self.keys  # [B, d, N]
-        weights = torch.softmax(torch.matmul(cand, keyed), dim=-1)  # [B, C, N]
-        return _distance(user_vecs, torch.matmul(weights, self.memories), cand), None
-
-
-class HLRGraph(ScorerGraph):
-    """HLR (and HLR++ with `plus`) for many candidates at once.
-
-    Slots S = L+1: x = [p_u, q_j1 … q_jL]. E[n, s, c] = exp((q_c ⊙ x_s) K_n − shift) comes from
-    ONE matmul of `[N·S, d+1] x [d+1, C]`: K is folded into the slots (x_s ⊙ K_n) and the
-    shift rides along as an extra column against a column of ones in the candidates, so the
-    subtraction costs nothing. With shift = max_c‖q_c‖ · max_n‖x_s ⊙ K_n‖ (Cauchy-Schwarz) no
-    logit exceeds it, so no exp overflows, and `SAFE_SHIFT` bounds it so that none underflows
-    a whole row; models outside that bound get the exact per-row max (`shift="max"`, slower).
-    Then s = Σ_n E, ⟨a_s, M p_u⟩ = (M p_u)·E / s and Σ_s β_s a_s = E·(β/s) are two passes over
-    E, and r = (Σ_s β_s a_s) M is read once per candidate: nothing of size `[C, S, d]` exists.
-    """
-
-    has_attention = True
-
-    def __init__(self, items: Tensor, keys: Tensor, memories: Tensor, l_max: int,
-                 plus: bool = False, shift: str = "bound") -> None:
-        super().__init__(items, l_max)
-        if shift not in ("bound", "max"):
-            raise ValueError(f"shift must be 'bound' or 'max', got {shift!r}")
-        n_mem = keys.shape[1]
-        self.plus, self.shift_mode, self.n_memory = plus, shift, n_mem
-        self.register_buffer("keys", keys.clone())  # [d, N]
-        self.register_buffer("memories", memories.clone())  # [N, d]
-        self.register_buffer("keys_t", keys.t()[:, None, :].contiguous())  # [N, 1, d]
-        self.register_buffer("keys_sq", (keys * keys).contiguous())  # [d, N]
-        self.register_buffer("item_norm", items.norm(dim=1).max().reshape(()))  # R = max‖q‖
-        ones = keys.new_ones(n_mem, 1, 1)
-        self.register_buffer("keys_t1", torch.cat([self.keys_t, ones], 2))  # [N, 1, d+1]
-
-    def score(self, user_vecs: Tensor, hist_rows: Tensor, hist_mask: Tensor,
-              cand: Tensor) -> tuple[Tensor, Tensor | None]:
-        hist, ok = self.history(hist_rows, hist_mask)  # [B, L, d], [B, L]
-        batch, n_cand, n_mem, slots = cand.shape[0], cand.shape[1], self.n_memory, self.l_max + 1
-        x = torch.cat([user_vecs[:, None, :], hist], 1)  # [B, S, d]
-        expd = self._slot_exp(x, cand).reshape(batch, n_mem, slots * n_cand)  # [B, N, S·C]
-        user_mem = torch.matmul(user_vecs, self.memories.t())  # [B, N]: M p_u
-        stats = torch.matmul(torch.stack([user_mem, torch.ones_like(user_mem)], 1), expd)
-        stats = stats.reshape(batch, 2, slots, n_cand)  # [B, 2, S, C]
-        total = stats[:, 1].clamp_min(torch.finfo(torch.float32).tiny)  # [B, S, C]: Σ_n E
-        beta_logits = stats[:, 0] / total  # [B, S, C]: ⟨LRAM(q_v, x_s), p_u⟩
-        expd = expd.reshape(batch, n_mem, slots, n_cand)  # [B, N, S, C]
-        user_slot = torch.ones_like(ok[:, :1])  # [B, 1]
-        if not self.plus:
-            beta = masked_softmax(beta_logits, torch.cat([user_slot, ok], 1)[:, :, None], 1)
-            mixed = (expd * (beta / total)[:, None]).sum(2)  # [B, N, C]: Σ_s β_s a_s
-        else:
-            beta, mixed = self._plus_branches(user_vecs, hist, ok, cand, expd, total,
-                                              beta_logits)
-        relation = torch.matmul(mixed.transpose(1, 2), self.memories)  # [B, C, d]
-        return _distance(user_vecs, relation, cand), beta[:, 1:].transpose(1, 2)  # [B, C, L]
-
-    def _slot_exp(self, x: Tensor, cand: Tensor) -> Tensor:
-        """E = exp((q_c ⊙ x_s) K_n − shift_s) `[B, N·S, C]` (rows n-major, then s)."""
-        batch, slots, dim = x.shape
-        if self.shift_mode == "max":
-            keyed = (self.keys_t * x[:, None]).reshape(batch, -1, dim)  # [B, N·S, d]
-            logits = torch.matmul(keyed, cand.transpose(1, 2))  # [B, N·S, C]
-            logits = logits.reshape(batch, self.n_memory, -1)  # [B, N, S·C]
-            return torch.exp(logits - logits.amax(1, keepdim=True))
-        # ‖x_s ⊙ K_n‖² = (x_s²)·(K_n²): a [S, d] x [d, N] matmul instead of touching x ⊙ K
-        shift = torch.sqrt(torch.matmul(x * x, self.keys_sq).amax(-1, keepdim=True))
-        x1 = torch.cat([x, -shift * self.item_norm], 2)  # [B, S, d+1]
-        keyed = (self.keys_t1 * x1[:, None]).reshape(batch, -1, dim + 1)  # [B, N·S, d+1]
-        cand1 = torch.cat([cand, torch.ones_like(cand[:, :, :1])], 2)  # [B, C, d+1]
-        return torch.exp(torch.matmul(keyed, cand1.transpose(1, 2)))  # [B, N·S, C]
-
-    def _plus_branches(self, user_vecs: Tensor, hist: Tensor, ok: Tensor, cand: Tensor,
-                       expd: Tensor, total: Tensor, beta_logits: Tensor
-                       ) -> tuple[Tensor, Tensor]:
-        """HLR++: β over the history slots only, plus the user-preference branch α.
-
-        Slot 0 of E is LRAM(p_u, q_v)'s own weights (the product is symmetric), so α_0 joins
-        the β weights of the shared pass over E; the history slots LRAM(p_u, q_j) do not
-        depend on the candidate and cost one small matmul per user. Every α logit reads M q_v
-        (`[N, C]`) instead of `[C, d]` relation vectors.
-        """
-        user_slot = torch.ones_like(ok[:, :1])  # [B, 1]
-        beta = masked_softmax(beta_logits, torch.cat([user_slot * 0.0, ok], 1)[:, :, None], 1)
-        cand_mem = torch.matmul(self.memories, cand.transpose(1, 2))  # [B, N, C]: M q_v
-        cand_logit = (expd[:, :, 0] * cand_mem).sum(1) / total[:, 0]  # [B, C]
-        hist_w = torch.softmax(torch.matmul(user_vecs[:, None, :] * hist, self.keys), -1)
-        hist_logits = torch.matmul(hist_w, cand_mem)  # [B, L, C]: ⟨w_j M, q_v⟩ = w_j · M q_v
-        alpha_logits = torch.cat([cand_logit[:, None, :], hist_logits], 1)  # [B, S, C]
-        alpha = masked_softmax(alpha_logits, torch.cat([user_slot, ok], 1)[:, :, None], 1)
-        weights = torch.cat([alpha[:, :1], beta[:, 1:]], 1) / total  # [B, S, C]
-        mixed = (expd * weights[:, None]).sum(2)  # [B, N, C]
-        mixed = mixed + torch.matmul(hist_w.transpose(1, 2), alpha[:, 1:])  # [B, N, C]
-        return beta, mixed
-
-
-# -- building and exporting -------------------------------------------------------------------
-
-
-def shift_bound(items: np.ndarray, users: np.ndarray, keys: np.ndarray) -> float:
-    """Largest `HLRGraph` shift over the trained users and items (and so over their convex
-    combinations, e.g. a cold user's mean of item vectors): R · max_x max_n ‖x ⊙ K_n‖."""
-    key_sq = keys.astype(np.float64) ** 2  # [d, N]
-    rows = np.concatenate([items, users]).astype(np.float64)
-    worst = 0.0
-    for start in range(0, len(rows), 65536):
-        part = rows[start:start + 65536]
-        worst = max(worst, float(np.sqrt(((part * part) @ key_sq).max(initial=0.0))))
-    return float(np.linalg.norm(items, axis=1).max(initial=0.0)) * worst
-
-
-def build_scorer_graph(model: RelationalModel, shift: str = "auto") -> ScorerGraph:
-    """The scorer graph of `model`'s kind, holding copies of its tables (float32, CPU).
-
-    `shift="auto"` picks HLR's cheap bound shift when `shift_bound` is within SAFE_SHIFT.
-    """
-    items = model.item_emb.weight.detach().float().cpu()
-    l_max = model.config.l_max
-    kind = model.config.kind
-    if kind == "cml":
-        return CMLGraph(items, l_max).eval()
-    if kind == "adacml":
-        return AdaCMLGraph(items, l_max).eval()
-    if model.lram is None:
-        raise ValueError(f"a {kind} model needs an LRAM (keys and memories)")
-    keys = model.lram.keys.detach().float().cpu()
-    memories = model.lram.memories.detach().float().cpu()
-    if kind in ("lrml", "serml"):  # SERML serves LRML's relation (models/serml.py)
-        return LRMLGraph(items, keys, memories, l_max).eval()
-    if kind not in ("hlr", "hlr++"):
-        raise ValueError(f"no scorer graph for model kind {kind!r}")
-    if shift == "auto":
-        users = model.user_emb.weight.detach().float().cpu().numpy()
-        bound = shift_bound(items.numpy(), users, keys.numpy())
-        shift = "bound" if bound <= SAFE_SHIFT else "max"
-    return HLRGraph(items, keys, memories, l_max, plus=kind == "hlr++", shift=shift).eval()
+__all__ = ["example_inputs", "export_onnx", "io_spec"]
 
 
 def io_spec(graph: ScorerGraph) -> tuple[dict[str, Any], dict[str, Any]]:
     """Input and output specs (dtype, shape with "B"/"C" dynamic) of a graph."""
-    d, length = graph.dim, graph.l_max
-    inputs = {"user_vecs": ("float32", ["B", d]), "hist_rows": ("int64", ["B", length]),
-              "hist_mask": ("float32", ["B", length]), "cand_rows": ("int64", ["B", "C"])}
-    outputs = {"distances": ("float32", ["B", "C"])}
-    if graph.has_attention:
-        outputs["attention"] = ("float32", ["B", "C", length])
-    as_spec = {k: {"dtype": t, "shape": s} for k, (t, s) in inputs.items()}
-    return as_spec, {k: {"dtype": t, "shape": s} for k, (t, s) in outputs.items()}
+    return scorer_io.io_spec(graph.dim, graph.l_max, graph.has_attention)
 
 
 def example_inputs(graph: ScorerGraph, batch: int = 2, n_cand: int = 7,
@@ -299,10 +48,7 @@ def export_onnx(graph: ScorerGraph, path: str | Path, opset: int = OPSET) -> Pat
     four inputs.
     """
     path = Path(path)
-    dynamic = {"user_vecs": {0: "B"}, "hist_rows": {0: "B"}, "hist_mask": {0: "B"},
-               "cand_rows": {0: "B", 1: "C"}, "distances": {0: "B", 1: "C"}}
-    if graph.has_attention:
-        dynamic["attention"] = {0: "B", 1: "C"}
+    dynamic = scorer_io.dynamic_axes(graph.has_attention)
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")  # the exporter's deprecation and tracer notices
         torch.onnx.export(graph, example_inputs(graph), str(path), dynamo=False,

@@ -22,6 +22,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from models import registry
 from models.base import RelationalModel
 from models.idmap import IdMap
 from models.registry import build_model
@@ -168,7 +169,7 @@ def build_item_text_objective(cfg: TrainConfig, split: Split, model: RelationalM
     features = item_text_features(cfg, split.train.items)
     base = TripletObjective(model) if base is None else base
     lrd = None
-    if cfg.model.kind in ("hlr", "hlr++") and cfg.text.lrd_weight > 0:
+    if registry.spec(cfg.model.kind).item_text_lrd and cfg.text.lrd_weight > 0:
         lrd = RelationDiscovery(features.warm_vecs.shape[1], cfg.model.n_memory,
                                 cfg.text.lrd_hidden)
     return ItemTextObjective(base, model, features, cfg.text.align_weight, lrd,

@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from models import registry
 from training.config import RELATIONAL, ConfigError, TrainConfig
 from training.splits import Split
 
@@ -27,7 +28,7 @@ __all__ = ["fixed_keys", "search_space", "to_toml", "tune"]
 
 log = logging.getLogger(__name__)
 
-MEMORY_KINDS = ("lrml", "hlr", "hlr++", "serml")  # the models with K and M
+MEMORY_KINDS = registry.memory_kinds()  # the models with K and M
 BEST_FILE = "best.toml"
 # sections of the best config (the data come from the command line of `relrec train`)
 RELATIONAL_SECTIONS = ("model", "trainer")

@@ -16,7 +16,7 @@ from pydantic import ValidationError
 from models.base import RelationalModel
 from models.config import ModelConfig
 from models.losses import hinge_loss
-from models.registry import MODELS, build_model
+from models.registry import build_model, model_class
 
 KINDS = ["cml", "lrml", "hlr", "hlr++", "adacml", "serml"]
 N_COMMUNITIES, USERS_PER, ITEMS_PER, TAKEN_PER_USER = 4, 15, 10, 8
@@ -98,7 +98,7 @@ def test_learns_the_planted_blocks(kind: str) -> None:
 def test_interface(kind: str) -> None:
     cfg = ModelConfig(kind=kind, dim=8, n_memory=4, l_max=3)
     model = build_model(cfg, n_users=5, n_items=9)
-    assert isinstance(model, MODELS[kind]) and isinstance(model, RelationalModel)
+    assert isinstance(model, model_class(kind)) and isinstance(model, RelationalModel)
     assert model.kind == kind and model.config == cfg
     assert (model.lram is None) == (kind in ("cml", "adacml"))
     users, items = torch.tensor([0, 4]), torch.tensor([[1, 2, 3], [8, 0, 5]])

@@ -23,11 +23,11 @@ from onnx import numpy_helper
 
 from models import artifact as art
 from models.config import ModelConfig
-from models.registry import build_model
+from models.registry import build_model, build_scorer_graph
+from models.scorer_io import INPUTS
 from training import exporter
 from training.checkpoint import CheckpointError, load_run, save_run
 from training.interactions import Interactions
-from training.scorer_graph import INPUTS, build_scorer_graph
 
 KINDS = ["cml", "lrml", "hlr", "hlr++", "adacml"]
 N_USERS, N_ITEMS, DIM, N_MEMORY, L_MAX = 30, 80, 8, 4, 6
