@@ -169,6 +169,33 @@ class RelationalModel(nn.Module, ABC):
             d_pos, d_neg = dists[:, 0], dists[:, 1:]
         return d_pos, d_neg.reshape(neg_rows.shape)
 
+    def shared_distances(
+        self,
+        user_rows: Tensor,
+        pos_rows: Tensor,
+        cand_rows: Tensor,
+        hist_rows: Tensor | None = None,
+        hist_mask: Tensor | None = None,
+    ) -> tuple[Tensor, Tensor]:
+        """(d(u, v) `[B]`, d(u, c) `[B, S]`) for candidates `cand_rows [S]` shared by the batch.
+
+        The sampled softmax draws one set of negatives for the whole batch, as two-tower
+        retrieval models do: the S candidates are scored by `_shared_distance`, which a model
+        can write as matmuls (CML: one GEMM) instead of gathering a `[B, S, d]` copy of them.
+        """
+        user_vecs = self.user_vectors(user_rows)  # [B, d]
+        hist_vecs, mask = self._history(user_vecs, hist_rows, hist_mask)
+        pos_vecs = self.item_emb(pos_rows)[:, None, :]  # [B, 1, d]
+        relation, _ = self._relation(user_vecs, pos_vecs, hist_vecs, mask)  # [B, 1, d]
+        d_pos = _translated_distance(user_vecs, relation, pos_vecs)[:, 0]
+        return d_pos, self._shared_distance(user_vecs, self.item_emb(cand_rows), hist_vecs, mask)
+
+    def _shared_distance(self, user_vecs: Tensor, cand_vecs: Tensor, hist_vecs: Tensor,
+                         hist_mask: Tensor) -> Tensor:
+        """Differentiable distances `[B, S]` of shared candidates `cand_vecs [S, d]`."""
+        relation, _ = self._relation(user_vecs, cand_vecs, hist_vecs, hist_mask)  # [B, S, d]
+        return _translated_distance(user_vecs, relation, cand_vecs)
+
     @torch.no_grad()
     def negative_hardness(
         self,

@@ -23,8 +23,16 @@ class CML(RelationalModel):
         return user_vecs.new_zeros(1, 1, dim).expand(batch, n_cand, dim), None  # [B, C, d]
 
     def _score_chunk(self, state: Any, item_vecs: Tensor) -> Tensor:
-        # ‖p − q‖² = ‖p‖² + ‖q‖² − 2 p·q: one matmul instead of a [B, C, d] difference.
-        user_vecs = state[0]  # [B, d]
-        cross = user_vecs @ item_vecs.T  # [B, C]
-        gap = (user_vecs * user_vecs).sum(-1)[:, None] + (item_vecs * item_vecs).sum(-1) - 2 * cross
-        return gap.clamp_min_(0.0)
+        return _gemm_distance(state[0], item_vecs)
+
+    def _shared_distance(self, user_vecs: Tensor, cand_vecs: Tensor, hist_vecs: Tensor,
+                         hist_mask: Tensor) -> Tensor:
+        return _gemm_distance(user_vecs, cand_vecs)
+
+
+def _gemm_distance(user_vecs: Tensor, item_vecs: Tensor) -> Tensor:
+    """‖p − q‖² = ‖p‖² + ‖q‖² − 2 p·q `[B, C]`: one matmul instead of a `[B, C, d]` difference
+    (differentiable: the training softmax over shared negatives reads it too)."""
+    cross = user_vecs @ item_vecs.T  # [B, C]
+    gap = (user_vecs * user_vecs).sum(-1)[:, None] + (item_vecs * item_vecs).sum(-1) - 2 * cross
+    return gap.clamp_min(0.0)

@@ -44,6 +44,25 @@ def warp_loss(d_pos: Tensor, d_neg: Tensor, margin: float, n_items: int,
     return _masked_sum(torch.relu(d_pos - closest + margin) * weight, mask)
 
 
+def softmax_loss(d_pos: Tensor, d_neg: Tensor, temperature: float,
+                 exclude: Tensor | None = None) -> Tensor:
+    """Σ_batch −log softmax of the positive among itself and the negatives, logits −d/τ.
+
+    A sampled softmax (InfoNCE) on squared distances: every negative gets a gradient weighted
+    by how close it is (its softmax share), instead of the hinge's all-or-nothing, so many
+    negatives keep teaching long after one random negative clears the margin (FINDINGS:
+    "Negatives and training length"). Negatives are drawn uniformly, so log Q is a constant
+    and needs no correction. Summed over the batch like the hinge. d_neg `[B, n]` (each row its
+    own negatives, or S shared by the batch); `exclude` `[B, n]` bool drops the negatives that
+    are the row's own positives (accidental hits of shared negatives).
+    """
+    logits = -torch.cat([d_pos[:, None], d_neg.reshape(len(d_pos), -1)], dim=1) / temperature
+    if exclude is not None:
+        dropped = torch.cat([exclude.new_zeros(len(d_pos), 1), exclude], dim=1)
+        logits = logits.masked_fill(dropped, float("-inf"))
+    return (torch.logsumexp(logits, dim=1) - logits[:, 0]).sum()
+
+
 def _hinges(d_pos: Tensor, d_neg: Tensor, margin: float) -> Tensor:
     """[d(u, v) − d(u, v⁻) + margin]₊ `[B, n]` (n = 1 for a `[B]` d_neg)."""
     return torch.relu(d_pos[:, None] - d_neg.reshape(len(d_pos), -1) + margin)

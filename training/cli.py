@@ -35,6 +35,7 @@ _FLAG_MAP = {
     "select_by": ("trainer", "select_by"), "device": ("trainer", "device"),
     "eval_users": ("trainer", "eval_users"), "negatives": ("trainer", "negatives"),
     "n_negatives": ("trainer", "n_negatives"), "lr_memory": ("trainer", "lr_memory"),
+    "temperature": ("trainer", "temperature"),
     "schedule": ("trainer", "schedule"), "threads": ("trainer", "threads"),
     "memory_decay": ("trainer", "memory_decay"), "history_dropout": ("model", "history_dropout"),
     "margin": ("model", "margin"), "dim": ("model", "dim"), "memories": ("model", "n_memory"),
@@ -119,8 +120,9 @@ def add_train_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser
     _add_config_flag(p, "text-encoder", choices=["minilm", "hashing"])
     _add_config_flag(p, "text-cache")
     _add_config_flag(p, "select-by", choices=["ndcg", "loss"])
-    _add_config_flag(p, "negatives", choices=["uniform", "hardest", "warp", "mean"])
+    _add_config_flag(p, "negatives", choices=["uniform", "hardest", "warp", "mean", "softmax"])
     _add_config_flag(p, "n-negatives", int)
+    _add_config_flag(p, "temperature", float)
     _add_config_flag(p, "lr-memory", float)
     _add_config_flag(p, "memory-decay", float)
     _add_config_flag(p, "history-dropout", float)

@@ -72,11 +72,15 @@ class TrainerConfig(_Section):
                           "0 builds each batch inline")
     compile: bool = Field(False, description="torch.compile the training objective "
                           "(docs/benchmarks.md: where it wins)")
-    negatives: Literal["uniform", "hardest", "warp", "mean"] = Field(
+    negatives: Literal["uniform", "hardest", "warp", "mean", "softmax"] = Field(
         "uniform", description="uniform: each sampled negative a triplet (the reference, with "
         "n_negatives 1); hardest: the closest of n (history models: by ‖p − q‖²); warp: "
-        "rank-weighted hinge on the closest; mean: hinge averaged over n")
+        "rank-weighted hinge on the closest; mean: hinge averaged over n; softmax: sampled "
+        "softmax over n distinct negatives shared by the batch (logits −distance/temperature; "
+        "the margin is unused)")
     n_negatives: int = Field(1, ge=1, le=1000, description="negatives sampled per positive")
+    temperature: float = Field(0.1, gt=0, le=10, description="with softmax: τ in the logits "
+                               "−d/τ (distances lie in [0, 4] inside the unit ball)")
     lr_memory: float | None = Field(None, gt=0, description="learning rate of K and M; None: lr")
     memory_decay: float = Field(0.0, ge=0, description="L2 weight decay of K and M (pulls the "
                                 "relations toward 0, i.e. toward CML)")
@@ -86,7 +90,7 @@ class TrainerConfig(_Section):
 
     @model_validator(mode="after")
     def _negatives_need_several(self) -> TrainerConfig:
-        if self.negatives in ("hardest", "warp") and self.n_negatives < 2:
+        if self.negatives in ("hardest", "warp", "softmax") and self.n_negatives < 2:
             raise ValueError(f"negatives={self.negatives!r} picks among sampled negatives: "
                              "set n_negatives >= 2")
         return self

@@ -24,13 +24,18 @@ class Batch:
 
     user_rows: torch.Tensor  # [B]
     pos_rows: torch.Tensor  # [B]
-    neg_rows: torch.Tensor  # [B], or [B, n] with several sampled negatives
+    neg_rows: torch.Tensor  # [B], or [B, n] with several sampled negatives; [S] when shared
     hist_rows: torch.Tensor  # [B, L]
     hist_mask: torch.Tensor  # [B, L] bool
+    # Shared negatives (the sampled softmax): neg_rows [S] serve the whole batch and
+    # neg_hits [B, S] marks those that are the row's own training items, left out of its loss.
+    neg_hits: torch.Tensor | None = None
 
     def to(self, device: torch.device | str) -> Batch:
+        hits = None if self.neg_hits is None else self.neg_hits.to(device, non_blocking=True)
         return Batch(*(t.to(device, non_blocking=True) for t in (
-            self.user_rows, self.pos_rows, self.neg_rows, self.hist_rows, self.hist_mask)))
+            self.user_rows, self.pos_rows, self.neg_rows, self.hist_rows, self.hist_mask)),
+            neg_hits=hits)
 
 
 class TrainDataset:
@@ -72,8 +77,12 @@ class TrainDataset:
                               exclude_rows=exclude_rows, item_weights=self.item_weights)
 
     def batches(self, rng: np.random.Generator, batch_size: int, rank: int = 0,
-                world_size: int = 1, n_negatives: int = 1) -> Iterator[Batch]:
+                world_size: int = 1, n_negatives: int = 1,
+                shared: bool = False) -> Iterator[Batch]:
         """One epoch of batches for this rank, in a random order drawn from `rng`.
+
+        `shared`: the n negatives are one set of distinct items for the whole batch (the
+        sampled softmax), with the hits on each row's own training items marked.
 
         For DDP all ranks must pass rngs seeded alike for the permutation; the shard is padded
         by wrapping around so every rank runs the same number of steps (DDP needs that).
@@ -86,9 +95,23 @@ class TrainDataset:
         for start in range(0, len(order), batch_size):
             idx = order[start:start + batch_size]
             users, pos = self.user_rows[idx], self.item_rows[idx]
-            neg = self.negatives.sample(local, users, n_negatives)
+            hits = None
+            if shared:
+                neg, hits = self._shared_negatives(local, users, n_negatives)
+            else:
+                neg = self.negatives.sample(local, users, n_negatives)
             hist, mask = self.histories(local, users, exclude_rows=pos)
             if self.history_dropout > 0 and mask.shape[1] > 0:
                 mask &= local.random(mask.shape) >= self.history_dropout
             yield Batch(torch.from_numpy(users), torch.from_numpy(pos), torch.from_numpy(neg),
-                        torch.from_numpy(hist), torch.from_numpy(mask))
+                        torch.from_numpy(hist), torch.from_numpy(mask),
+                        neg_hits=None if hits is None else torch.from_numpy(hits))
+
+    def _shared_negatives(self, rng: np.random.Generator, users: np.ndarray,
+                          n: int) -> tuple[np.ndarray, np.ndarray]:
+        """n distinct uniform items `[S]` for the batch, and `[B, S]` True where one is the
+        row's own training item (an accidental hit: it must not be pushed away)."""
+        negs = rng.choice(self.n_items, size=min(n, self.n_items), replace=False)
+        negs = negs.astype(np.int64)
+        hits = self.negatives.is_positive(np.repeat(users, len(negs)), np.tile(negs, len(users)))
+        return negs, hits.reshape(len(users), len(negs))

@@ -28,7 +28,8 @@ class NegativeSampler:
             full = int(np.argmax(degree))
             raise ValueError(f"user row {full} interacted with every item: no negative exists")
 
-    def _is_positive(self, user_rows: np.ndarray, item_rows: np.ndarray) -> np.ndarray:
+    def is_positive(self, user_rows: np.ndarray, item_rows: np.ndarray) -> np.ndarray:
+        """True where (user, item) is a training pair: one searchsorted over the sorted keys."""
         query = user_rows * self.n_items + item_rows
         if len(self._keys) == 0:
             return np.zeros(len(query), dtype=bool)
@@ -43,13 +44,13 @@ class NegativeSampler:
         if n > 1:
             users = np.repeat(users, n)
         negs = rng.integers(0, self.n_items, size=len(users), dtype=np.int64)
-        bad = self._is_positive(users, negs)
+        bad = self.is_positive(users, negs)
         for _ in range(_MAX_REJECTION_ROUNDS):
             if not bad.any():
                 return negs if n == 1 else negs.reshape(-1, n)
             idx = np.flatnonzero(bad)
             negs[idx] = rng.integers(0, self.n_items, size=len(idx), dtype=np.int64)
-            bad[idx] = self._is_positive(users[idx], negs[idx])
+            bad[idx] = self.is_positive(users[idx], negs[idx])
         raise RuntimeError("negative sampling did not converge: users with almost every item")
 
 

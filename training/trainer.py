@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from models.losses import hinge_loss, mean_hinge_loss, warp_loss
+from models.losses import hinge_loss, mean_hinge_loss, softmax_loss, warp_loss
 from training import machine
 from training.config import ConfigError, TrainerConfig
 from training.dataset import Batch, TrainDataset
@@ -88,15 +88,24 @@ class TripletObjective(torch.nn.Module):
     """The hinge objective as a module, so DDP's forward hooks see every gradient.
 
     `negatives` is the trainer's: "uniform" and "hardest" (whose negative the trainer has
-    already chosen) are the summed hinge, "mean" and "warp" read all n negatives.
+    already chosen) are the summed hinge, "mean" and "warp" read all n negatives; with
+    "softmax" the dataset draws n negatives shared by the batch (`Batch.neg_hits` set) and
+    the loss is the sampled softmax over them at `temperature`.
     """
 
-    def __init__(self, model: torch.nn.Module, negatives: str = "uniform") -> None:
+    def __init__(self, model: torch.nn.Module, negatives: str = "uniform",
+                 temperature: float = 0.1) -> None:
         super().__init__()
         self.model = model
         self.negatives = negatives
+        self.temperature = temperature
 
     def forward(self, batch: Batch) -> torch.Tensor:
+        if batch.neg_hits is not None:  # the sampled softmax over negatives shared by the batch
+            d_pos, d_shared = self.model.shared_distances(
+                batch.user_rows, batch.pos_rows, batch.neg_rows, batch.hist_rows,
+                batch.hist_mask)
+            return softmax_loss(d_pos, d_shared, self.temperature, exclude=batch.neg_hits)
         d_pos, d_neg = self.model.triplet_distances(
             batch.user_rows, batch.pos_rows, batch.neg_rows, batch.hist_rows, batch.hist_mask)
         margin = self.model.config.margin
@@ -130,7 +139,7 @@ class Trainer:
         self.threads = machine.configure(cfg.threads, world_size)
         self.model = model.to(self.device)
         if objective is None:
-            objective = TripletObjective(self.model, cfg.negatives)
+            objective = TripletObjective(self.model, cfg.negatives, cfg.temperature)
         elif cfg.negatives not in ONE_NEGATIVE or (cfg.negatives == "uniform"
                                                      and cfg.n_negatives > 1):
             raise ValueError(f"negatives={cfg.negatives!r} with n_negatives={cfg.n_negatives} "
@@ -200,7 +209,7 @@ class Trainer:
         total, n, data_time = 0.0, 0, 0.0
         start = time.perf_counter()
         batches = dataset.batches(rng, self.cfg.batch_size, self.rank, self.world_size,
-                                  self.cfg.n_negatives)
+                                  self.cfg.n_negatives, shared=self.cfg.negatives == "softmax")
         bar = tqdm(total=dataset.n_batches(self.cfg.batch_size, self.world_size),
                    desc=f"epoch {epoch}", disable=not self.cfg.progress or self.rank != 0,
                    leave=False)

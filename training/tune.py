@@ -82,12 +82,16 @@ def _suggest(trial: Any, algorithm: str, fixed: Mapping[str, Any]) -> dict[str, 
         params["trainer.batch_size"] = trial.suggest_categorical("batch_size", [256, 500, 1000])
     # SERML's objective reads one negative (training/trainer.py)
     if algorithm != "serml" and open_("trainer.negatives", "trainer.n_negatives"):
-        negatives = (trial.suggest_categorical("negatives", ["uniform", "hardest", "warp", "mean"])
+        negatives = (trial.suggest_categorical("negatives", ["uniform", "hardest", "warp", "mean",
+                                                             "softmax"])
                      if open_("trainer.negatives") else fixed["trainer.negatives"])
         n = (trial.suggest_int("n_negatives", 1, 20) if open_("trainer.n_negatives")
              else fixed["trainer.n_negatives"])
         params["trainer.negatives"] = negatives
-        params["trainer.n_negatives"] = max(n, 2) if negatives in ("hardest", "warp") else n
+        params["trainer.n_negatives"] = (max(n, 2) if negatives in ("hardest", "warp", "softmax")
+                                         else n)
+        if negatives == "softmax" and open_("trainer.temperature"):
+            params["trainer.temperature"] = trial.suggest_float("temperature", 0.02, 1.0, log=True)
     if algorithm in MEMORY_KINDS:
         if open_("model.n_memory"):
             params["model.n_memory"] = trial.suggest_categorical("n_memory", [5, 10, 20, 50])

@@ -8,6 +8,8 @@ ranks far above chance. Training is a plain loop here (uniform negatives, hinge 
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -15,7 +17,7 @@ from pydantic import ValidationError
 
 from models.base import RelationalModel
 from models.config import ModelConfig
-from models.losses import hinge_loss
+from models.losses import hinge_loss, softmax_loss
 from models.registry import build_model, model_class
 
 KINDS = ["cml", "lrml", "hlr", "hlr++", "adacml", "serml"]
@@ -146,3 +148,17 @@ def test_hinge_loss() -> None:
     mask = torch.tensor([True, False, True])
     torch.testing.assert_close(hinge_loss(d_pos, d_neg, 0.5, mask), torch.tensor(0.3))
     torch.testing.assert_close(hinge_loss(d_pos, d_neg, 0.5, mask.float()), torch.tensor(0.3))
+
+
+def test_softmax_loss() -> None:
+    d_pos, d_neg = torch.tensor([0.5, 2.0]), torch.tensor([[1.0, 3.0], [0.0, 2.0]])
+    # row 0: −log e^{−0.5/τ} / (e^{−0.5/τ} + e^{−1/τ} + e^{−3/τ}), τ = 0.5
+    row0 = -math.log(math.exp(-1) / (math.exp(-1) + math.exp(-2) + math.exp(-6)))
+    row1 = -math.log(math.exp(-4) / (math.exp(-4) + math.exp(0) + math.exp(-4)))
+    torch.testing.assert_close(softmax_loss(d_pos, d_neg, 0.5),
+                               torch.tensor(row0 + row1))
+    # an excluded negative (an accidental hit: the row's own positive) is left out
+    exclude = torch.tensor([[False, False], [True, False]])
+    row1_kept = -math.log(math.exp(-4) / (math.exp(-4) + math.exp(-4)))
+    torch.testing.assert_close(softmax_loss(d_pos, d_neg, 0.5, exclude),
+                               torch.tensor(row0 + row1_kept))

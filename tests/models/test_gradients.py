@@ -100,3 +100,30 @@ def test_pad_slots_get_no_gradient(kind: str) -> None:
     (d_pos.sum() + d_neg.sum()).backward()
     assert model.item_emb.weight.grad is not None
     assert torch.all(model.item_emb.weight.grad[pad_only] == 0)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("shared", [[2, 7, 11], [2, 7, 11, 4, 0, 9]])  # S below and above N
+def test_shared_negatives_forward_and_gradients_match_the_equations(
+    kind: str, shared: list[int]
+) -> None:
+    """The sampled softmax scores S candidates shared by the batch through `_shared_distance`
+    (CML: one GEMM); every row's distances and gradients must still be the equations'."""
+    model = _model(kind).double()
+    users, items, hist, mask = _inputs(seed=5)
+    pos, cands = items[:, 0], torch.tensor(shared)  # [B], [S]
+    w_pos, w_neg = _weights(pos.shape, 2), _weights((len(pos), len(cands)), 3)
+
+    d_pos, d_shared = model.shared_distances(users, pos, cands, hist, mask)
+    assert d_pos.shape == pos.shape and d_shared.shape == (len(pos), len(cands))
+    got = _grads(model, (w_pos * d_pos).sum() + (w_neg * d_shared).sum())
+
+    per_row = cands.expand(len(pos), -1)  # the same candidates, written out per row
+    ref_pos, ref_neg = _reference_distances(model, users, pos, per_row, hist, mask)
+    want = _grads(model, (w_pos * ref_pos).sum() + (w_neg * ref_neg).sum())
+
+    torch.testing.assert_close(d_pos, ref_pos.detach(), rtol=1e-6, atol=1e-9)
+    torch.testing.assert_close(d_shared, ref_neg.detach(), rtol=1e-6, atol=1e-9)
+    assert got.keys() == want.keys()
+    for name in want:
+        torch.testing.assert_close(got[name], want[name], rtol=1e-6, atol=1e-9, msg=name)

@@ -131,11 +131,33 @@ def test_hardest_keeps_the_closest_sampled_negative(planted_split) -> None:
     assert torch.equal(trainer_h._choose_negatives(batch).neg_rows, want)
 
 
-@pytest.mark.parametrize("negatives", ["uniform", "hardest", "warp", "mean"])
+@pytest.mark.parametrize("negatives", ["uniform", "hardest", "warp", "mean", "softmax"])
 def test_every_negative_mode_learns_the_planted_structure(planted_split, negatives) -> None:
+    # the softmax shares its negatives across the batch: 16 of them, as few as a test can use
     model, dataset, trainer = _setup(planted_split, kind="cml", epochs=4, negatives=negatives,
-                                     n_negatives=4)
+                                     n_negatives=16 if negatives == "softmax" else 4)
     trainer.fit(dataset)
+    test = full_ranking(ModelScorer(model, dataset), planted_split, progress=False).means()
+    assert test["ndcg"] > 0.2  # chance is about 0.03
+
+
+def test_shared_negatives_are_distinct_and_mark_the_rows_own_items(planted_split) -> None:
+    _, dataset, _ = _setup(planted_split, kind="cml")
+    batch = next(dataset.batches(np.random.default_rng(0), 64, n_negatives=30, shared=True))
+    assert batch.neg_rows.shape == (30,) and len(set(batch.neg_rows.tolist())) == 30
+    assert batch.neg_hits is not None and batch.neg_hits.shape == (64, 30)
+    csr = planted_split.train.to_csr()
+    for b, user in enumerate(batch.user_rows.tolist()):
+        own = set(csr[user].indices.tolist())
+        assert batch.neg_hits[b].tolist() == [item in own for item in batch.neg_rows.tolist()]
+    assert batch.neg_hits.any()  # the planted users share items: some hits must occur
+
+
+def test_softmax_trains_the_history_models(planted_split) -> None:
+    model, dataset, trainer = _setup(planted_split, kind="hlr", epochs=6, negatives="softmax",
+                                     n_negatives=16, temperature=0.3)
+    result = trainer.fit(dataset)
+    assert result.epochs[-1].loss < result.epochs[0].loss
     test = full_ranking(ModelScorer(model, dataset), planted_split, progress=False).means()
     assert test["ndcg"] > 0.2  # chance is about 0.03
 
