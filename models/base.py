@@ -188,11 +188,13 @@ class RelationalModel(nn.Module, ABC):
         pos_vecs = self.item_emb(pos_rows)[:, None, :]  # [B, 1, d]
         relation, _ = self._relation(user_vecs, pos_vecs, hist_vecs, mask)  # [B, 1, d]
         d_pos = _translated_distance(user_vecs, relation, pos_vecs)[:, 0]
-        return d_pos, self._shared_distance(user_vecs, self.item_emb(cand_rows), hist_vecs, mask)
+        cand_vecs = self.item_emb(cand_rows)  # [S, d]
+        return d_pos, self._shared_distance(user_vecs, cand_vecs, hist_vecs, mask, hist_rows)
 
     def _shared_distance(self, user_vecs: Tensor, cand_vecs: Tensor, hist_vecs: Tensor,
-                         hist_mask: Tensor) -> Tensor:
-        """Differentiable distances `[B, S]` of shared candidates `cand_vecs [S, d]`."""
+                         hist_mask: Tensor, hist_rows: Tensor | None) -> Tensor:
+        """Differentiable distances `[B, S]` of shared candidates `cand_vecs [S, d]`; a model
+        whose relation reads item pairs may use `hist_rows` to work per distinct item."""
         relation, _ = self._relation(user_vecs, cand_vecs, hist_vecs, hist_mask)  # [B, S, d]
         return _translated_distance(user_vecs, relation, cand_vecs)
 

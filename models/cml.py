@@ -26,7 +26,7 @@ class CML(RelationalModel):
         return _gemm_distance(state[0], item_vecs)
 
     def _shared_distance(self, user_vecs: Tensor, cand_vecs: Tensor, hist_vecs: Tensor,
-                         hist_mask: Tensor) -> Tensor:
+                         hist_mask: Tensor, hist_rows: Tensor | None) -> Tensor:
         return _gemm_distance(user_vecs, cand_vecs)
 
 

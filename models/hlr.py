@@ -123,6 +123,30 @@ class HLR(RelationalModel):
     def _pair_cost(self, n_hist: int) -> int:
         return max(self.config.dim, (n_hist + 1) * self.config.n_memory)
 
+    def _shared_distance(self, user_vecs: Tensor, cand_vecs: Tensor, hist_vecs: Tensor,
+                         hist_mask: Tensor, hist_rows: Tensor | None) -> Tensor:
+        """HLR's distances `[B, S]` to S candidates shared by a training batch (the softmax).
+
+        The item-item slot weights LRAM(q_c, q_j) depend on the item pair only, so they are
+        computed once per distinct history item of the batch (`HistoryPairs`, as `score_all`
+        does) instead of once per history slot: `[S, U, N]` against `[B, S, L, N]`. Unlike
+        `_score_chunk` this path keeps autograd: a plain softmax, no in-place exp.
+        """
+        if hist_rows is None or hist_mask.shape[1] == 0:
+            return super()._shared_distance(user_vecs, cand_vecs, hist_vecs, hist_mask, hist_rows)
+        user_mem = user_vecs @ self.lram.memories.T  # [B, N]: M p_u
+        pairs = HistoryPairs.build(self.lram, self.item_emb.weight, hist_rows, hist_mask,
+                                   user_mem)
+        weights = pairs.weights(cand_vecs)  # [S, U, N]
+        keyed_user = user_vecs.T[:, :, None] * self.lram.keys[:, None, :]  # [d, B, N]
+        user_w = torch.softmax((cand_vecs @ keyed_user.flatten(1)).view(
+            cand_vecs.shape[0], user_vecs.shape[0], -1), dim=-1)  # [S, B, N]
+        user_logit = torch.einsum("sbn,bn->bs", user_w, user_mem)  # [B, S]
+        logits = torch.cat([user_logit[:, None, :], pairs.logits(weights)], dim=1)  # [B, 1+L, S]
+        beta = torch.softmax(logits, dim=1)  # pads hold PAD_LOGIT: exactly 0
+        mixed = beta[:, 0, :].T[..., None] * user_w + pairs.mix(weights, beta[:, 1:, :])
+        return self.lram.shared_distance(user_vecs, cand_vecs, mixed)  # [B, S]
+
     # -- full ranking: the same equations, with candidates shared by the batch -------------------
 
     def _prepare_scoring(
@@ -173,6 +197,9 @@ class HLRPlusPlus(HLR):
     As in the reference (`JUPITER`), the two relations share one K and one M and are summed:
     r = Σ_k β_k LRAM(q_v, q_jk) + Σ_k α_k LRAM(p_u, y_k). `attention()` reports β.
     """
+
+    # The softmax's shared candidates go through `_relation` (HLR's pair path is HLR's alone).
+    _shared_distance = RelationalModel._shared_distance
 
     def _relation(
         self, user_vecs: Tensor, item_vecs: Tensor, hist_vecs: Tensor, hist_mask: Tensor
