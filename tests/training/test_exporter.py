@@ -22,6 +22,7 @@ import torch
 from onnx import numpy_helper
 
 from models import artifact as art
+from models.artifact_arrays import read_arrays
 from models.config import ModelConfig
 from models.registry import build_model, build_scorer_graph
 from models.scorer_io import INPUTS
@@ -170,7 +171,7 @@ def test_manifest_and_files(exported, train: Interactions, kind: str) -> None:
 def test_arrays_hold_the_graph_values(exported, train: Interactions, kind: str) -> None:
     """tensors.npz and the graph's item table are the model's values, bit for bit."""
     model, vdir = exported[kind]
-    arrays = art.read_arrays(vdir)
+    arrays = read_arrays(vdir)
     np.testing.assert_array_equal(arrays.items, model.item_emb.weight.detach().numpy())
     np.testing.assert_array_equal(arrays.users, model.user_emb.weight.detach().numpy())
     if model.lram is not None:

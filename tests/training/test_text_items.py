@@ -77,7 +77,8 @@ def text_config(kind: str, item_text: Path, cache: Path, epochs: int = 8):
 @pytest.mark.parametrize("kind", ["hlr", "lrml"])
 def test_text_only_items_are_exported_and_land_in_their_block(
         kind: str, planted_cold, tmp_path: Path) -> None:
-    from models.artifact import read_arrays, read_manifest
+    from models.artifact import read_manifest
+    from models.artifact_arrays import read_arrays
     from training.exporter import export_run
     from training.pipeline import run
 
