@@ -47,7 +47,7 @@ def final_artifact(log_with_rare_items: tuple[Path, pd.DataFrame],
     path, _ = log_with_rare_items
     root = tmp_path_factory.mktemp("final-run")
     assert main(["train", "--data", str(path), "--model", "hlr", "--k-core", "5", "--dim", "16",
-                 "--memories", "4", "--max-history", "8", "--epochs", "3", "--patience", "3",
+                 "--n-memory", "4", "--l-max", "8", "--epochs", "3", "--patience", "3",
                  "--batch-size", "256", "--lr", "0.01", "--no-progress", "--set",
                  "eval.sampled=false", "--final", "--out", str(root / "run")]) == 0
     assert main(["export", str(root / "run"), "--out", str(root / "artifacts")]) == 0
