@@ -33,6 +33,7 @@ __all__ = ["known_interactions", "production_interactions", "refit"]
 
 log = logging.getLogger(__name__)
 
+
 def production_interactions(cfg: TrainConfig) -> Interactions:
     """Every positive of the log, minus items with fewer than `min_item_interactions`
     positives (one pass: a production catalogue is not a k-core), ids re-densified."""
