@@ -3,7 +3,7 @@
 Holds 10% of the items (drawn among those with text) out of the log before the split, trains
 HLR (or any relational model) with `--item-text` on the rest, then ranks the held-out items for
 the users who interacted with them, placed three ways: the learned text projection, a random
-trained item's vector, the most popular trained item's vector (`training/cold_start.py`). Two
+trained item's vector, the most popular trained item's vector (`training/text/cold_start.py`). Two
 catalogues: the held-out items alone, and the whole catalogue. Writes one JSON per seed and a
 markdown table of mean ± std over seeds.
 
@@ -28,7 +28,10 @@ sys.path.insert(0, str(ROOT))
 
 from quality import add_training_args  # noqa: E402  (bench/quality.py, beside this file)
 
-from training.cold_start import (  # noqa: E402
+from training.config import load_config  # noqa: E402
+from training.evaluator import full_ranking  # noqa: E402
+from training.pipeline import fit_model, load_interactions  # noqa: E402
+from training.text.cold_start import (  # noqa: E402
     CATALOGUES,
     PLACEMENTS,
     cold_start_report,
@@ -36,11 +39,8 @@ from training.cold_start import (  # noqa: E402
     placement_vectors,
     warm_report_with_new_items,
 )
-from training.config import load_config  # noqa: E402
-from training.evaluator import full_ranking  # noqa: E402
-from training.pipeline import fit_relational, load_interactions  # noqa: E402
-from training.scorer import ModelScorer  # noqa: E402
-from training.text_readers import read_item_text  # noqa: E402
+from training.text.readers import read_item_text  # noqa: E402
+from training.torch_scorer import ModelScorer  # noqa: E402
 
 METRICS = ("recall", "ndcg")
 
@@ -63,7 +63,8 @@ def run_seed(args: argparse.Namespace, seed: int) -> dict:
     texts = read_item_text(args.item_text)
     cold = hold_out_items(inter, texts.item_ids, args.fraction, "per-user", seed)
     started = time.perf_counter()
-    model, dataset, result = fit_relational(cfg, cold.split)
+    fit = fit_model(cfg, cold.split)
+    model, dataset, result = fit.model, fit.dataset, fit.result
     fit_s = time.perf_counter() - started
     warm = full_ranking(ModelScorer(model, dataset, seed=seed), cold.split, k=args.k,
                         stage="test", progress=False).means()
@@ -76,7 +77,7 @@ def run_seed(args: argparse.Namespace, seed: int) -> dict:
                  "cold": {}, "warm_with_new": {}}
     for how in PLACEMENTS:
         vectors = placement_vectors(model, cold.split.train, cold.cold_ids, how,
-                                    result.text_items, seed)
+                                    fit.text_items, seed)
         for catalogue in CATALOGUES:
             means = cold_start_report(model, cold, vectors, catalogue, args.k, seed).means()
             doc["cold"][f"{how}/{catalogue}"] = {m: means[m] for m in METRICS}

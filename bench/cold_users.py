@@ -46,6 +46,7 @@ sys.path.insert(0, str(ROOT))
 from serve import machine  # noqa: E402  (bench/serve.py, beside this file)
 
 from models import artifact as art  # noqa: E402
+from models.artifact_arrays import read_arrays  # noqa: E402
 from tests.redis_process import free_port  # noqa: E402
 from training.filters import binarize  # noqa: E402
 from training.interactions import Interactions  # noqa: E402
@@ -280,7 +281,7 @@ def time_fold_in(vdir: Path, n_hist: int = 50, users: int = 300) -> dict[str, fl
     from service.foldin import build_fold_in
 
     manifest = art.read_manifest(vdir)
-    arrays = art.read_arrays(vdir)
+    arrays = read_arrays(vdir)
     fold = build_fold_in(manifest.fold_in, arrays, margin=float(manifest.model.get("margin", .5)))
     rng = np.random.default_rng(0)
     hists = [rng.choice(len(arrays.item_ids), min(n_hist, len(arrays.item_ids)), replace=False)
@@ -318,7 +319,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     t0 = time.perf_counter()
     vdir = train_and_export(args, write_log(pos, train_mask, out / "train.csv"), out)
     doc["train_s"] = time.perf_counter() - t0
-    arrays = art.read_arrays(vdir)
+    arrays = read_arrays(vdir)
     catalogue = set(arrays.item_ids.to_list())
     doc["counts"] = {"users": pos.n_users, "held_users": len(held), "train_users":
                      len(arrays.user_ids), "catalogue": len(catalogue)}

@@ -30,6 +30,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from models import artifact as art  # noqa: E402
+from models.artifact_arrays import read_arrays  # noqa: E402
 from tests.redis_process import free_port  # noqa: E402
 
 
@@ -142,7 +143,7 @@ def main() -> None:
     if args.quick:
         args.concurrency, args.seconds = "1,16", 3.0
     vdir = art.resolve_version_dir(args.artifact)
-    ids = art.read_arrays(vdir).user_ids.to_list()
+    ids = read_arrays(vdir).user_ids.to_list()
     rng = np.random.default_rng(0)
     users = [ids[i] for i in rng.choice(len(ids), min(2000, len(ids)), replace=False)]
     users += [f"unknown-{i}" for i in range(len(users) // 20)]  # a few cold users

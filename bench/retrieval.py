@@ -26,6 +26,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from models import artifact as art  # noqa: E402
+from models.artifact_arrays import user_history  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from catalogue import CatalogueSpec, build_catalogue  # noqa: E402
@@ -45,7 +46,7 @@ def user_inputs(
     mask = np.zeros((len(users), a.l_max), np.float32)  # [B, L]
     hists, seen = [], []
     for b, u in enumerate(users):
-        h = art.user_history(a.arrays, int(u))
+        h = user_history(a.arrays, int(u))
         rows[b, : min(len(h), a.l_max)] = h[: a.l_max]
         mask[b, : min(len(h), a.l_max)] = 1.0
         hists.append(h[: a.l_max])

@@ -49,6 +49,7 @@ from loadgen import closed_loop, open_loop, run_async  # noqa: E402
 from profile_summary import summarise_profiles  # noqa: E402
 
 from models import artifact as art  # noqa: E402
+from models.artifact_arrays import read_arrays, user_history  # noqa: E402
 from tests.redis_process import free_port, redis_server  # noqa: E402
 
 STAGES = ("history", "retrieval", "rerank", "serialize")
@@ -195,7 +196,7 @@ def stage_report(before: dict[str, float], after: dict[str, float]) -> dict[str,
 def make_users(artifact: Path, url: str, n: int, seed: int) -> tuple[list[str], int]:
     """A shuffled pool: 70% trained users, 15% trained + POSTed history, 15% new users with
     only POSTed history (10 items each, from a trained user's history). Returns (paths, posts)."""
-    arrays = art.read_arrays(art.resolve_version_dir(artifact))
+    arrays = read_arrays(art.resolve_version_dir(artifact))
     rng = np.random.default_rng(seed)
     rows = rng.choice(len(arrays.user_ids), min(n, len(arrays.user_ids)), replace=False)
     known = [str(arrays.user_ids.ids[r]) for r in rows]
@@ -204,7 +205,7 @@ def make_users(artifact: Path, url: str, n: int, seed: int) -> tuple[list[str], 
     batch = []
     for i, user in enumerate(known[:n_posted] + new):
         donor = rows[(i * 7919) % len(rows)]
-        items = art.user_history(arrays, int(donor))[:10]
+        items = user_history(arrays, int(donor))[:10]
         batch += [{"user_id": user, "item_id": str(arrays.item_ids.ids[j])} for j in items]
     for s in range(0, len(batch), 500):
         r = httpx.post(

@@ -45,6 +45,7 @@ from serve import (  # noqa: E402
 )
 
 from models import artifact as art  # noqa: E402
+from models.artifact_arrays import read_arrays  # noqa: E402
 from tests.redis_process import redis_server  # noqa: E402
 
 
@@ -61,7 +62,7 @@ def post_bodies(artifact: Path, n_users: int, seed: int) -> list[bytes]:
 
     Event ids are made unique at send time (`{n}` is formatted in), so that every POST stores
     new events and the log, histories and markers are exercised."""
-    arrays = art.read_arrays(art.resolve_version_dir(artifact))
+    arrays = read_arrays(art.resolve_version_dir(artifact))
     rng = np.random.default_rng(seed)
     users = [str(u) for u in rng.choice(arrays.user_ids.ids, min(n_users, len(arrays.user_ids)))]
     users += [f"soak-new-{i}" for i in range(n_users // 5)]

@@ -87,7 +87,7 @@ train_demo() {
     run relrec sample --out "$workdir/sample.csv" --users "$users" --items "$items"
     # Small and quick: a demo model for `docker compose up`, not a tuned one.
     run relrec train --data "$workdir/sample.csv" --model hlr --out "$workdir/run" \
-        --dim "$dim" --memories 8 --max-history 20 --epochs "$epochs" --k-core 5 --lr 0.01 \
+        --dim "$dim" --n-memory 8 --l-max 20 --epochs "$epochs" --k-core 5 --lr 0.01 \
         --eval-users 500 --no-progress --set eval.sampled=false --final
     run relrec export "$workdir/run" --out "$out"
 }

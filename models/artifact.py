@@ -3,9 +3,9 @@
 `training/exporter.py` writes one directory per version plus a `current` symlink; the service's
 loader reads them through the functions here and nothing else. This module is numpy, json and
 pydantic only (no torch, no faiss, no onnxruntime) so that the serving image can import it. It
-owns the file names, the `Manifest`, checksum verification with errors that say what to do, the
-atomic `current` pointer, and the reading of the arrays (tables, id maps, popularity, CSR
-histories). The layout is documented in docs/architecture.md ("Artifact").
+owns the file names, the `Manifest`, checksum verification with errors that say what to do and
+the atomic `current` pointer; `models/artifact_arrays.py` reads the arrays (tables, id maps,
+popularity, CSR histories). The layout is documented in docs/architecture.md ("Artifact").
 """
 
 from __future__ import annotations
@@ -13,25 +13,21 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import zipfile
-from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal
 
-import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from models.durable import atomic_path, fsync_path
-from models.idmap import IdMap
 
 __all__ = [
     "CURRENT", "FORMAT_VERSION", "HISTORY_INDPTR", "HISTORY_ITEMS", "INDEX", "ITEM_IDS",
     "MANIFEST", "PAYLOAD_FILES", "POPULARITY", "SCORER", "TENSORS", "USER_IDS",
-    "ArtifactArrays", "ArtifactError", "Counts", "FoldInInfo", "IndexInfo", "Manifest",
+    "ArtifactError", "Counts", "FoldInInfo", "IndexInfo", "Manifest",
     "OnnxInfo", "TensorSpec", "TextItemsInfo", "TrainingInfo", "file_sha256",
-    "list_versions", "open_version", "point_current", "read_arrays",
-    "read_manifest", "resolve_current", "resolve_version_dir", "user_history", "verify",
+    "list_versions", "open_version", "point_current",
+    "read_manifest", "resolve_current", "resolve_version_dir", "verify",
     "write_manifest",
 ]
 
@@ -193,25 +189,6 @@ class Manifest(BaseModel):
     def has_attention(self) -> bool:
         """Whether `scorer.onnx` also outputs the attention over the history (HLR, HLR++)."""
         return "attention" in self.onnx.outputs
-
-
-@dataclass(frozen=True)
-class ArtifactArrays:
-    """The numeric content of a version besides the graph and the index.
-
-    Tables are read fully (an .npz cannot be memory-mapped); popularity and the CSR histories
-    are memory-mapped, so that several workers share their pages.
-    """
-
-    users: np.ndarray  # [U, d] float32
-    items: np.ndarray  # [V, d] float32
-    keys: np.ndarray  # [d, N] float32 (N = 0 for CML, AdaCML)
-    memories: np.ndarray  # [N, d] float32
-    user_ids: IdMap
-    item_ids: IdMap
-    popularity: np.ndarray  # [V] int64
-    history_indptr: np.ndarray  # [U + 1] int64
-    history_items: np.ndarray  # [nnz] int64, newest first within a user
 
 
 # -- checksums and durability -----------------------------------------------------------------
@@ -384,86 +361,3 @@ def point_current(artifacts_dir: Path, version: str) -> Path:
         os.symlink(version, tmp)
     fsync_path(root)
     return link
-
-
-# -- arrays -----------------------------------------------------------------------------------
-
-
-def read_arrays(version_dir: Path) -> ArtifactArrays:
-    """Load tables, id maps, popularity and histories, checking that their sizes agree."""
-    vdir = Path(version_dir)
-    tensors = _load_tensors(vdir)
-    arrays = ArtifactArrays(
-        users=tensors["users"], items=tensors["items"], keys=tensors["keys"],
-        memories=tensors["memories"],
-        user_ids=_read_ids(vdir / USER_IDS), item_ids=_read_ids(vdir / ITEM_IDS),
-        popularity=_load_npy(vdir / POPULARITY),
-        history_indptr=_load_npy(vdir / HISTORY_INDPTR),
-        history_items=_load_npy(vdir / HISTORY_ITEMS),
-    )
-    _check_shapes(vdir, arrays)
-    return arrays
-
-
-def user_history(arrays: ArtifactArrays, user_row: int) -> np.ndarray:
-    """A known user's distinct known items (every split since issue 16), newest first; empty
-    for an unknown row."""
-    indptr = arrays.history_indptr
-    if not 0 <= user_row < len(indptr) - 1:
-        return np.empty(0, np.int64)
-    return np.asarray(arrays.history_items[indptr[user_row]:indptr[user_row + 1]])
-
-
-def _load_tensors(vdir: Path) -> dict[str, np.ndarray]:
-    path = vdir / TENSORS
-    try:
-        with np.load(path, allow_pickle=False) as npz:
-            missing = [n for n in TENSOR_NAMES if n not in npz.files]
-            if missing:
-                raise ArtifactError(f"{path} lacks {', '.join(missing)}: re-export the version")
-            return {n: np.asarray(npz[n], dtype=np.float32) for n in TENSOR_NAMES}
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
-        raise ArtifactError(f"cannot read {path} ({exc}): truncated or corrupted; re-export "
-                            f"the version") from None
-
-
-def _load_npy(path: Path) -> np.ndarray:
-    try:
-        return np.load(path, mmap_mode="r", allow_pickle=False)
-    except (OSError, ValueError, EOFError) as exc:
-        raise ArtifactError(f"cannot read {path} ({exc}): truncated or corrupted; re-export "
-                            f"the version") from None
-
-
-def _read_ids(path: Path) -> IdMap:
-    try:
-        ids = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ArtifactError(f"cannot read {path} ({exc}): truncated or corrupted; re-export "
-                            f"the version") from None
-    if not isinstance(ids, list):
-        raise ArtifactError(f"{path} must hold a JSON list of ids (position = row)")
-    try:
-        return IdMap.from_ids(ids)
-    except ValueError as exc:
-        raise ArtifactError(f"{path}: {exc}") from None
-
-
-def _check_shapes(vdir: Path, a: ArtifactArrays) -> None:
-    """Sizes that must agree across files; a mismatch means files from different versions."""
-    n_users, n_items = len(a.user_ids), len(a.item_ids)
-    dim = a.items.shape[1] if a.items.ndim == 2 else -1
-    checks = {
-        "users is [len(user_ids), d]": a.users.shape == (n_users, dim),
-        "items is [len(item_ids), d]": a.items.shape == (n_items, dim),
-        "keys is [d, N]": a.keys.ndim == 2 and a.keys.shape[0] == dim,
-        "memories is [N, d]": a.memories.shape == (a.keys.shape[1], dim),
-        "popularity is [len(item_ids)]": a.popularity.shape == (n_items,),
-        "history_indptr is [len(user_ids) + 1]": a.history_indptr.shape == (n_users + 1,),
-        "history_indptr ends at len(history_items)": (
-            len(a.history_indptr) > 0 and int(a.history_indptr[-1]) == len(a.history_items)),
-    }
-    broken = [name for name, ok in checks.items() if not ok]
-    if broken:
-        raise ArtifactError(f"inconsistent arrays in {vdir} ({'; '.join(broken)}): files from "
-                            f"different versions were mixed; copy the version again or re-export")

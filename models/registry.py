@@ -35,7 +35,7 @@ class ModelSpec:
     graph: Callable[..., ScorerGraph] | str  # (model, shift="auto") -> ScorerGraph
     uses_history: bool = False  # the relation reads the user's history N_u (DESIGN §1)
     has_memory: bool = False  # an LRAM (K, M): n_memory tuned, relation discovery (LRD)
-    item_text_lrd: bool = False  # trains LRD on item text (training/text_items.py)
+    item_text_lrd: bool = False  # trains LRD on item text (training/text/items.py)
 
 
 KINDS: dict[str, ModelSpec] = {

@@ -3,7 +3,7 @@
 Trained self-supervised (LRD, arXiv 2403.18348): an extractor reads the text embeddings of two
 items (t_v, t_j) and predicts π(v, j), a distribution over N latent relations; a decoder must
 reconstruct t_j from t_v and the relation Σ_n π_n R_n, so π has to say how j relates to v. In
-relrec the N relations are HLR's N memory slots: `training/text_items.py` pulls HLR's slot
+relrec the N relations are HLR's N memory slots: `training/text/items.py` pulls HLR's slot
 weights softmax((q_v ⊙ q_j) K) for the pair toward π (a KL term), so that item-item relations
 learned from co-occurrence also follow what the items' texts say. Training only: the artifact
 keeps HLR's own K and M, and serving reads no text.

@@ -5,7 +5,7 @@ adds is a training signal: for each reviewed training pair a review encoder
 (`models.text_encoders.HierarchicalEncoder`) gives a semantic vector s(u, v), and the loss adds
 γ‖r(u, v) − s(u, v)‖² (`models.losses.semantic_loss`) so that the relations the memory induces
 carry what reviewers wrote. The encoder belongs to the training objective
-(`training/semantic.py`), not to this module: at serving time no review exists, the relation is
+(`training/text/semantic.py`), not to this module: at serving time no review exists, the relation is
 still read from the memory, and the artifact is an LRML artifact with kind "serml".
 """
 

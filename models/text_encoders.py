@@ -4,7 +4,7 @@ A review is `[S, W]` word ids (sentences x words, 0 = pad). Words pass a bidirec
 an additive attention that pools each sentence; sentences pass a second BiLSTM and attention
 that pools the review; a linear map brings the review vector to the relation space `[d]`
 (hierarchical attention network, Yang et al. NAACL 2016, as used by SERML, arXiv 2406.10246).
-Reading tokens is `training/review_tokens.py`'s job; this module is arithmetic only.
+Reading tokens is `training/text/review_tokens.py`'s job; this module is arithmetic only.
 """
 
 from __future__ import annotations

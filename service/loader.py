@@ -21,6 +21,7 @@ import numpy as np
 import onnxruntime as ort
 
 from models import artifact as art
+from models.artifact_arrays import read_arrays
 from models.scorer_io import ATTENTION, DISTANCES, INPUTS, empty_history, scorer_feed
 from service import accel
 from service.errors import ArtifactRejectedError
@@ -40,7 +41,7 @@ class LoadedArtifact:
     version: str
     path: Path
     manifest: Any  # models.artifact.Manifest
-    arrays: Any  # models.artifact.ArtifactArrays
+    arrays: Any  # models.artifact_arrays.ArtifactArrays
     session: ort.InferenceSession
     index: Any  # faiss.Index over the item vectors (L2)
     l_max: int
@@ -72,7 +73,7 @@ def load_artifact(
         manifest = art.read_manifest(path)
         if check_hashes:
             art.verify(path, manifest)
-        arrays = art.read_arrays(path)
+        arrays = read_arrays(path)
     except (art.ArtifactError, OSError, ValueError) as exc:
         raise ArtifactRejectedError(f"artifact {path.name} is unreadable: {exc}") from exc
     _check_arrays(path, arrays)
@@ -108,7 +109,7 @@ def load_artifact(
 
 
 def _check_arrays(path: Path, arrays: Any) -> None:
-    # Sizes are checked by models.artifact.read_arrays; values are not, and one NaN row would
+    # Sizes are checked by models.artifact_arrays.read_arrays; values are not, and one NaN row would
     # poison every FAISS search that meets it.
     if not (np.isfinite(arrays.items).all() and np.isfinite(arrays.users).all()):
         raise ArtifactRejectedError(

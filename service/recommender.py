@@ -22,7 +22,7 @@ from typing import Literal
 
 import numpy as np
 
-from models.artifact import user_history
+from models.artifact_arrays import user_history
 from service.errors import StoreUnavailableError
 from service.foldin import FoldIn, MeanFoldIn
 from service.history import HistoryStore

@@ -1,8 +1,8 @@
 """Baselines as served artifacts: most popular and ALS in the relational models' format.
 
-Stage: export, beside `training/exporter.py` (issue 16). `save_baseline` writes what a fitted
-`MostPopular` or `ALSBaseline` needs into its run directory (`baseline.npz` plus the training
-interactions and id maps); `export_baseline` turns such a run into a version directory that the
+Stage: export, beside `training/exporter.py` (issue 16). `baseline_arrays` is what a fitted
+`MostPopular` or `ALSBaseline` needs to be served (the run directory keeps it as `baseline.npz`,
+`training/run_dir.py`); `export_baseline` turns such a run into a version directory that the
 service loads like any other:
 
 - ALS: `tensors.npz` users/items are the factors x_u, y_v; `scorer.onnx` is the dot-product
@@ -20,7 +20,6 @@ export compares with torch.
 
 from __future__ import annotations
 
-import json
 import logging
 from datetime import datetime
 from pathlib import Path
@@ -31,30 +30,21 @@ import onnxruntime as ort
 import torch
 
 from models import artifact as art
-from models.idmap import IdMap
 from models.scorer_io import DISTANCES, empty_history, scorer_feed
 from models.version import relrec_version
 from training.interactions import Interactions
+from training.run_dir import Run
 
-__all__ = ["BASELINE_FILE", "export_baseline", "is_baseline_run", "save_baseline"]
+__all__ = ["baseline_arrays", "baseline_tensors", "check_dot_parity", "export_baseline"]
 
 log = logging.getLogger(__name__)
 
-BASELINE_FILE = "baseline.npz"
-TRAIN_FILE = "baseline_train.npz"
-IDS_FILE = "baseline_ids.json"
 L_MAX = 50  # history items the service keeps per request (the seen set is all of them)
 
 
-def is_baseline_run(run_dir: str | Path) -> bool:
-    return (Path(run_dir) / BASELINE_FILE).is_file()
-
-
-def save_baseline(out: str | Path, algorithm: str, fitted: Any, train: Interactions, *,
-                  metrics: dict[str, Any], config: dict[str, Any]) -> Path:
-    """Write a fitted baseline (`MostPopular` or `ALSBaseline`) and its training data."""
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+def baseline_arrays(algorithm: str, fitted: Any) -> dict[str, np.ndarray]:
+    """What a fitted `MostPopular` or `ALSBaseline` needs to be served, as the arrays the run
+    directory keeps (`training/run_dir.py`, `baseline.npz`)."""
     if algorithm == "als":
         arrays = {"users": fitted.user_factors, "items": fitted.item_factors,
                   "regularization": np.float64(fitted.regularization),
@@ -62,30 +52,7 @@ def save_baseline(out: str | Path, algorithm: str, fitted: Any, train: Interacti
                   "confidence": np.float64(fitted.confidence)}
     else:
         arrays = {"popularity": np.asarray(fitted.popularity, np.float32)}
-    with open(out / BASELINE_FILE, "wb") as f:
-        np.savez(f, kind=np.array(algorithm), **arrays)
-    cols = {"user_rows": train.user_rows, "item_rows": train.item_rows}
-    if train.timestamps is not None:
-        cols["timestamps"] = train.timestamps
-    with open(out / TRAIN_FILE, "wb") as f:
-        np.savez(f, **cols)
-    ids = {"users": train.users.to_list(), "items": train.items.to_list()}
-    (out / IDS_FILE).write_text(json.dumps(ids) + "\n", encoding="utf-8")
-    (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
-    (out / "config.json").write_text(json.dumps(config, indent=2) + "\n")
-    return out
-
-
-def _load(run_dir: Path) -> tuple[dict[str, Any], Interactions]:
-    with np.load(run_dir / BASELINE_FILE, allow_pickle=False) as npz:
-        fitted = {name: npz[name] for name in npz.files}
-    ids = json.loads((run_dir / IDS_FILE).read_text(encoding="utf-8"))
-    with np.load(run_dir / TRAIN_FILE, allow_pickle=False) as npz:
-        ts = npz["timestamps"] if "timestamps" in npz.files else None
-        users, items = npz["user_rows"].astype(np.int64), npz["item_rows"].astype(np.int64)
-    train = Interactions(users, items, np.ones(len(users), np.float32), ts,
-                         IdMap.from_ids(ids["users"]), IdMap.from_ids(ids["items"]))
-    return fitted, train
+    return {"kind": np.array(algorithm), **arrays}
 
 
 def baseline_tensors(fitted: dict[str, Any], n_users: int) -> dict[str, np.ndarray]:
@@ -110,22 +77,18 @@ def _fold_in(fitted: dict[str, Any]) -> art.FoldInInfo:
     return art.FoldInInfo(method="constant")
 
 
-def export_baseline(run_dir: str | Path, out_dir: str | Path, *, index: str = "auto",
+def export_baseline(run: Run, out_dir: str | Path, *, index: str = "auto",
                     parity_check: bool = True, **_: Any) -> Path:
-    """Export a baseline run directory as a new current artifact version; returns its dir."""
+    """Export a baseline run as a new current artifact version; returns its directory."""
     from training.exporter import publish
-    from training.production import load_known
 
-    run_dir = Path(run_dir)
-    fitted, train = _load(run_dir)
-    known = load_known(run_dir, train)
+    assert run.baseline is not None
+    fitted, train = run.baseline, run.train
     tensors = baseline_tensors(fitted, train.n_users)
-    metrics = _read_json(run_dir / "metrics.json")
-    config = _read_json(run_dir / "config.json")
 
     def write(tmp: Path, version: str, created: datetime) -> art.Manifest:
-        return _write_version(tmp, version, created, fitted, train, known, tensors, metrics,
-                              config, index, parity_check)
+        return _write_version(tmp, version, created, fitted, train, run.known, tensors,
+                              run.metrics, run.config, index, parity_check)
 
     return publish(out_dir, train, (t.tobytes() for t in tensors.values()), write)
 
@@ -151,9 +114,7 @@ def _write_version(vdir: Path, version: str, created: datetime, fitted: dict[str
     import faiss
 
     faiss.write_index(faiss_index, str(vdir / art.INDEX))
-    ex.write_ids(vdir, train)
-    np.save(vdir / art.POPULARITY, train.item_popularity())
-    ex.write_history(vdir, train if known is None else known)
+    ex.write_interactions(vdir, train, known)
     kind = str(fitted["kind"])
     model = {"kind": kind}
     if kind == "als":
@@ -196,7 +157,3 @@ def check_dot_parity(tensors: dict[str, np.ndarray], onnx_path: Path, seed: int 
         raise ParityError(f"scorer.onnx differs from −x·y (max abs diff {float(diff.max()):.3g});"
                           f" nothing was published")
     return float((diff / np.maximum(np.abs(want[ok]), 1e-12)).max())
-
-
-def _read_json(path: Path) -> Any:
-    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}

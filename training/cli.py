@@ -28,7 +28,9 @@ from training.config import (
 
 log = logging.getLogger("relrec")
 
-# CLI flag -> (section, key): the hyper-parameters the issues name as overrides
+# CLI flag -> (section, key): the hyper-parameters the issues name as overrides. A flag is
+# named like its field (`--n-memory` sets model.n_memory), prefixed by the section where the
+# field's name alone would be ambiguous (`--text-encoder`, `--text-cache-dir`).
 _FLAG_MAP = {
     "epochs": ("trainer", "epochs"), "lr": ("trainer", "lr"),
     "batch_size": ("trainer", "batch_size"), "patience": ("trainer", "patience"),
@@ -38,15 +40,17 @@ _FLAG_MAP = {
     "temperature": ("trainer", "temperature"),
     "schedule": ("trainer", "schedule"), "threads": ("trainer", "threads"),
     "memory_decay": ("trainer", "memory_decay"), "history_dropout": ("model", "history_dropout"),
-    "margin": ("model", "margin"), "dim": ("model", "dim"), "memories": ("model", "n_memory"),
-    "max_history": ("model", "l_max"), "history_sampling": ("model", "history_sampling"),
+    "margin": ("model", "margin"), "dim": ("model", "dim"), "n_memory": ("model", "n_memory"),
+    "l_max": ("model", "l_max"), "history_sampling": ("model", "history_sampling"),
     "format": ("data", "format"), "min_rating": ("data", "min_rating"),
     "k_core": ("data", "k_core"), "split": ("data", "split"),
     "min_item_interactions": ("data", "min_item_interactions"),
     "gamma": ("model", "gamma"), "reviews": ("text", "reviews"),
     "item_text": ("text", "item_text"), "text_encoder": ("text", "encoder"),
-    "text_cache": ("text", "cache_dir"),
+    "text_cache_dir": ("text", "cache_dir"),
 }
+# Earlier spellings, still accepted (README commands and users' scripts) but hidden from --help.
+_OLD_FLAGS = {"n-memory": "memories", "l-max": "max-history", "text-cache-dir": "text-cache"}
 # The config class of each section: help text and defaults come from its fields, so that
 # `--help` cannot drift from what a run does.
 _SECTIONS: dict[str, type[BaseModel]] = {"data": DataConfig, "trainer": TrainerConfig,
@@ -71,6 +75,8 @@ def _add_config_flag(p: argparse.ArgumentParser, flag: str, typ: type | None = N
     if typ is not None:
         kwargs["type"] = typ
     p.add_argument(f"--{flag}", help=_field_help(attr), **kwargs)
+    if flag in _OLD_FLAGS:
+        p.add_argument(f"--{_OLD_FLAGS[flag]}", dest=attr, help=argparse.SUPPRESS, **kwargs)
 
 
 def _add_data_flags(p: argparse.ArgumentParser) -> None:
@@ -104,13 +110,16 @@ def add_train_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser
     p.add_argument("--out", required=True, help="run directory to write")
     p.add_argument("--topk-out", metavar="FILE",
                    help="write the test users' top-k lists here (CSV user,item,rank; raw ids)")
+    p.add_argument("--export-to", metavar="ARTIFACTS_DIR",
+                   help="also export the trained run there as the new current version (what "
+                   "`relrec export RUN --out ARTIFACTS_DIR` does, without reading RUN back)")
     _add_data_flags(p)
     p.add_argument("--final", action="store_true",
                    help="production run: select epochs on validation, then refit on every "
                    "interaction (whole catalogue, no k-core) and save that model for export")
     _add_config_flag(p, "min-item-interactions", int)
     for flag, typ in (("epochs", int), ("lr", float), ("batch-size", int), ("margin", float),
-                      ("dim", int), ("memories", int), ("max-history", int),
+                      ("dim", int), ("n-memory", int), ("l-max", int),
                       ("patience", int), ("eval-users", int)):
         _add_config_flag(p, flag, typ)
     _add_config_flag(p, "history-sampling", choices=["uniform", "inverse_popularity"])
@@ -118,7 +127,7 @@ def add_train_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser
     _add_config_flag(p, "reviews")
     _add_config_flag(p, "item-text")
     _add_config_flag(p, "text-encoder", choices=["minilm", "hashing"])
-    _add_config_flag(p, "text-cache")
+    _add_config_flag(p, "text-cache-dir")
     _add_config_flag(p, "select-by", choices=["ndcg", "loss"])
     _add_config_flag(p, "negatives", choices=["uniform", "hardest", "warp", "mean", "softmax"])
     _add_config_flag(p, "n-negatives", int)
@@ -170,32 +179,12 @@ def config_from_args(args: argparse.Namespace):
     return load_config(args.config, overrides, algorithm=args.model, **sections)
 
 
-def format_metrics(doc: dict[str, Any]) -> str:
-    """Two markdown tables: full ranking, then sampled (never mixed)."""
-    k = doc["k"]
-    m = doc["metrics"]
-    names = ["precision", "recall", "ndcg", "map", "mrr"]
-    lines = [f"full ranking @{k} ({doc['model']}, split {doc['split']})", "",
-             "| " + " | ".join(f"{n}@{k}" for n in names) + " | median pop |",
-             "|" + "---|" * (len(names) + 1),
-             "| " + " | ".join(_cell(m[n], doc["spread"][n]["ci95"]) for n in names)
-             + f" | {m['median_popularity']:.0f} |"]
-    if "sampled" in doc:
-        s = doc["sampled"]
-        lines += ["", f"sampled protocol ({s['n_negatives']} negatives)", "",
-                  f"| HR@{k} | NDCG@{k} |", "|---|---|", f"| {s['hr']:.4f} | {s['ndcg']:.4f} |"]
-    return "\n".join(lines)
-
-
-def _cell(mean: float, ci95: float | None) -> str:
-    return f"{mean:.4f}" if ci95 is None else f"{mean:.4f} ± {ci95:.4f}"
-
-
 def cmd_train(args: argparse.Namespace) -> int:
+    from training.evaluator import format_metrics
     from training.pipeline import run
 
     cfg = config_from_args(args)
-    result = run(cfg, args.out, topk_out=args.topk_out)
+    result = run(cfg, args.out, topk_out=args.topk_out, export_to=args.export_to)
     sys.stdout.write(format_metrics(result.metrics) + "\n")
     final = result.metrics.get("final")
     if final:  # the metrics above are the selection run's
@@ -203,6 +192,9 @@ def cmd_train(args: argparse.Namespace) -> int:
                          f"({final['users']} users, {final['items']} items), "
                          f"{final['epochs'] or '-'} epochs\n")
     sys.stdout.write(f"\nrun written to {result.run_dir} (metrics.json)\n")
+    if result.version_dir is not None:
+        sys.stdout.write(f"exported {result.version_dir}; {Path(args.export_to) / 'current'} -> "
+                         f"{result.version_dir.name}\n")
     return 0
 
 
@@ -332,13 +324,13 @@ def main(argv: list[str] | None = None, prog: str = "relrec") -> int:
     add_subcommands(parser.add_subparsers(dest="command", required=True))
     args = parser.parse_args(argv)
     from models.artifact import ArtifactError
-    from training.checkpoint import CheckpointError
     from training.exporter import ExportError
     from training.interactions import DataError
+    from training.run_dir import RunDirError
 
     try:
         return int(args.func(args))
-    except (ConfigError, DataError, CheckpointError, ArtifactError, ExportError,
+    except (ConfigError, DataError, RunDirError, ArtifactError, ExportError,
             FileNotFoundError) as exc:
         # one line, once: the log handler would print it a second time (issue 19)
         one_line = " ".join(str(exc).split())

@@ -11,8 +11,8 @@ import logging
 import sys
 from pathlib import Path
 
-from training.cli import format_metrics
 from training.config import load_config
+from training.evaluator import format_metrics
 
 log = logging.getLogger(__name__)
 
@@ -20,7 +20,6 @@ log = logging.getLogger(__name__)
 def run_demo(workdir: Path, host: str = "127.0.0.1", port: int = 8000, serve: bool = True,
              epochs: int = 10) -> int:
     """Run the whole path; returns the process exit code."""
-    from training.exporter import export_run
     from training.pipeline import run
     from training.synthetic import write_sample
 
@@ -36,10 +35,9 @@ def run_demo(workdir: Path, host: str = "127.0.0.1", port: int = 8000, serve: bo
         # a production run: epochs selected on validation, then refit on every interaction
         final=True,
     )
-    result = run(cfg, workdir / "run")
+    result = run(cfg, workdir / "run", export_to=workdir / "artifacts")
     sys.stdout.write(format_metrics(result.metrics) + "\n\n")
-    version_dir = export_run(workdir / "run", workdir / "artifacts")
-    sys.stdout.write(f"artifact: {version_dir}\n")
+    sys.stdout.write(f"artifact: {result.version_dir}\n")
     if not serve:
         return 0
     user = result.split.train.users.ids[0]

@@ -19,7 +19,8 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
-from training.cli import add_train_parser, config_from_args, format_metrics
+from training.cli import add_train_parser, config_from_args
+from training.evaluator import format_metrics
 
 
 def init_process_group() -> tuple[int, int, int]:

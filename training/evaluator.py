@@ -18,7 +18,7 @@ import csv
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal, Protocol, runtime_checkable
+from typing import Any, Literal, Protocol, runtime_checkable
 
 import numpy as np
 from scipy import sparse
@@ -37,8 +37,8 @@ from training.metrics import (
 )
 from training.sampler import NegativeSampler
 
-__all__ = ["EvalReport", "Scorer", "SplitLike", "full_ranking", "sampled", "table", "top_k",
-           "write_top_k"]
+__all__ = ["EvalReport", "Scorer", "SplitLike", "format_metrics", "full_ranking", "sampled",
+           "table", "top_k", "write_top_k"]
 
 Stage = Literal["test", "valid"]
 _Z95 = 1.959963984540054  # two-sided 95% quantile of the standard normal
@@ -171,6 +171,29 @@ def _cell(stats: dict[str, float | int | None] | None) -> str:
     if ci95 is None:
         return f"{mean:.4g}"
     return f"{mean:.4f} ± {ci95:.4f}"
+
+
+def format_metrics(doc: dict[str, Any]) -> str:
+    """A `metrics.json` document (`training.pipeline.metrics_document`) as two markdown
+    tables, full ranking then sampled: the document's rendering of :func:`table`'s rule that
+    the two protocols never share a table. What `relrec train` prints."""
+    k = doc["k"]
+    m = doc["metrics"]
+    names = ["precision", "recall", "ndcg", "map", "mrr"]
+    lines = [f"full ranking @{k} ({doc['model']}, split {doc['split']})", "",
+             "| " + " | ".join(f"{n}@{k}" for n in names) + " | median pop |",
+             "|" + "---|" * (len(names) + 1),
+             "| " + " | ".join(_document_cell(m[n], doc["spread"][n]["ci95"]) for n in names)
+             + f" | {m['median_popularity']:.0f} |"]
+    if "sampled" in doc:
+        s = doc["sampled"]
+        lines += ["", f"sampled protocol ({s['n_negatives']} negatives)", "",
+                  f"| HR@{k} | NDCG@{k} |", "|---|---|", f"| {s['hr']:.4f} | {s['ndcg']:.4f} |"]
+    return "\n".join(lines)
+
+
+def _document_cell(mean: float, ci95: float | None) -> str:
+    return f"{mean:.4f}" if ci95 is None else f"{mean:.4f} ± {ci95:.4f}"
 
 
 def top_k(scores: np.ndarray, k: int) -> np.ndarray:

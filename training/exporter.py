@@ -1,8 +1,9 @@
 """Export: a trained model and its training data -> one served artifact version (DESIGN §3).
 
 Stage: the last of the offline path. Reads a `RelationalModel` and the train `Interactions`
-(or a run directory through `training.checkpoint`); writes `ARTIFACTS_DIR/<version>/` with the
-files of docs/architecture.md ("Artifact"), then points `ARTIFACTS_DIR/current` at it.
+(a `training.run_dir.Run`: in memory after training, or read back from a run directory);
+writes `ARTIFACTS_DIR/<version>/` with the files of docs/architecture.md ("Artifact"), then
+points `ARTIFACTS_DIR/current` at it.
 
 Everything is written into a hidden `.tmp-<version>` directory first, fsynced, checked (the
 ONNX scorer against the model's own distances), and only then renamed into place and made
@@ -34,13 +35,13 @@ from models.graphs import ScorerGraph
 from models.registry import build_scorer_graph
 from models.scorer_io import OPSET, scorer_feed
 from models.version import relrec_version
-from training.checkpoint import load_run
 from training.interactions import Interactions
+from training.run_dir import Run, TextItems, load_run
 from training.scorer_graph import export_onnx, io_spec
-from training.text_items import TextItems, extend_with_text_items, load_text_items
+from training.text.items import extend_with_text_items
 
-__all__ = ["ExportError", "ParityError", "build_index", "export", "export_run", "history_csr",
-           "publish", "training_info", "write_history", "write_ids"]
+__all__ = ["ExportError", "ParityError", "build_index", "export", "export_run", "export_trained",
+           "history_csr", "publish", "training_info", "write_interactions"]
 
 log = logging.getLogger(__name__)
 
@@ -64,18 +65,25 @@ class ParityError(ExportError):
     """`scorer.onnx` disagrees with the model's own distances beyond the tolerance."""
 
 
-def export_run(run_dir: str | Path, out_dir: str | Path, **kwargs: Any) -> Path:
-    """Export a training run directory (see `training.checkpoint`); returns the version dir."""
-    from training.baseline_export import export_baseline, is_baseline_run
-    from training.production import load_known
+def export_trained(run: Run, out_dir: str | Path, **kwargs: Any) -> Path:
+    """Export a run held in memory (`training.pipeline.run(..., export_to=…)`, straight after
+    training) or read back by `export_run`; returns the version directory."""
+    if run.baseline is not None:
+        from training.baseline_export import export_baseline
 
-    if is_baseline_run(run_dir):
-        return export_baseline(run_dir, out_dir, **kwargs)
-    run = load_run(run_dir)
-    kwargs.setdefault("text_items", load_text_items(run_dir))
-    kwargs.setdefault("known", load_known(run_dir, run.train))
+        return export_baseline(run, out_dir, **kwargs)
+    if run.model is None:
+        raise ExportError(f"a {run.config.get('algorithm', 'baseline')} run has no model to "
+                          f"serve (an evaluation baseline); train pop, als or a relational model")
+    kwargs.setdefault("text_items", run.text_items)
+    kwargs.setdefault("known", run.known)
     return export(run.model, run.train, out_dir, metrics=run.metrics, config=run.config,
                   **kwargs)
+
+
+def export_run(run_dir: str | Path, out_dir: str | Path, **kwargs: Any) -> Path:
+    """Export a training run directory (`training/run_dir.py`); returns the version dir."""
+    return export_trained(load_run(run_dir), out_dir, **kwargs)
 
 
 def training_info(metrics: dict[str, Any], history_is_all: bool) -> art.TrainingInfo:
@@ -170,9 +178,7 @@ def _write_version(vdir: Path, version: str, created: datetime, model: Relationa
         log.info("parity: max relative error %.2e (tolerance %.0e)", err, PARITY_RTOL)
     _write_tensors(vdir / art.TENSORS, tensors)
     index_info = _write_index(vdir / art.INDEX, tensors, index, ef_construction)
-    write_ids(vdir, train)
-    np.save(vdir / art.POPULARITY, train.item_popularity())
-    write_history(vdir, train if known is None else known)
+    write_interactions(vdir, train, known)
     files = {name: art.file_sha256(vdir / name) for name in art.PAYLOAD_FILES}
     manifest = art.Manifest(
         format_version=art.FORMAT_VERSION, version=version, relrec_version=relrec_version(),
@@ -210,13 +216,13 @@ def _write_tensors(path: Path, tensors: dict[str, np.ndarray]) -> None:
         np.savez(f, **tensors)
 
 
-def write_ids(vdir: Path, train: Interactions) -> None:
+def write_interactions(vdir: Path, train: Interactions, known: Interactions | None) -> None:
+    """The id maps and popularity of `train`, and each user's history: `known` (everything
+    known, issue 16) where given, else `train` (a refit run's train is everything)."""
     for name, ids in ((art.USER_IDS, train.users), (art.ITEM_IDS, train.items)):
         (vdir / name).write_text(json.dumps(ids.to_list()) + "\n", encoding="utf-8")
-
-
-def write_history(vdir: Path, train: Interactions) -> None:
-    indptr, items = history_csr(train)
+    np.save(vdir / art.POPULARITY, train.item_popularity())
+    indptr, items = history_csr(train if known is None else known)
     np.save(vdir / art.HISTORY_INDPTR, indptr)
     np.save(vdir / art.HISTORY_ITEMS, items)
 

@@ -1,13 +1,14 @@
 """Pipeline: the main offline job, read -> filter -> split -> train -> evaluate -> save.
 
-Reads an interaction log named by `TrainConfig.data`, writes a run directory: `metrics.json`
-(the shape every algorithm shares), `config.json` (the resolved config) and, for the relational
-models, the checkpoint that `relrec export` turns into a served artifact.
+Reads an interaction log named by `TrainConfig.data`; assembles what the run leaves (a
+`training.run_dir.Run`: the model or the baseline's arrays, the data, `metrics.json`'s
+document, the resolved config) and has `training/run_dir.py` write it, once. With `export_to`
+the same in-memory run is exported at once (`training.exporter.export_trained`), with no
+reload from disk; `relrec export RUN` does the same later from the directory.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections.abc import Callable
@@ -27,8 +28,10 @@ from training.evaluator import EvalReport, full_ranking, sampled, write_top_k
 from training.filters import binarize, k_core
 from training.interactions import Interactions
 from training.readers import read_log
-from training.scorer import ModelScorer, train_valid_histories
+from training.run_dir import Run, TextItems, save_run
 from training.splits import Split, make_split
+from training.text.items import ItemTextObjective, build_item_text_objective
+from training.torch_scorer import ModelScorer, train_valid_histories
 from training.trainer import EpochLog, Trainer, TrainResult, Validator
 
 log = logging.getLogger(__name__)
@@ -44,6 +47,18 @@ class RunResult:
     metrics: dict[str, Any]
     model: torch.nn.Module | None
     split: Split
+    version_dir: Path | None = None  # the exported artifact version, with `export_to`
+
+
+@dataclass
+class RelationalFit:
+    """A trained relational model, the dataset it was trained on, the trainer's log and what
+    the objective adds to the item table (the text-only items of `--item-text`, else None)."""
+
+    model: torch.nn.Module
+    dataset: TrainDataset
+    result: TrainResult
+    text_items: TextItems | None = None
 
 
 def load_interactions(cfg: TrainConfig) -> Interactions:
@@ -63,10 +78,10 @@ def prepare(cfg: TrainConfig) -> Split:
     return make_split(load_interactions(cfg), cfg.data.split, cfg.data.seed)
 
 
-def fit_relational(cfg: TrainConfig, split: Split, rank: int = 0, world_size: int = 1,
-                   on_epoch: Callable[[EpochLog], None] | None = None
-                   ) -> tuple[torch.nn.Module, TrainDataset, TrainResult]:
-    """Build and train a relational model, selecting the epoch on validation.
+def fit_model(cfg: TrainConfig, split: Split, rank: int = 0, world_size: int = 1,
+              on_epoch: Callable[[EpochLog], None] | None = None) -> RelationalFit:
+    """Build and train a relational model, selecting the epoch on validation (none to select
+    on when `split.valid` is empty: a refit trains for `cfg.trainer.epochs`).
 
     Under DDP every rank builds the same initial model from the same seed; rank 0 validates.
     `on_epoch` is the trainer's per-epoch hook (`relrec tune` reports to its study there).
@@ -79,25 +94,34 @@ def fit_relational(cfg: TrainConfig, split: Split, rank: int = 0, world_size: in
     objective = build_objective(cfg, split, model)
     result = Trainer(model, cfg.trainer, rank, world_size, objective).fit(dataset, validate,
                                                                           on_epoch)
-    if hasattr(objective, "text_only_items"):
-        result.text_items = objective.text_only_items()
-    return model, dataset, result
+    text_items = (objective.text_only_items() if isinstance(objective, ItemTextObjective)
+                  else None)
+    return RelationalFit(model, dataset, result, text_items)
+
+
+def fit_relational(cfg: TrainConfig, split: Split, rank: int = 0, world_size: int = 1,
+                   on_epoch: Callable[[EpochLog], None] | None = None
+                   ) -> tuple[torch.nn.Module, TrainDataset, TrainResult]:
+    """`fit_model` as (model, dataset, trainer result): what `relrec tune` and the benches
+    read."""
+    fit = fit_model(cfg, split, rank, world_size, on_epoch)
+    return fit.model, fit.dataset, fit.result
 
 
 def build_objective(cfg: TrainConfig, split: Split,
                     model: torch.nn.Module) -> torch.nn.Module | None:
-    """The loss beyond the plain hinge, or None: SERML's review regression (training/semantic),
-    then the item-text terms when `text.item_text` is set (training/text_items)."""
+    """The loss beyond the plain hinge, or None: SERML's review regression (training/text/semantic),
+    then the item-text terms when `text.item_text` is set (training/text/items)."""
     assert cfg.model is not None
     objective = None
     if cfg.model.kind == "serml":
-        from training.semantic import build_semantic_objective
+        from training.text.semantic import build_semantic_objective
 
-        objective = build_semantic_objective(cfg, split, model)
+        objective = build_semantic_objective(cfg.text, split, model,
+                                             cfg.text.reviews or cfg.data.path)
     if cfg.text.item_text:
-        from training.text_items import build_item_text_objective
-
-        objective = build_item_text_objective(cfg, split, model, objective)
+        objective = build_item_text_objective(cfg.text, split, model, objective,
+                                              cfg.trainer.device, cfg.trainer.progress)
     return objective
 
 
@@ -179,43 +203,40 @@ def _finite(value: Any) -> Any:
 
 
 def run(cfg: TrainConfig, out_dir: str | Path, split: Split | None = None, rank: int = 0,
-        world_size: int = 1, topk_out: str | Path | None = None) -> RunResult:
+        world_size: int = 1, topk_out: str | Path | None = None,
+        export_to: str | Path | None = None) -> RunResult:
     """Train `cfg.algorithm`, evaluate it, and write the run directory `out_dir`.
 
     With `world_size > 1` (torchrun) every rank trains; only rank 0 evaluates and writes.
-    `topk_out` names a CSV for the test users' top-k lists (`write_top_k`).
+    `topk_out` names a CSV for the test users' top-k lists (`write_top_k`). `export_to` (an
+    artifacts directory) exports the saved run from memory as its new current version.
     """
-    if cfg.final and cfg.algorithm not in SERVABLE_BASELINES and not cfg.is_relational:
-        raise ConfigError(f"--final: {cfg.algorithm} is an evaluation baseline with nothing to "
+    servable = cfg.algorithm in SERVABLE_BASELINES or cfg.is_relational
+    if (cfg.final or export_to is not None) and not servable:
+        flag = "--final" if cfg.final else "--export-to"
+        raise ConfigError(f"{flag}: {cfg.algorithm} is an evaluation baseline with nothing to "
                           f"serve; use {' or '.join(SERVABLE_BASELINES)} or a relational model")
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    out.mkdir(parents=True, exist_ok=True)  # before training: --topk-out may point inside
     split = split if split is not None else prepare(cfg)
     started = time.perf_counter()
     extra: dict[str, Any] = {"data": {"users": split.train.n_users,
                                       "items": split.train.n_items,
                                       "train": len(split.train), "valid": len(split.valid),
                                       "test": len(split.test)}}
-    model = None
+    fit = None
     if cfg.is_relational:
-        model, dataset, result = fit_relational(cfg, split, rank, world_size)
+        fit = fit_model(cfg, split, rank, world_size)
         if rank != 0:
-            return RunResult(out, {}, model, split)
+            return RunResult(out, {}, fit.model, split)
         # test-time histories are train + validation items (the HLR reference code's protocol)
-        scorer: Any = ModelScorer(model, train_valid_histories(dataset, split.train, split.valid),
+        scorer: Any = ModelScorer(fit.model, train_valid_histories(fit.dataset, split.train,
+                                                                   split.valid),
                                   seed=cfg.trainer.seed)
-        extra["training"] = {"best_epoch": result.best_epoch, "epochs": len(result.epochs),
-                             "epoch_time_s": result.mean_epoch_time_s,
-                             "data_share": result.data_share,
-                             "best_valid": result.best_valid,
-                             "select_by": cfg.trainer.select_by,
-                             # The curve, so that "was it still improving?" needs no rerun.
-                             "curve": [{"epoch": e.epoch, "loss": round(e.loss, 6),
-                                        "valid": round(e.valid, 6), "time_s": round(e.time_s, 2)}
-                                       for e in result.epochs]}
-        if result.text_items is not None:
-            extra["text_items"] = {"count": len(result.text_items),
-                                   "encoder": result.text_items.encoder}
+        extra["training"] = training_summary(fit.result, cfg.trainer.select_by)
+        if fit.text_items is not None:
+            extra["text_items"] = {"count": len(fit.text_items),
+                                   "encoder": fit.text_items.encoder}
     else:
         scorer = fit_baseline(cfg, split.train)
     extra["fit_time_s"] = time.perf_counter() - started
@@ -223,28 +244,40 @@ def run(cfg: TrainConfig, out_dir: str | Path, split: Split | None = None, rank:
     if topk_out is not None:
         write_top_k(full, split, topk_out)
     doc = metrics_document(cfg, full, samp, extra)
-    (out / "metrics.json").write_text(json.dumps(doc, indent=2) + "\n")
-    (out / "config.json").write_text(cfg.model_dump_json(indent=2) + "\n")
-    if model is not None:
-        from training.checkpoint import save_run
+    saved = served_run(cfg, split, doc, fit, scorer)
+    save_run(out, saved)
+    version_dir = None
+    if export_to is not None:
+        from training.exporter import export_trained
 
-        save_run(out, model, split.train, metrics=doc, config=cfg.model_dump(mode="json"))
-        if result.text_items is not None:
-            from training.text_items import save_text_items
+        version_dir = export_trained(saved, export_to)
+    return RunResult(out, saved.metrics, fit.model if fit else None, split, version_dir)
 
-            save_text_items(out, result.text_items)
-    elif cfg.algorithm in SERVABLE_BASELINES:
-        from training.baseline_export import save_baseline
 
-        save_baseline(out, cfg.algorithm, scorer, split.train, metrics=doc,
-                      config=cfg.model_dump(mode="json"))
-    from training.production import refit, save_known
+def training_summary(result: TrainResult, select_by: str) -> dict[str, Any]:
+    """`metrics.json`'s `training` section: the selected epoch and the validation curve."""
+    return {"best_epoch": result.best_epoch, "epochs": len(result.epochs),
+            "epoch_time_s": result.mean_epoch_time_s, "data_share": result.data_share,
+            "best_valid": result.best_valid, "select_by": select_by,
+            # The curve, so that "was it still improving?" needs no rerun.
+            "curve": [{"epoch": e.epoch, "loss": round(e.loss, 6), "valid": round(e.valid, 6),
+                       "time_s": round(e.time_s, 2)} for e in result.epochs]}
 
-    if cfg.final:  # issue 16: serve a model refit on everything for the selected epochs
-        doc = refit(cfg, out, doc, result.best_epoch if model is not None else None)
-    else:  # the served history is still everything known for each user
-        save_known(out, split)
-    return RunResult(out, doc, model, split)
+
+def served_run(cfg: TrainConfig, split: Split, doc: dict[str, Any], fit: RelationalFit | None,
+               scorer: Any) -> Run:
+    """What the run directory keeps: with `--final`, the model refit on every interaction
+    (issue 16); else the evaluated model, with everything known as the served history."""
+    from training.baseline_export import baseline_arrays
+    from training.production import known_interactions, refit
+
+    if cfg.final:
+        return refit(cfg, doc, fit.result.best_epoch if fit is not None else None)
+    config = cfg.model_dump(mode="json")
+    baseline = (baseline_arrays(cfg.algorithm, scorer)
+                if fit is None and cfg.algorithm in SERVABLE_BASELINES else None)
+    return Run(split.train, doc, config, model=fit.model if fit else None, baseline=baseline,
+               known=known_interactions(split), text_items=fit.text_items if fit else None)
 
 
 def fit_baseline(cfg: TrainConfig, train: Interactions) -> Any:

@@ -4,13 +4,13 @@ Stage: the end of `training.pipeline.run` when `TrainConfig.final` is set (`relr
 --final`). The evaluation path (k-core, train/valid/test) exists to compare models and to pick
 the epoch count; what is served should learn from everything known and cover the whole
 catalogue. So this stage re-reads the log, keeps every positive of every item with at least
-`data.min_item_interactions` positives (and every user with one), trains the same model kind
-from scratch for the selected number of epochs (no validation left to stop on) and writes it
-into the run directory in place of the selection model: `relrec export` then serves it, with
-each user's history being every interaction known for them.
+`data.min_item_interactions` positives (and every user with one) and trains the same model kind
+from scratch for the selected number of epochs (no validation left to stop on); the pipeline
+saves that model in place of the selection model: `relrec export` then serves it, with each
+user's history being every interaction known for them.
 
-It also owns `known.npz`: for a run that is *not* refit, the union of the split's three parts,
-so that the exported history (and the seen set the service excludes) is still everything known
+For a run that is *not* refit, `known_interactions` is the union of the split's three parts, so
+that the exported history (and the seen set the service excludes) is still everything known
 for each user, not the training 80% alone.
 """
 
@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import logging
 import time
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -27,13 +26,12 @@ from training.config import ConfigError, TrainConfig
 from training.filters import binarize
 from training.interactions import DataError, Interactions, densify
 from training.readers import read_log
+from training.run_dir import Run
 from training.splits import Split
 
-__all__ = ["KNOWN_FILE", "load_known", "production_interactions", "refit", "save_known"]
+__all__ = ["known_interactions", "production_interactions", "refit"]
 
 log = logging.getLogger(__name__)
-
-KNOWN_FILE = "known.npz"
 
 
 def production_interactions(cfg: TrainConfig) -> Interactions:
@@ -54,97 +52,49 @@ def production_interactions(cfg: TrainConfig) -> Interactions:
     return inter
 
 
-def refit(cfg: TrainConfig, out: Path, doc: dict[str, Any], epochs: int | None) -> dict[str, Any]:
-    """Refit `cfg.algorithm` on every interaction and save it as the run's model.
+def refit(cfg: TrainConfig, doc: dict[str, Any], epochs: int | None) -> Run:
+    """Refit `cfg.algorithm` on every interaction: the run to save and serve.
 
-    `doc` is the selection run's metrics document; it is written back with a `final` section
+    `doc` is the selection run's metrics document; the returned run's has a `final` section
     (what was refit on, for how many epochs), which the exporter turns into the manifest's
-    `training` record. Returns the updated document.
+    `training` record. The run has no `known`: its training data is everything known.
     """
+    from training.baseline_export import baseline_arrays
+    from training.pipeline import fit_baseline, fit_model
+
     started = time.perf_counter()
     inter = production_interactions(cfg)
-    empty = inter.select(np.zeros(len(inter), bool))
-    everything = Split(inter, empty, empty, "all", cfg.data.seed)
-    config = cfg.model_dump(mode="json")
     doc = dict(doc)
     doc["final"] = {"refit": True, "epochs": epochs, "users": inter.n_users,
                     "items": inter.n_items, "interactions": len(inter),
                     "min_item_interactions": cfg.data.min_item_interactions}
-    if cfg.is_relational:
-        _refit_relational(cfg, everything, out, doc, config, epochs or cfg.trainer.epochs)
-    else:
-        from training.baseline_export import save_baseline
-        from training.pipeline import fit_baseline
-
-        save_baseline(out, cfg.algorithm, fit_baseline(cfg, inter), inter, metrics=doc,
-                      config=config)
-    doc["final"]["fit_time_s"] = time.perf_counter() - started
-    (out / KNOWN_FILE).unlink(missing_ok=True)  # the model's own data is everything now
-    _write_metrics(out, doc)
-    return doc
-
-
-def _refit_relational(cfg: TrainConfig, everything: Split, out: Path, doc: dict[str, Any],
-                      config: dict[str, Any], epochs: int) -> None:
-    """Same model kind and hyper-parameters, trained from the same seed on everything."""
-    import torch
-
-    from models.registry import build_model
-    from training.checkpoint import save_run
-    from training.dataset import TrainDataset
-    from training.pipeline import build_objective
-    from training.trainer import Trainer
-
-    assert cfg.model is not None
-    inter = everything.train
-    torch.manual_seed(cfg.trainer.seed)
-    model = build_model(cfg.model, inter.n_users, inter.n_items)
-    dataset = TrainDataset(inter, cfg.model.l_max, cfg.model.uses_history,
-                           cfg.model.history_sampling, cfg.model.history_dropout)
-    objective = build_objective(cfg, everything, model)
-    trainer_cfg = cfg.trainer.model_copy(update={"epochs": epochs})
+    config = cfg.model_dump(mode="json")
+    if not cfg.is_relational:
+        baseline = baseline_arrays(cfg.algorithm, fit_baseline(cfg, inter))
+        doc["final"]["fit_time_s"] = time.perf_counter() - started
+        return Run(inter, doc, config, baseline=baseline)
+    # Same model kind and hyper-parameters from the same seed, for the selected epochs: an
+    # empty validation set leaves nothing to stop on.
+    empty = inter.select(np.zeros(len(inter), bool))
+    everything = Split(inter, empty, empty, "all", cfg.data.seed)
+    epochs = epochs or cfg.trainer.epochs
     log.info("refit on every interaction for %d epochs", epochs)
-    Trainer(model, trainer_cfg, objective=objective).fit(dataset, None)
-    text_items = objective.text_only_items() if hasattr(objective, "text_only_items") else None
-    save_run(out, model, inter, metrics=doc, config=config)
-    if text_items is not None:
-        from training.text_items import save_text_items
-
-        save_text_items(out, text_items)
-        doc["final"]["text_items"] = len(text_items)
+    fit = fit_model(cfg.model_copy(update={
+        "trainer": cfg.trainer.model_copy(update={"epochs": epochs})}), everything)
+    if fit.text_items is not None:
+        doc["final"]["text_items"] = len(fit.text_items)
+    doc["final"]["fit_time_s"] = time.perf_counter() - started
+    return Run(inter, doc, config, model=fit.model, text_items=fit.text_items)
 
 
-def _write_metrics(out: Path, doc: dict[str, Any]) -> None:
-    import json
-
-    (out / "metrics.json").write_text(json.dumps(doc, indent=2) + "\n")
-
-
-# -- the known history of a run that is not refit ----------------------------------------------
-
-
-def save_known(out: Path, split: Split) -> Path:
-    """Write the union of train, valid and test (same id maps as the run's train.npz)."""
+def known_interactions(split: Split) -> Interactions:
+    """Train, valid and test in one log over the split's shared id maps: what a run that is
+    not refit exports as each user's history (and so as the seen set the service excludes)."""
     parts = (split.train, split.valid, split.test)
-    arrays = {"user_rows": np.concatenate([p.user_rows for p in parts]),
-              "item_rows": np.concatenate([p.item_rows for p in parts])}
-    if all(p.timestamps is not None for p in parts):
-        arrays["timestamps"] = np.concatenate([p.timestamps for p in parts])  # type: ignore[misc]
-    path = out / KNOWN_FILE
-    with open(path, "wb") as f:  # a file object keeps numpy from appending ".npz"
-        np.savez(f, **arrays)
-    return path
-
-
-def load_known(run_dir: str | Path, train: Interactions) -> Interactions | None:
-    """Every known interaction of a run over `train`'s id maps, or None without `known.npz`."""
-    path = Path(run_dir) / KNOWN_FILE
-    if not path.is_file():
-        return None
-    with np.load(path, allow_pickle=False) as npz:
-        users, items = npz["user_rows"].astype(np.int64), npz["item_rows"].astype(np.int64)
-        ts = npz["timestamps"].astype(np.int64) if "timestamps" in npz.files else None
-    if len(users) and (users.max() >= train.n_users or items.max() >= train.n_items):
-        raise DataError(f"{path} does not match the run's id maps; re-train")
-    return Interactions(users, items, np.ones(len(users), np.float32), ts, train.users,
-                        train.items)
+    stamps = ([p.timestamps for p in parts] if all(p.timestamps is not None for p in parts)
+              else None)
+    return Interactions(np.concatenate([p.user_rows for p in parts]),
+                        np.concatenate([p.item_rows for p in parts]),
+                        np.concatenate([p.weights for p in parts]),
+                        None if stamps is None else np.concatenate(stamps),  # type: ignore[arg-type]
+                        split.train.users, split.train.items)

@@ -1,7 +1,8 @@
 """`relrec report`: one self-contained HTML page of figures from run directories (issue 19).
 
 A run directory is what `relrec train --out` (or `bench/quality.py`, one per model-seed) writes:
-`metrics.json` always; `train.npz` + `item_ids.json` for saved models (per-item popularity);
+`metrics.json` always; `train.npz` + `item_ids.json` (per-item popularity) for every run since
+issue 17 and the saved models before; both read through `training/run_dir.py`;
 `topk.csv` when the run was trained with `--topk-out RUN/topk.csv` (catalogue coverage and the
 popularity of every recommended item). What a run lacks is said on the page, never faked.
 Figures are PNGs embedded as base64, so the file opens anywhere with no network.
@@ -13,7 +14,6 @@ import base64
 import csv
 import html
 import io
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from training.interactions import DataError
+from training.run_dir import METRICS_FILE, RunDirError, item_popularity, read_metrics
 
 METRICS = ("precision", "recall", "ndcg", "map", "mrr")
 TOPK_FILE = "topk.csv"
@@ -48,23 +49,14 @@ class RunInfo:
         return str(self.doc["model"])
 
 
-def _read_metrics(path: Path) -> dict[str, Any]:
-    try:
-        doc = json.loads(path.read_text())
-    except (OSError, ValueError) as exc:
-        raise ReportError(f"{path}: cannot read metrics.json ({exc})") from None
-    if not isinstance(doc, dict) or "model" not in doc or "metrics" not in doc:
-        raise ReportError(f"{path}: not a relrec metrics.json (no 'model' or 'metrics' key)")
-    return doc
-
-
 def load_run(path: Path) -> RunInfo:
-    run = RunInfo(path, _read_metrics(path / "metrics.json"))
-    npz, ids = path / "train.npz", path / "item_ids.json"
-    if npz.is_file() and ids.is_file():
-        item_ids = [str(i) for i in json.loads(ids.read_text())]
-        with np.load(npz) as z:
-            run.item_pop = np.bincount(z["item_rows"], minlength=len(item_ids))
+    try:
+        run = RunInfo(path, read_metrics(path))
+    except RunDirError as exc:
+        raise ReportError(str(exc)) from None
+    popularity = item_popularity(path)
+    if popularity is not None:
+        item_ids, run.item_pop = popularity
         run.item_index = {item: row for row, item in enumerate(item_ids)}
     topk = path / TOPK_FILE
     if topk.is_file():
@@ -80,10 +72,10 @@ def load_runs(paths: list[str | Path]) -> list[RunInfo]:
         path = Path(raw)
         if not path.is_dir():
             raise ReportError(f"{path}: not a run directory (expected the --out of relrec train)")
-        if (path / "metrics.json").is_file():
+        if (path / METRICS_FILE).is_file():
             runs.append(load_run(path))
             continue
-        children = sorted(p.parent for p in path.glob("*/metrics.json"))
+        children = sorted(p.parent for p in path.glob(f"*/{METRICS_FILE}"))
         if not children:
             raise ReportError(f"{path}: no metrics.json here or in its subdirectories; is it "
                               "the --out of relrec train?")

@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 from models import artifact as art
+from models.artifact_arrays import read_arrays, user_history
 
 
 def write_version(
@@ -68,13 +69,13 @@ def version(tmp_path: Path) -> Path:
 def test_roundtrip(version: Path) -> None:
     manifest = art.read_manifest(version)
     art.verify(version, manifest)
-    arrays = art.read_arrays(version)
+    arrays = read_arrays(version)
     assert manifest.kind == "hlr" and manifest.counts.items == 7
     assert arrays.keys.shape == (4, 3) and arrays.memories.shape == (3, 4)
     assert arrays.user_ids.row("u3") == 3 and arrays.item_ids.row("i6") == 6
-    assert art.user_history(arrays, 0).tolist() == [4, 1]
-    assert art.user_history(arrays, 1).tolist() == []
-    assert art.user_history(arrays, -1).tolist() == [] and art.user_history(arrays, 99).size == 0
+    assert user_history(arrays, 0).tolist() == [4, 1]
+    assert user_history(arrays, 1).tolist() == []
+    assert user_history(arrays, -1).tolist() == [] and user_history(arrays, 99).size == 0
 
 
 def test_open_version_resolves_and_verifies(version: Path) -> None:
@@ -165,7 +166,7 @@ def test_mixed_files_are_refused(tmp_path: Path) -> None:
     b = write_version(tmp_path, "b", n_items=9)
     (a / art.ITEM_IDS).write_bytes((b / art.ITEM_IDS).read_bytes())
     with pytest.raises(art.ArtifactError, match="items is"):
-        art.read_arrays(a)
+        read_arrays(a)
 
 
 def test_current_pointer(tmp_path: Path) -> None:

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 from fastapi.testclient import TestClient
 
-from models.artifact import user_history
+from models.artifact_arrays import user_history
 from service.app import create_app
 from service.loader import LoadedArtifact
 from tests.service.conftest import assert_error, make_settings

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from models.artifact import user_history
+from models.artifact_arrays import user_history
 from service.loader import LoadedArtifact
 from service.ranker import Ranker
 

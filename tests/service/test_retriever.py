@@ -14,7 +14,7 @@ import faiss
 import numpy as np
 import pytest
 
-from models.artifact import user_history
+from models.artifact_arrays import user_history
 from service.loader import LoadedArtifact, load_artifact
 from service.ranker import Ranker
 from service.retriever import ProbeKind, Retriever

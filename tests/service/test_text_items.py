@@ -13,7 +13,7 @@ from fastapi.testclient import TestClient
 from service.app import create_app
 from service.loader import load_artifact
 from tests.service.conftest import make_settings
-from tests.training.test_text_items import block_of, planted_cold_data, text_config
+from tests.training.text.test_items import block_of, planted_cold_data, text_config
 
 
 @pytest.fixture(scope="module")

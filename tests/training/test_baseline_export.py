@@ -12,6 +12,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from models import artifact as art
+from models.artifact_arrays import read_arrays, user_history
 from service.app import create_app
 from tests.service.conftest import make_settings
 from training.baseline_export import L_MAX, check_dot_parity
@@ -88,14 +89,14 @@ def test_the_service_serves_the_models_own_ranking(
 ) -> None:
     kind, root = baseline_artifact
     vdir = art.resolve_current(root)
-    arrays = art.read_arrays(vdir)
+    arrays = read_arrays(vdir)
     t = _tensors(vdir)
     with TestClient(create_app(make_settings(root, f"sqlite:///{tmp_path / 'h.db'}"))) as c:
         for row in range(0, len(arrays.user_ids), 40):
             body = c.get(f"/recommend/{arrays.user_ids.ids[row]}", params={"k": 10}).json()
             assert body["source"] == "personalized"
             scores = t["users"][row] @ t["items"].T
-            seen = art.user_history(arrays, row)
+            seen = user_history(arrays, row)
             scores[seen] = -np.inf
             want = np.argsort(-scores, kind="stable")[:10]
             got = [arrays.item_ids.row(x["item_id"]) for x in body["items"]]
@@ -108,7 +109,7 @@ def test_history_only_users_get_the_declared_fold_in(
 ) -> None:
     kind, root = baseline_artifact
     vdir = art.resolve_current(root)
-    arrays = art.read_arrays(vdir)
+    arrays = read_arrays(vdir)
     t = _tensors(vdir)
     posted = arrays.item_ids.ids[[3, 10, 17, 40]].tolist()
     with TestClient(create_app(make_settings(root, f"sqlite:///{tmp_path / 'h.db'}"))) as c:

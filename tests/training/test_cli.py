@@ -28,13 +28,27 @@ def test_train_baseline_writes_metrics(sample_csv: Path, tmp_path: Path, model: 
 def test_train_relational_writes_a_run(sample_csv: Path, tmp_path: Path) -> None:
     out = tmp_path / "lrml"
     assert main(["train", "--data", str(sample_csv), "--model", "lrml", "--k-core", "5",
-                 "--dim", "8", "--memories", "4", "--epochs", "2", "--batch-size", "256",
+                 "--dim", "8", "--n-memory", "4", "--epochs", "2", "--batch-size", "256",
                  "--no-progress", "--out", str(out)]) == 0
     doc = json.loads((out / "metrics.json").read_text())
     assert doc["model"] == "lrml" and doc["training"]["epochs"] == 2
     assert (out / "model.pt").is_file() and (out / "config.json").is_file()
     cfg = json.loads((out / "config.json").read_text())
     assert cfg["model"]["dim"] == 8 and cfg["model"]["n_memory"] == 4
+
+
+def test_train_export_to_publishes_a_version(sample_csv: Path, tmp_path: Path,
+                                            capsys: pytest.CaptureFixture[str]) -> None:
+    """`relrec train --export-to A` leaves the run and makes its export current in A."""
+    from models.artifact import read_manifest, resolve_current
+
+    out, artifacts = tmp_path / "run", tmp_path / "artifacts"
+    assert main(["train", "--data", str(sample_csv), "--model", "als", "--k-core", "5",
+                 "--out", str(out), "--export-to", str(artifacts)]) == 0
+    assert (out / "baseline.npz").is_file() and (out / "metrics.json").is_file()
+    manifest = read_manifest(resolve_current(artifacts))
+    assert manifest.kind == "als" and manifest.metrics["model"] == "als"
+    assert f"exported {resolve_current(artifacts)}" in capsys.readouterr().out
 
 
 def test_missing_file_is_a_clear_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

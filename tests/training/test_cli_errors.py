@@ -104,11 +104,11 @@ def test_train_help_shows_each_fields_description_and_default(
     from models.config import ModelConfig
     from training.config import DataConfig, TrainerConfig
 
-    helps = {a.dest: a.help for a in train_parser()._actions}
+    helps = {a.dest: a.help for a in train_parser()._actions if a.help != argparse.SUPPRESS}
     for attr, cls, key in (("epochs", TrainerConfig, "epochs"), ("lr", TrainerConfig, "lr"),
                            ("dim", ModelConfig, "dim"), ("margin", ModelConfig, "margin"),
-                           ("memories", ModelConfig, "n_memory"),
-                           ("max_history", ModelConfig, "l_max"),
+                           ("n_memory", ModelConfig, "n_memory"),
+                           ("l_max", ModelConfig, "l_max"),
                            ("patience", TrainerConfig, "patience"),
                            ("eval_users", TrainerConfig, "eval_users"),
                            ("format", DataConfig, "format"), ("k_core", DataConfig, "k_core")):
@@ -121,6 +121,27 @@ def test_train_help_shows_each_fields_description_and_default(
         main(["train", "--help"])
     out = " ".join(capsys.readouterr().out.split())
     assert exit_.value.code == 0 and "Adam learning rate (default: 0.001)" in out
+
+
+def test_flags_are_named_like_their_config_fields_and_old_spellings_still_work(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """Issue 17: `--n-memory` sets model.n_memory, `--l-max` model.l_max; the earlier
+    `--memories`, `--max-history` and `--text-cache` parse to the same config, unlisted."""
+    new = ["--data", "log.csv", "--out", "run", "--n-memory", "6", "--l-max", "9",
+           "--text-cache-dir", "c/"]
+    old = ["--data", "log.csv", "--out", "run", "--memories", "6", "--max-history", "9",
+           "--text-cache", "c/"]
+    configs = [training.cli.config_from_args(train_parser().parse_args(argv))
+               for argv in (new, old)]
+    assert configs[0] == configs[1]
+    assert (configs[0].model.n_memory, configs[0].model.l_max) == (6, 9)
+    assert configs[0].text.cache_dir == "c/"
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    out = capsys.readouterr().out
+    assert "--n-memory" in out and "--l-max" in out and "--text-cache-dir" in out
+    assert "--memories" not in out and "--max-history" not in out
+    assert "--text-cache " not in out and "--text-cache\n" not in out
 
 
 def test_every_option_of_every_offline_command_has_help() -> None:

@@ -19,7 +19,7 @@ def _train_two_ranks(data: Path, out: Path, model: str, *extra: str) -> None:
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
            "--master_addr", "127.0.0.1", "--master_port", str(free_port()),
            "-m", "training.distributed", "--data", str(data), "--model", model,
-           "--k-core", "5", "--dim", "8", "--memories", "4", "--max-history", "8",
+           "--k-core", "5", "--dim", "8", "--n-memory", "4", "--l-max", "8",
            "--epochs", "2", "--batch-size", "256", "--no-progress", "--eval-users", "50",
            "--set", "eval.sampled=false", "--dump-params", "--out", str(out), *extra]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300,
@@ -49,7 +49,7 @@ def test_two_processes_end_identical_with_text_objectives(kind: str, sample_csv:
 
     out = tmp_path / kind
     if kind == "serml":
-        from tests.training.test_semantic import planted_reviews, write_amazon
+        from tests.training.text.test_semantic import planted_reviews, write_amazon
 
         log = read_log(sample_csv)
         reviews = write_amazon(tmp_path / "reviews_Planted_5.json.gz", log, planted_reviews(log))

@@ -6,7 +6,15 @@ import numpy as np
 import pytest
 
 from models.idmap import IdMap
-from training.evaluator import EvalReport, full_ranking, sampled, table, top_k, write_top_k
+from training.evaluator import (
+    EvalReport,
+    format_metrics,
+    full_ranking,
+    sampled,
+    table,
+    top_k,
+    write_top_k,
+)
 from training.interactions import Interactions
 from training.splits import Split
 
@@ -193,3 +201,22 @@ def test_write_top_k_lists_each_users_ranking_in_external_ids(tmp_path):
     with pytest.raises(ValueError, match="full-ranking"):
         write_top_k(sampled(TableScorer(scores), SPLIT, n_negatives=3, progress=False), SPLIT,
                     tmp_path / "x.csv")
+
+
+def test_format_metrics_prints_the_two_protocols_as_two_tables() -> None:
+    """`relrec train`'s output: full ranking with its CIs, then sampled, never one table."""
+    names = ("precision", "recall", "ndcg", "map", "mrr")
+    doc = {"model": "hlr", "split": "per-user", "k": 5,
+           "metrics": {"precision": 0.1, "recall": 0.25, "ndcg": 0.125, "map": 0.0625,
+                       "mrr": 0.5, "median_popularity": 42.4},
+           "spread": {n: {"ci95": None if n == "mrr" else 0.01} for n in names},
+           "sampled": {"hr": 0.75, "ndcg": 0.5, "n_negatives": 100}}
+    assert format_metrics(doc).splitlines() == [
+        "full ranking @5 (hlr, split per-user)", "",
+        "| precision@5 | recall@5 | ndcg@5 | map@5 | mrr@5 | median pop |",
+        "|---|---|---|---|---|---|",
+        "| 0.1000 ± 0.0100 | 0.2500 ± 0.0100 | 0.1250 ± 0.0100 | 0.0625 ± 0.0100 | 0.5000 | 42 |",
+        "", "sampled protocol (100 negatives)", "",
+        "| HR@5 | NDCG@5 |", "|---|---|", "| 0.7500 | 0.5000 |"]
+    del doc["sampled"]
+    assert "sampled" not in format_metrics(doc) and len(format_metrics(doc).splitlines()) == 5

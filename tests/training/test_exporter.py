@@ -8,7 +8,6 @@ see PARITY_ATOL in training/exporter.py) and rank the top 10 identically.
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 from pathlib import Path
@@ -22,12 +21,13 @@ import torch
 from onnx import numpy_helper
 
 from models import artifact as art
+from models.artifact_arrays import read_arrays
 from models.config import ModelConfig
 from models.registry import build_model, build_scorer_graph
 from models.scorer_io import INPUTS
 from training import exporter
-from training.checkpoint import CheckpointError, load_run, save_run
 from training.interactions import Interactions
+from training.run_dir import Run, load_run, save_run
 
 KINDS = ["cml", "lrml", "hlr", "hlr++", "adacml"]
 N_USERS, N_ITEMS, DIM, N_MEMORY, L_MAX = 30, 80, 8, 4, 6
@@ -170,7 +170,7 @@ def test_manifest_and_files(exported, train: Interactions, kind: str) -> None:
 def test_arrays_hold_the_graph_values(exported, train: Interactions, kind: str) -> None:
     """tensors.npz and the graph's item table are the model's values, bit for bit."""
     model, vdir = exported[kind]
-    arrays = art.read_arrays(vdir)
+    arrays = read_arrays(vdir)
     np.testing.assert_array_equal(arrays.items, model.item_emb.weight.detach().numpy())
     np.testing.assert_array_equal(arrays.users, model.user_emb.weight.detach().numpy())
     if model.lram is not None:
@@ -215,7 +215,7 @@ def test_current_points_at_the_newest_export(tmp_path: Path, train: Interactions
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
 
 
-@pytest.mark.parametrize("step", ["write_history", "_write_index", "_write_tensors"])
+@pytest.mark.parametrize("step", ["write_interactions", "_write_index", "_write_tensors"])
 def test_failed_export_publishes_nothing(tmp_path: Path, train: Interactions,
                                          monkeypatch: pytest.MonkeyPatch, step: str) -> None:
     old = exporter.export(make_model("lrml"), train, tmp_path)
@@ -253,7 +253,7 @@ def test_hnsw_index(tmp_path: Path, train: Interactions) -> None:
 
 def test_run_roundtrip_and_export_run(tmp_path: Path, train: Interactions) -> None:
     model = make_model("hlr++")
-    save_run(tmp_path / "run", model, train, metrics={"k": 10}, config={"algorithm": "hlr++"})
+    save_run(tmp_path / "run", Run(train, {"k": 10}, {"algorithm": "hlr++"}, model=model))
     run = load_run(tmp_path / "run")
     assert run.metrics == {"k": 10} and run.config == {"algorithm": "hlr++"}
     assert run.train.fingerprint() == train.fingerprint()
@@ -263,22 +263,6 @@ def test_run_roundtrip_and_export_run(tmp_path: Path, train: Interactions) -> No
     manifest = art.read_manifest(vdir)
     assert manifest.config == {"algorithm": "hlr++"} and manifest.kind == "hlr++"
     assert_parity(model, session(vdir), feed(model, np.random.default_rng(4)))
-
-
-def test_bad_run_dirs_are_explained(tmp_path: Path) -> None:
-    with pytest.raises(CheckpointError, match="does not exist"):
-        load_run(tmp_path / "nope")
-    (tmp_path / "metrics.json").write_text(json.dumps({}))
-    with pytest.raises(CheckpointError, match="not a complete relrec training run"):
-        load_run(tmp_path)
-    for name in ("train.npz", "user_ids.json", "item_ids.json"):
-        (tmp_path / name).write_text("[]")
-    torch.save({"weights": torch.zeros(2)}, tmp_path / "model.pt")
-    with pytest.raises(CheckpointError, match="not a relrec run checkpoint"):
-        load_run(tmp_path)
-    (tmp_path / "model.pt").write_bytes(b"\x80garbage")
-    with pytest.raises(CheckpointError, match="cannot read"):
-        load_run(tmp_path)
 
 
 def test_bench_scorer_quick() -> None:

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from training.checkpoint import load_run
 from training.config import load_config
 from training.pipeline import run
+from training.run_dir import load_run
 
 
 def test_select_by_validation_loss(planted_split, tmp_path: Path) -> None:
@@ -64,3 +64,44 @@ def test_quality_bench_reports_the_sampled_protocol_at_k(tmp_path: Path) -> None
         assert row.startswith(f"| {algo} |") and 0.0 <= ndcg <= hr <= 1.0
     saved = json.loads((tmp_path / "lrml-s0" / "metrics.json").read_text())
     assert saved["k"] == 5 and saved["sampled"]["n_negatives"] == 100
+
+
+def test_training_exports_directly_what_export_run_exports_from_the_directory(
+        planted_split, tmp_path: Path) -> None:
+    """Issue 17: `run(..., export_to=…)` exports the in-memory run; reading the saved run back
+    (`relrec export RUN`) gives the same tables, histories, popularity and manifest record."""
+    import numpy as np
+
+    from models import artifact as art
+    from models.artifact_arrays import read_arrays
+    from training.exporter import export_run
+
+    cfg = load_config(algorithm="hlr", data={"path": "planted"},
+                      model={"dim": 8, "n_memory": 4, "l_max": 6},
+                      trainer={"epochs": 1, "batch_size": 256, "progress": False},
+                      eval={"sampled": False})
+    result = run(cfg, tmp_path / "run", split=planted_split, export_to=tmp_path / "a")
+    assert result.version_dir is not None
+    assert art.resolve_current(tmp_path / "a") == result.version_dir.resolve()
+    later = export_run(tmp_path / "run", tmp_path / "b")
+    direct, reread = read_arrays(result.version_dir), read_arrays(later)
+    for name in ("users", "items", "keys", "memories", "popularity", "history_indptr",
+                 "history_items"):
+        np.testing.assert_array_equal(getattr(direct, name), getattr(reread, name), name)
+    assert direct.item_ids.to_list() == reread.item_ids.to_list()
+    first, second = art.read_manifest(result.version_dir), art.read_manifest(later)
+    assert first.training == second.training and first.training.history == "all"
+    assert first.config == second.config == cfg.model_dump(mode="json")
+    assert first.counts == second.counts and first.metrics == second.metrics
+    # every split is in the exported history, not the training part alone (issue 16)
+    assert int(direct.history_indptr[-1]) > len(np.unique(
+        planted_split.train.user_rows * planted_split.n_items + planted_split.train.item_rows))
+
+
+def test_export_to_refuses_an_evaluation_baseline(planted_split, tmp_path: Path) -> None:
+    from training.config import ConfigError
+
+    cfg = load_config(algorithm="ease", data={"path": "planted"}, eval={"sampled": False})
+    with pytest.raises(ConfigError, match="--export-to: ease is an evaluation baseline"):
+        run(cfg, tmp_path / "run", split=planted_split, export_to=tmp_path / "a")
+    assert not (tmp_path / "a").exists()

@@ -13,6 +13,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from models import artifact as art
+from models.artifact_arrays import read_arrays, user_history
 from service.app import create_app
 from service.cli import main
 from tests.service.conftest import make_settings
@@ -46,7 +47,7 @@ def final_artifact(log_with_rare_items: tuple[Path, pd.DataFrame],
     path, _ = log_with_rare_items
     root = tmp_path_factory.mktemp("final-run")
     assert main(["train", "--data", str(path), "--model", "hlr", "--k-core", "5", "--dim", "16",
-                 "--memories", "4", "--max-history", "8", "--epochs", "3", "--patience", "3",
+                 "--n-memory", "4", "--l-max", "8", "--epochs", "3", "--patience", "3",
                  "--batch-size", "256", "--lr", "0.01", "--no-progress", "--set",
                  "eval.sampled=false", "--final", "--out", str(root / "run")]) == 0
     assert main(["export", str(root / "run"), "--out", str(root / "artifacts")]) == 0
@@ -67,7 +68,7 @@ def test_every_item_with_a_positive_is_servable(
 ) -> None:
     _, frame = log_with_rare_items
     positives = frame[frame["rating"] >= 4]
-    arrays = art.read_arrays(art.resolve_current(final_artifact))
+    arrays = read_arrays(art.resolve_current(final_artifact))
     assert set(arrays.item_ids.to_list()) == set(positives["item"])
     assert set(arrays.user_ids.to_list()) == set(positives["user"])
     assert "disliked" not in arrays.item_ids
@@ -119,7 +120,7 @@ def test_pop_final_keeps_the_whole_catalogue(
     doc = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert doc["final"]["refit"] and doc["final"]["min_item_interactions"] == 2
     assert main(["export", str(tmp_path / "run"), "--out", str(tmp_path / "a")]) == 0
-    arrays = art.read_arrays(art.resolve_current(tmp_path / "a"))
+    arrays = read_arrays(art.resolve_current(tmp_path / "a"))
     assert "rare-a" in arrays.item_ids and "rare-b" not in arrays.item_ids
 
 
@@ -127,13 +128,13 @@ def test_a_run_that_is_not_refit_exports_every_split_as_history(
     tiny_artifact_dir: Path, planted_split: object
 ) -> None:
     vdir = art.resolve_current(tiny_artifact_dir)
-    arrays = art.read_arrays(vdir)
+    arrays = read_arrays(vdir)
     split = planted_split
     for user_row in range(0, split.train.n_users, 17):  # type: ignore[attr-defined]
         want = set()
         for part in (split.train, split.valid, split.test):  # type: ignore[attr-defined]
             want |= set(part.item_rows[part.user_rows == user_row].tolist())
-        assert set(art.user_history(arrays, user_row).tolist()) == want
+        assert set(user_history(arrays, user_row).tolist()) == want
     manifest = art.read_manifest(vdir)
     assert manifest.training is not None and not manifest.training.refit
     assert manifest.training.history == "all"

@@ -10,7 +10,7 @@ from models.config import ModelConfig
 from models.registry import build_model
 from training.dataset import TrainDataset
 from training.evaluator import full_ranking
-from training.scorer import ModelScorer
+from training.torch_scorer import ModelScorer
 from training.trainer import Trainer, TrainerConfig, TrainingDivergedError
 
 

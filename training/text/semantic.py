@@ -1,8 +1,8 @@
 """SERML's training objective: ranking hinge + γ‖r(u, v) − s(u, v)‖² + rating supervision.
 
-Stage: training. `build_semantic_objective(cfg, split, model)` reads the reviews
-(`training/text_readers.py`), keeps those of *training* pairs (a test pair's review must not
-shape the model), tokenizes them (`training/review_tokens.py`) and returns a
+Stage: training. `build_semantic_objective(text, split, model, path)` reads the reviews
+(`training/text/readers.py`), keeps those of *training* pairs (a test pair's review must not
+shape the model), tokenizes them (`training/text/review_tokens.py`) and returns a
 `SemanticObjective`: an `nn.Module` holding the model, the hierarchical review encoder and the
 tokens, which the `Trainer` optimises as a whole so that encoder and relations train jointly
 (arXiv 2406.10246). The encoder is anchored by the paper's sentiment supervision: a linear head
@@ -23,12 +23,12 @@ from torch import Tensor, nn
 from models.base import RelationalModel
 from models.losses import hinge_loss, semantic_loss
 from models.text_encoders import HierarchicalEncoder
-from training.config import ConfigError, TrainConfig
+from training.config import ConfigError, TextConfig
 from training.dataset import Batch
 from training.interactions import DataError
-from training.review_tokens import build_vocabulary, tokenize
 from training.splits import Split
-from training.text_readers import ReviewTexts, read_reviews
+from training.text.readers import ReviewTexts, read_reviews
+from training.text.review_tokens import build_vocabulary, tokenize
 
 __all__ = ["SemanticObjective", "build_semantic_objective", "review_pairs"]
 
@@ -108,27 +108,26 @@ def review_pairs(reviews: ReviewTexts, split: Split) -> tuple[np.ndarray, np.nda
     return keys[idx], idx
 
 
-def build_semantic_objective(cfg: TrainConfig, split: Split,
-                             model: RelationalModel) -> SemanticObjective:
-    """Read, filter and tokenize the reviews named by `cfg.text.reviews` (else `cfg.data.path`)."""
-    assert cfg.model is not None
-    path = cfg.text.reviews or cfg.data.path
-    if not path:
+def build_semantic_objective(text: TextConfig, split: Split, model: RelationalModel,
+                             reviews_path: str | None) -> SemanticObjective:
+    """Read, filter and tokenize the reviews at `reviews_path` (`text.reviews`, else the
+    interaction log: an Amazon review file is both); `text` sizes the review encoder."""
+    if not reviews_path:
         raise ConfigError("serml needs review text: pass --reviews PATH (Amazon review JSON)")
-    reviews = read_reviews(path)
+    reviews = read_reviews(reviews_path)
     keys, idx = review_pairs(reviews, split)
     texts = [reviews.texts[i] for i in idx]
     ratings = (np.full(len(idx), np.nan, np.float32) if reviews.ratings is None
                else reviews.ratings[idx])
     n_train = len(np.unique(split.train.user_rows * split.train.n_items + split.train.item_rows))
     if len(keys) == 0:
-        raise DataError(f"no review in {path} matches a training pair: the reviews must use the "
-                        f"interaction log's user and item ids")
+        raise DataError(f"no review in {reviews_path} matches a training pair: the reviews must "
+                        f"use the interaction log's user and item ids")
+    gamma = model.config.gamma
     log.info("serml: %d of %d training pairs have a review (%.0f%%), gamma %.3g", len(keys),
-             n_train, 100 * len(keys) / max(n_train, 1), cfg.model.gamma)
-    tc = cfg.text
-    vocab = build_vocabulary(texts, tc.vocab_size)
-    tokens = tokenize(texts, vocab, tc.max_sentences, tc.max_words)
-    encoder = HierarchicalEncoder(len(vocab) + 2, cfg.model.dim, tc.word_dim, tc.hidden)
+             n_train, 100 * len(keys) / max(n_train, 1), gamma)
+    vocab = build_vocabulary(texts, text.vocab_size)
+    tokens = tokenize(texts, vocab, text.max_sentences, text.max_words)
+    encoder = HierarchicalEncoder(len(vocab) + 2, model.config.dim, text.word_dim, text.hidden)
     return SemanticObjective(model, encoder, torch.from_numpy(keys), torch.from_numpy(tokens),
-                             torch.from_numpy(ratings), cfg.model.gamma, tc.rating_weight)
+                             torch.from_numpy(ratings), gamma, text.rating_weight)

@@ -16,9 +16,9 @@ from training.config import load_config
 from training.dataset import TrainDataset
 from training.interactions import Interactions
 from training.pipeline import build_objective, fit_relational
-from training.semantic import review_pairs
 from training.splits import Split
-from training.text_readers import ReviewTexts
+from training.text.readers import ReviewTexts
+from training.text.semantic import review_pairs
 from training.trainer import Trainer
 
 # Every other user is lenient (rates what they like 5 and says "excellent") or strict (4,
@@ -142,7 +142,7 @@ def test_cli_train_serml_and_export(reviews_file: Path, tmp_path: Path) -> None:
 
     run_dir, art_dir = tmp_path / "run", tmp_path / "artifacts"
     assert main(["train", "--model", "serml", "--data", str(reviews_file), "--gamma", "0.5",
-                 "--k-core", "5", "--epochs", "1", "--dim", "8", "--memories", "4",
+                 "--k-core", "5", "--epochs", "1", "--dim", "8", "--n-memory", "4",
                  "--no-progress", "--set", "text.hidden=4", "--set", "text.word_dim=4",
                  "--set", "eval.sampled=false", "--out", str(run_dir)]) == 0
     doc = json.loads((run_dir / "metrics.json").read_text())

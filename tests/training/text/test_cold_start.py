@@ -12,16 +12,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from training.cold_start import (
+from training.filters import binarize, k_core
+from training.interactions import DataError
+from training.synthetic import planted_interactions, write_item_text
+from training.text.cold_start import (
     cold_start_report,
     hold_out_items,
     placement_vectors,
     warm_report_with_new_items,
 )
-from training.filters import binarize, k_core
-from training.interactions import DataError
-from training.synthetic import planted_interactions, write_item_text
-from training.text_readers import read_item_text
+from training.text.readers import read_item_text
 
 SPEC = {"n_users": 240, "n_items": 120, "n_communities": 4, "items_per_user": 24,
         "noise": 0.05, "seed": 0}
@@ -39,7 +39,7 @@ def planted(tmp_path_factory: pytest.TempPathFactory):
 def trained(planted):
     """HLR with item text on the warm log of a 10% hold-out (seconds)."""
     from training.config import load_config
-    from training.pipeline import fit_relational
+    from training.pipeline import fit_model
 
     inter, text_path, folder = planted
     cold = hold_out_items(inter, read_item_text(text_path).item_ids, 0.1, seed=0)
@@ -50,8 +50,8 @@ def trained(planted):
                       text={"item_text": str(text_path), "encoder": "hashing",
                             "cache_dir": str(folder / "cache"), "align_weight": 0.5},
                       eval={"sampled": False})
-    model, _, result = fit_relational(cfg, cold.split)
-    return cold, model, result.text_items
+    fit = fit_model(cfg, cold.split)
+    return cold, fit.model, fit.text_items
 
 
 def test_hold_out_removes_every_interaction_of_the_held_out_items(planted) -> None:
@@ -141,7 +141,7 @@ def test_bench_cold_start_quick_mode_runs(tmp_path: Path) -> None:
     import subprocess
     import sys
 
-    root = Path(__file__).resolve().parents[2]
+    root = Path(__file__).resolve().parents[3]
     proc = subprocess.run([sys.executable, "bench/cold_start.py", "--quick", "--out",
                            str(tmp_path), "--table", str(tmp_path / "t.md")],
                           capture_output=True, text=True, timeout=300, cwd=root)

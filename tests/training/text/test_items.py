@@ -17,7 +17,8 @@ import torch
 from models.config import ModelConfig
 from models.registry import build_model
 from training.interactions import DataError, Interactions
-from training.text_items import TextItems, extend_with_text_items, load_text_items
+from training.run_dir import TextItems, load_run
+from training.text.items import extend_with_text_items
 
 TOPICS = ("jazz saxophone", "metal guitar", "folk banjo", "opera soprano")
 FILLER = ("great", "classic", "album", "live", "record", "best", "new", "sound")
@@ -77,7 +78,8 @@ def text_config(kind: str, item_text: Path, cache: Path, epochs: int = 8):
 @pytest.mark.parametrize("kind", ["hlr", "lrml"])
 def test_text_only_items_are_exported_and_land_in_their_block(
         kind: str, planted_cold, tmp_path: Path) -> None:
-    from models.artifact import read_arrays, read_manifest
+    from models.artifact import read_manifest
+    from models.artifact_arrays import read_arrays
     from training.exporter import export_run
     from training.pipeline import run
 
@@ -85,7 +87,7 @@ def test_text_only_items_are_exported_and_land_in_their_block(
     result = run(text_config(kind, item_text, tmp_path / "cache"), tmp_path / "run",
                  split=split)
     assert result.metrics["text_items"]["count"] == len(withheld)
-    saved = load_text_items(tmp_path / "run")
+    saved = load_run(tmp_path / "run").text_items
     assert saved is not None and sorted(saved.ids) == sorted(withheld)
     assert np.all(np.linalg.norm(saved.vectors, axis=1) <= 1 + 1e-6)
 
@@ -135,7 +137,7 @@ def test_run_without_item_text_has_no_text_items(tiny_run_dir: Path) -> None:
     from models.artifact import read_manifest
     from training.exporter import export_run
 
-    assert load_text_items(tiny_run_dir) is None
+    assert load_run(tiny_run_dir).text_items is None
     metrics = json.loads((tiny_run_dir / "metrics.json").read_text())
     assert "text_items" not in metrics
     assert read_manifest(export_run(tiny_run_dir, tiny_run_dir.parent / "a")).text_items is None
@@ -201,7 +203,7 @@ def test_cli_text_flags_reach_the_config() -> None:
     add_train_parser(parser.add_subparsers())
     args = parser.parse_args(["train", "--data", "r.csv", "--out", "o", "--model", "hlr++",
                               "--item-text", "ml/", "--text-encoder", "hashing",
-                              "--text-cache", "cache/", "--set", "text.lrd_weight=0.5"])
+                              "--text-cache-dir", "cache/", "--set", "text.lrd_weight=0.5"])
     cfg = config_from_args(args)
     assert (cfg.text.item_text, cfg.text.encoder, cfg.text.cache_dir) == ("ml/", "hashing",
                                                                           "cache/")

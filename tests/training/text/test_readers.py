@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from training.interactions import DataError
-from training.text_readers import detect_item_text_format, read_item_text, read_reviews
+from training.text.readers import detect_item_text_format, read_item_text, read_reviews
 
 
 def _amazon(path: Path, rows: list[dict]) -> Path:

@@ -6,7 +6,7 @@ Stage: evaluator (issue "Semantic relations", items with no interactions). The p
    interaction they have, *before* the split: the model never sees them, and the only thing
    that says where they belong is their text.
 2. The model is trained on the warm log with `--item-text`, which learns the text -> item
-   vector projection (`training/text_items.py`) and projects every text-only item, the held-out
+   vector projection (`training/text/items.py`) and projects every text-only item, the held-out
    ones included.
 3. `placement_vectors` gives the held-out items vectors three ways: the learned projection of
    their text, the vector of a random trained item (random placement) and the vector of the
@@ -33,9 +33,9 @@ from models.base import RelationalModel
 from training.dataset import TrainDataset
 from training.evaluator import EvalReport, Scorer, full_ranking
 from training.interactions import DataError, Interactions, densify
-from training.scorer import ModelScorer
 from training.splits import Split, make_split
-from training.text_items import TextItems, extend_with_text_items
+from training.text.items import TextItems, extend_with_text_items
+from training.torch_scorer import ModelScorer
 
 __all__ = ["CATALOGUES", "PLACEMENTS", "ColdStartSplit", "cold_start_report", "hold_out_items",
            "placement_vectors", "warm_report_with_new_items"]

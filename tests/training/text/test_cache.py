@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 
 from training.config import ConfigError
-from training.sentence_encoder import HashingEncoder, load_encoder, text_extra_available
-from training.text_cache import cache_path, embed_texts
+from training.text.cache import cache_path, embed_texts
+from training.text.sentence_encoder import HashingEncoder, load_encoder, text_extra_available
 
 needs_text_extra = pytest.mark.skipif(
     not text_extra_available(),

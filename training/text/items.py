@@ -1,22 +1,20 @@
 """Item text in training: LRD for HLR, and vectors for items with no interactions.
 
 Stage: training and export. `build_item_text_objective` reads the item text named by
-`--item-text` (`training/text_readers.py`), embeds it with a pretrained sentence encoder (cached,
-`training/text_cache.py`) and wraps the run's objective in an `ItemTextObjective`: besides the
+`--item-text` (`training/text/readers.py`), embeds it with a pretrained sentence encoder (cached,
+`training/text/cache.py`) and wraps the run's objective in an `ItemTextObjective`: besides the
 ranking loss, a linear projection of each batch item's text is regressed onto its vector q_v
 (and, for HLR/HLR++, LRD's relation discovery, `models/relation_discovery.py`). After
 training, `text_only_items()` projects the text of the items that have text but no row in the
 model (never interacted with, or dropped by the k-core), and the exporter appends them to the
 item table (`extend_with_text_items`), so they are indexed, scored and served like any other
-item: the service reads no text.
+item: the service reads no text. The run directory keeps them (`training/run_dir.py`).
 """
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -28,22 +26,20 @@ from models.idmap import IdMap
 from models.registry import build_model
 from models.relation_discovery import RelationDiscovery, slot_guidance_loss
 from models.text_encoders import ItemTextProjection
-from training.config import TrainConfig
+from training.config import TextConfig
 from training.dataset import Batch
 from training.interactions import DataError, Interactions
-from training.sentence_encoder import load_encoder
+from training.run_dir import TextItems
 from training.splits import Split
-from training.text_cache import embed_texts
-from training.text_readers import read_item_text
+from training.text.cache import embed_texts
+from training.text.readers import read_item_text
+from training.text.sentence_encoder import load_encoder
 from training.trainer import TripletObjective, resolve_device
 
-__all__ = ["TEXT_ITEMS_FILE", "ItemTextFeatures", "ItemTextObjective", "TextItems",
-           "build_item_text_objective", "extend_with_text_items", "item_text_features",
-           "load_text_items", "save_text_items"]
+__all__ = ["ItemTextFeatures", "ItemTextObjective", "TextItems", "build_item_text_objective",
+           "extend_with_text_items", "item_text_features"]
 
 log = logging.getLogger(__name__)
-
-TEXT_ITEMS_FILE = "text_items.npz"
 
 
 @dataclass(frozen=True)
@@ -57,29 +53,20 @@ class ItemTextFeatures:
     cold_vecs: np.ndarray  # [Tc, D] float32
 
 
-@dataclass(frozen=True)
-class TextItems:
-    """What a run adds to the item table at export: ids, vectors `[K, d]`, the encoder used."""
+def item_text_features(text: TextConfig, items: IdMap, device: str = "cpu",
+                       progress: bool = False) -> ItemTextFeatures:
+    """Read and embed the item text of `text.item_text`, split by whether `items` has a row.
 
-    ids: list[str]
-    vectors: np.ndarray  # [K, d] float32, inside the unit ball
-    encoder: str
-
-    def __len__(self) -> int:
-        return len(self.ids)
-
-
-def item_text_features(cfg: TrainConfig, items: IdMap) -> ItemTextFeatures:
-    """Read and embed the item text of `cfg.text.item_text`, split by whether `items` has a row."""
-    assert cfg.text.item_text is not None
-    texts = read_item_text(cfg.text.item_text)
-    device = resolve_device(cfg.trainer.device).type
-    encoder = load_encoder(cfg.text.encoder, device=device)
-    vecs = embed_texts(texts.texts, encoder, cfg.text.cache_dir, progress=cfg.trainer.progress)
+    `device` is the trainer's (`auto`, `cpu`, `cuda:1`): the sentence encoder runs there.
+    """
+    assert text.item_text is not None
+    texts = read_item_text(text.item_text)
+    encoder = load_encoder(text.encoder, device=resolve_device(device).type)
+    vecs = embed_texts(texts.texts, encoder, text.cache_dir, progress=progress)
     rows = np.fromiter((items.get(i) for i in texts.item_ids), np.int64, count=len(texts))
     warm = rows >= 0
     if not warm.any():
-        raise DataError(f"no item of {cfg.text.item_text} is in the training data: the item "
+        raise DataError(f"no item of {text.item_text} is in the training data: the item "
                         f"text must use the interaction log's item ids")
     log.info("item text (%s): %d of %d items have text; %d text-only items", encoder.name,
              int(warm.sum()), len(items), int((~warm).sum()))
@@ -162,40 +149,20 @@ class ItemTextObjective(nn.Module):
         return TextItems(list(self.cold_ids), vecs.float().cpu().numpy(), self.encoder_name)
 
 
-def build_item_text_objective(cfg: TrainConfig, split: Split, model: RelationalModel,
-                              base: nn.Module | None = None) -> ItemTextObjective:
-    """Wrap `base` (the plain hinge when None) with the item-text terms of `cfg.text`."""
-    assert cfg.model is not None
-    features = item_text_features(cfg, split.train.items)
+def build_item_text_objective(text: TextConfig, split: Split, model: RelationalModel,
+                              base: nn.Module | None = None, device: str = "cpu",
+                              progress: bool = False) -> ItemTextObjective:
+    """Wrap `base` (the plain hinge when None) with the item-text terms of `text`."""
+    features = item_text_features(text, split.train.items, device, progress)
     base = TripletObjective(model) if base is None else base
     lrd = None
-    if registry.spec(cfg.model.kind).item_text_lrd and cfg.text.lrd_weight > 0:
-        lrd = RelationDiscovery(features.warm_vecs.shape[1], cfg.model.n_memory,
-                                cfg.text.lrd_hidden)
-    return ItemTextObjective(base, model, features, cfg.text.align_weight, lrd,
-                             cfg.text.lrd_weight)
+    if registry.spec(model.kind).item_text_lrd and text.lrd_weight > 0:
+        lrd = RelationDiscovery(features.warm_vecs.shape[1], model.config.n_memory,
+                                text.lrd_hidden)
+    return ItemTextObjective(base, model, features, text.align_weight, lrd, text.lrd_weight)
 
 
-# -- the run directory and the export ------------------------------------------------------------
-
-
-def save_text_items(run_dir: str | Path, text_items: TextItems) -> Path:
-    """`text_items.npz` in the run directory: what `relrec export` appends to the item table."""
-    path = Path(run_dir) / TEXT_ITEMS_FILE
-    with open(path, "wb") as f:
-        np.savez(f, ids=np.array(json.dumps(text_items.ids)), vectors=text_items.vectors,
-                 encoder=np.array(text_items.encoder))
-    return path
-
-
-def load_text_items(run_dir: str | Path) -> TextItems | None:
-    """The run's text-only items, or None when it was trained without item text."""
-    path = Path(run_dir) / TEXT_ITEMS_FILE
-    if not path.is_file():
-        return None
-    with np.load(path, allow_pickle=False) as npz:
-        return TextItems(json.loads(str(npz["ids"])), npz["vectors"].astype(np.float32),
-                         str(npz["encoder"]))
+# -- the export ------------------------------------------------------------------------------
 
 
 def extend_with_text_items(model: RelationalModel, train: Interactions, text_items: TextItems

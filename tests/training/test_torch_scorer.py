@@ -9,8 +9,8 @@ import torch
 from models.config import ModelConfig
 from models.registry import build_model
 from training.dataset import TrainDataset
-from training.scorer import ModelScorer, train_valid_histories
 from training.splits import Split
+from training.torch_scorer import ModelScorer, train_valid_histories
 
 
 def _items(hist: np.ndarray, mask: np.ndarray, row: int) -> set[int]:
