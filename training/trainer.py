@@ -51,9 +51,6 @@ class TrainResult:
     epochs: list[EpochLog] = field(default_factory=list)
     best_epoch: int = 0
     best_valid: float = float("nan")
-    # Items with text and no interactions (training.text_items.TextItems), set by the pipeline
-    # when the run had item text; the exporter appends them to the item table.
-    text_items: Any = None
 
     @property
     def mean_epoch_time_s(self) -> float:
@@ -130,7 +127,7 @@ class Trainer:
     def __init__(self, model: torch.nn.Module, cfg: TrainerConfig, rank: int = 0,
                  world_size: int = 1, objective: torch.nn.Module | None = None) -> None:
         """`objective(batch) -> loss` defaults to the hinge loss; a richer one (SERML's
-        `training.semantic.SemanticObjective`) holds `model` plus its own parameters, and
+        `training.text.semantic.SemanticObjective`) holds `model` plus its own parameters, and
         Adam updates all of them."""
         self.cfg = cfg
         self.rank = rank
