@@ -123,8 +123,9 @@ api_health() {
 step "preflight"
 command -v curl >/dev/null || fail "curl not found"
 command -v python3 >/dev/null || fail "python3 not found (it reads the JSON answers)"
-"$DOCKER" info --format 'engine {{.ServerVersion}}, {{.NCPU}} CPUs' >&2 \
+engine=$("$DOCKER" info --format 'engine {{.ServerVersion}}, {{.NCPU}} CPUs') \
     || fail "no Docker engine answers ($DOCKER info)"
+log "$engine"
 log "compose: $("${COMPOSE_CMD[@]}" version | head -n 1)"
 if curl -s --max-time 2 -o /dev/null "$URL"; then
     fail "something already answers on $URL: stop it first"
