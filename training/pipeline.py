@@ -168,7 +168,7 @@ def validation_loss(model: torch.nn.Module, valid: Interactions, dataset: TrainD
 def evaluate(scorer: Any, split: Split, cfg: TrainConfig) -> tuple[EvalReport, EvalReport | None]:
     """Full-ranking test report, and the sampled one when enabled (never in one table)."""
     full = full_ranking(scorer, split, k=cfg.eval.k, stage="test",
-                        batch_size=cfg.eval.batch_size)
+                        batch_size=cfg.eval.batch_size, progress=cfg.trainer.progress)
     samp = (sampled(scorer, split, n_negatives=cfg.eval.sampled_negatives, k=cfg.eval.k,
                     seed=cfg.data.seed) if cfg.eval.sampled else None)
     return full, samp
