@@ -18,22 +18,21 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Literal
 
 import numpy as np
 
-from models.artifact import user_history
+from models.idmap import IdMap
 from service.errors import StoreUnavailableError
 from service.foldin import FoldIn, MeanFoldIn
 from service.history import HistoryStore
 from service.loader import LoadedArtifact
 from service.ranker import Ranked, Ranker
 from service.retriever import Retriever
+from service.schemas import ExplainItem, RecommendedItem, RecommendResponse, Source
 
-__all__ = ["Query", "Recommendation", "Recommender", "ScoredItem", "Source", "StageObserver"]
+__all__ = ["Query", "Recommender", "StageObserver", "Tables"]
 
 StageObserver = Callable[[str, float], None]
-Source = Literal["personalized", "history", "popular", "training_only"]
 N_EXPLAIN = 3  # history items listed per recommended item with explain=true
 
 
@@ -44,19 +43,42 @@ class Query:
     explain: bool = False
 
 
-@dataclass(frozen=True)
-class ScoredItem:
-    item_id: str
-    score: float
-    because: list[tuple[str, float]] | None = None
+@dataclass(frozen=True, eq=False)
+class Tables:
+    """The tables of one version the recommender reads: id maps, user vectors, popularity and
+    training histories (not the graph, the index or the manifest)."""
 
+    version: str
+    l_max: int
+    user_ids: IdMap
+    item_ids: IdMap
+    users: np.ndarray  # [U, d]
+    popularity: np.ndarray  # [V] training interactions per item
+    popular_rows: np.ndarray  # [V] item rows, most popular first
+    history_indptr: np.ndarray  # [U + 1]
+    history_items: np.ndarray  # [nnz] item rows, newest first within a user
 
-@dataclass(frozen=True)
-class Recommendation:
-    user_id: str
-    model_version: str
-    source: Source
-    items: list[ScoredItem]
+    @classmethod
+    def from_artifact(cls, loaded: LoadedArtifact) -> Tables:
+        a = loaded.arrays
+        return cls(
+            version=loaded.version,
+            l_max=loaded.l_max,
+            user_ids=a.user_ids,
+            item_ids=a.item_ids,
+            users=a.users,
+            popularity=a.popularity,
+            popular_rows=loaded.popular_rows,
+            history_indptr=a.history_indptr,
+            history_items=a.history_items,
+        )
+
+    def history(self, user_row: int) -> np.ndarray:
+        """A trained user's distinct items, newest first (models.artifact.user_history)."""
+        indptr = self.history_indptr
+        if not 0 <= user_row < len(indptr) - 1:
+            return np.empty(0, np.int64)
+        return np.asarray(self.history_items[indptr[user_row] : indptr[user_row + 1]])
 
 
 @dataclass
@@ -74,7 +96,7 @@ class Recommender:
 
     def __init__(
         self,
-        artifact: LoadedArtifact,
+        tables: Tables,
         store: HistoryStore,
         retriever: Retriever,
         ranker: Ranker,
@@ -84,8 +106,8 @@ class Recommender:
         fold_in: FoldIn | None = None,
         on_scored: Callable[[int], None] | None = None,
     ) -> None:
-        self.artifact = artifact
-        self.fold_in = fold_in or MeanFoldIn(artifact.arrays.items)
+        self.tables = tables
+        self.fold_in = fold_in or MeanFoldIn(retriever.item_vecs)
         self.store = store
         self.retriever = retriever
         self.ranker = ranker
@@ -96,12 +118,12 @@ class Recommender:
 
     @property
     def version(self) -> str:
-        return self.artifact.version
+        return self.tables.version
 
-    def recommend(self, user_id: str, k: int, explain: bool = False) -> Recommendation:
+    def recommend(self, user_id: str, k: int, explain: bool = False) -> RecommendResponse:
         return self.recommend_many([Query(user_id, k, explain)])[0]
 
-    def recommend_many(self, queries: Sequence[Query]) -> list[Recommendation]:
+    def recommend_many(self, queries: Sequence[Query]) -> list[RecommendResponse]:
         """All of a micro-batch, in order; without the store, from training data alone."""
         t0 = time.perf_counter()
         degraded = False
@@ -134,18 +156,18 @@ class Recommender:
     # -- step 1-2: history and user vector ----------------------------------------------------
 
     def _user_state(self, user_id: str, posted_ids: list[str]) -> _UserState:
-        arrays = self.artifact.arrays
-        rows = [arrays.item_ids.get(x) for x in posted_ids]
+        t = self.tables
+        rows = [t.item_ids.get(x) for x in posted_ids]
         posted = np.fromiter((r for r in rows if r >= 0), np.int64)  # unknown to this version
-        user_row = arrays.user_ids.get(user_id)
-        trained = user_history(arrays, user_row) if user_row >= 0 else np.empty(0, np.int64)
+        user_row = t.user_ids.get(user_id)
+        trained = t.history(user_row) if user_row >= 0 else np.empty(0, np.int64)
         both = np.concatenate([posted, trained])
         # First occurrence wins: posted (newest) before training history, both newest first.
         _, first = np.unique(both, return_index=True)
-        hist = both[np.sort(first)][: self.artifact.l_max]
+        hist = both[np.sort(first)][: t.l_max]
         seen = np.unique(both)
         if user_row >= 0:
-            return _UserState(hist, seen, np.asarray(arrays.users[user_row]), "personalized")
+            return _UserState(hist, seen, np.asarray(t.users[user_row]), "personalized")
         if len(hist):
             return _UserState(hist, seen, self.fold_in.vector(hist), "history")
         return _UserState(hist, seen, None, "popular")
@@ -155,7 +177,7 @@ class Recommender:
     def _retrieve_and_rank(
         self, queries: Sequence[Query], states: Sequence[_UserState], positions: Sequence[int]
     ) -> dict[int, Ranked]:
-        l_max = self.artifact.l_max
+        l_max = self.tables.l_max
         user_vecs = np.stack([s.vec for s in states if s.vec is not None]).astype(np.float32)
         t0 = time.perf_counter()
         n = max(self.retriever.n_candidates, max(q.k for q in queries))  # k <= C always
@@ -183,37 +205,43 @@ class Recommender:
 
     # -- step 5: responses --------------------------------------------------------------------
 
-    def _personal(self, q: Query, s: _UserState, r: Ranked) -> Recommendation:
-        ids = self.artifact.arrays.item_ids.ids
+    def _personal(self, q: Query, s: _UserState, r: Ranked) -> RecommendResponse:
+        ids = self.tables.item_ids.ids
         items = []
         for j, (row, dist) in enumerate(zip(r.rows, r.distances, strict=True)):
             because = None
             if q.explain:
                 because = [] if r.attention is None else self._because(r.attention[j], s.hist)
-            items.append(ScoredItem(str(ids[row]), -float(dist), because))
-        return Recommendation(q.user_id, self.version, s.source, items)
+            items.append(
+                RecommendedItem(item_id=str(ids[row]), score=-float(dist), because=because)
+            )
+        return self._response(q, s, items)
 
-    def _because(self, weights: np.ndarray, hist: np.ndarray) -> list[tuple[str, float]]:
+    def _because(self, weights: np.ndarray, hist: np.ndarray) -> list[ExplainItem]:
         """The history items with the largest attention for one recommended item."""
-        ids = self.artifact.arrays.item_ids.ids
+        ids = self.tables.item_ids.ids
         w = weights[: len(hist)]
         top = np.argsort(-w, kind="stable")[:N_EXPLAIN]
-        return [(str(ids[hist[t]]), float(w[t])) for t in top if w[t] > 0]
+        return [ExplainItem(item_id=str(ids[hist[t]]), weight=float(w[t])) for t in top if w[t] > 0]
 
-    def _popular(self, q: Query, s: _UserState) -> Recommendation:
+    def _popular(self, q: Query, s: _UserState) -> RecommendResponse:
         """Most popular items not seen: the answer for a user with no usable history."""
-        art = self.artifact
-        pop = art.popular_rows
+        t = self.tables
+        pop = t.popular_rows
         if len(s.seen):
             head = pop[: q.k + len(s.seen)]
             pop = head[~np.isin(head, s.seen)]
-        rows = pop[: q.k]
         items = [
-            ScoredItem(
-                str(art.arrays.item_ids.ids[r]),
-                float(art.arrays.popularity[r]),
-                [] if q.explain else None,
+            RecommendedItem(
+                item_id=str(t.item_ids.ids[r]),
+                score=float(t.popularity[r]),
+                because=[] if q.explain else None,
             )
-            for r in rows
+            for r in pop[: q.k]
         ]
-        return Recommendation(q.user_id, self.version, s.source, items)
+        return self._response(q, s, items)
+
+    def _response(self, q: Query, s: _UserState, items: list[RecommendedItem]) -> RecommendResponse:
+        return RecommendResponse(
+            user_id=q.user_id, model_version=self.version, source=s.source, items=items
+        )

@@ -1,8 +1,8 @@
 """Request and response models of the HTTP API (and so of its OpenAPI document).
 
-Ids are bounded, non-empty text without control characters; the exact length bound is a
-setting (`max_id_length`) checked in the routes, the static `ID_MAX` here only caps what the
-schema will ever accept. Responses are what clients parse: fields are documented and stable.
+Ids are non-empty text without control characters; their length bound is a setting
+(`max_id_length`, at most `ID_MAX`) that `service.limits.Limits` checks, in one place for
+every route. Responses are what clients parse: fields are documented and stable.
 """
 
 from __future__ import annotations
@@ -21,8 +21,6 @@ from pydantic import (
     field_validator,
 )
 
-from service.recommender import Source
-
 __all__ = [
     "ErrorBody",
     "ErrorResponse",
@@ -37,15 +35,18 @@ __all__ = [
     "RecommendedItem",
     "RejectedInteraction",
     "ReloadResponse",
+    "Source",
     "UnknownItemInteraction",
 ]
+
+Source = Literal["personalized", "history", "popular", "training_only"]
 
 ID_MAX = 4096
 # No control characters, C0 or C1, nor line/paragraph separators (they break logs and
 # line-oriented exports), nor U+FFFD (what a non-UTF-8 byte in the URL decodes to, so that
 # mangled ids are refused rather than merged); anything else is opaque.
 ID_PATTERN = r"^[^\x00-\x1f\x7f-\x9f\u2028\u2029\ufffd]+$"
-Id = Annotated[str, Field(min_length=1, max_length=ID_MAX, pattern=ID_PATTERN)]
+Id = Annotated[str, Field(min_length=1, pattern=ID_PATTERN)]
 
 
 class ErrorBody(BaseModel):
