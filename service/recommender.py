@@ -30,10 +30,15 @@ from service.ranker import Ranked, Ranker
 from service.retriever import Retriever
 from service.schemas import ExplainItem, RecommendedItem, RecommendResponse, Source
 
-__all__ = ["Query", "Recommender", "StageObserver", "Tables"]
+__all__ = ["Query", "Recommender", "StageObserver", "Tables", "to_score"]
 
 StageObserver = Callable[[str, float], None]
 N_EXPLAIN = 3  # history items listed per recommended item with explain=true
+
+
+def to_score(distance: float) -> float:
+    """1 / (1 + exp(distance)), computed without overflow: higher is better, in [0, 1]."""
+    return float(np.exp(-np.logaddexp(0.0, distance)))
 
 
 @dataclass(frozen=True)
@@ -213,7 +218,13 @@ class Recommender:
             if q.explain:
                 because = [] if r.attention is None else self._because(r.attention[j], s.hist)
             items.append(
-                RecommendedItem(item_id=str(ids[row]), score=-float(dist), because=because)
+                RecommendedItem(
+                    item_id=str(ids[row]),
+                    score=to_score(float(dist)),
+                    distance=float(dist),
+                    popularity=int(self.tables.popularity[row]),
+                    because=because,
+                )
             )
         return self._response(q, s, items)
 
@@ -234,7 +245,8 @@ class Recommender:
         items = [
             RecommendedItem(
                 item_id=str(t.item_ids.ids[r]),
-                score=float(t.popularity[r]),
+                score=float(t.popularity[r]) / max(1, len(t.user_ids)),
+                popularity=int(t.popularity[r]),
                 because=[] if q.explain else None,
             )
             for r in pop[: q.k]

@@ -67,12 +67,25 @@ class ExplainItem(BaseModel):
     weight: float = Field(description="attention of the candidate on this history item")
 
 
+SCORE_DOC = (
+    "in [0, 1], higher is better, one meaning for every source: for the model's sources "
+    "(personalized, history, training_only with a vector) 1 / (1 + exp(distance)), a "
+    "decreasing function of the model's distance, so scores of one model version compare "
+    "across users and requests; for `popular`, the share of training users who interacted "
+    "with the item (popularity / users). Rank by it; do not threshold it as a probability"
+)
+
+
 class RecommendedItem(BaseModel):
     item_id: str
-    score: float = Field(
-        description="higher is better: -squared distance for model sources, "
-        "train interactions for `popular`"
+    score: float = Field(description=SCORE_DOC)
+    distance: float | None = Field(
+        None,
+        description="the model's distance between the user and the item (smaller is "
+        "better: squared distance for the metric models, minus the inner product for ALS); "
+        "null for `popular`",
     )
+    popularity: int = Field(description="training interactions of the item")
     because: list[ExplainItem] | None = Field(
         None, description="with explain=true: the history items that weighed most"
     )
