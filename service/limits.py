@@ -40,13 +40,14 @@ class Limits:
             raise InvalidInputError(f"{name} is longer than {self.max_id_length} characters")
 
     def check_k(self, k: int, offset: int = 0) -> None:
-        """422 when k, or k + offset (the depth of the ranking it asks for), passes RELREC_MAX_K."""
-        if k > self.max_k:
-            raise InvalidInputError(f"k must be at most {self.max_k}", [{"loc": ["query", "k"]}])
-        if k + offset > self.max_k:
-            raise InvalidInputError(
-                f"k + offset must be at most {self.max_k}", [{"loc": ["query", "offset"]}]
-            )
+        """422 when k or offset passes RELREC_MAX_K (so a page never ranks deeper than twice
+        that); two bounds of their own rather than one on k + offset, which a schema cannot
+        state."""
+        for name, value in (("k", k), ("offset", offset)):
+            if value > self.max_k:
+                raise InvalidInputError(
+                    f"{name} must be at most {self.max_k}", [{"loc": ["query", name]}]
+                )
 
     def check_batch(self, n: int) -> None:
         """413 for more interactions in one request than RELREC_MAX_BATCH."""
@@ -73,39 +74,37 @@ class Limits:
 
     def _document_param(self, param: dict[str, Any]) -> None:
         schema = param.get("schema", {})
-        if param["name"] in ("user_id", "item_id"):
-            schema["maxLength"] = self.max_id_length
-        elif param["name"] == "k":
+        if param["name"] in ("user_id", "item_id", "exclude", "candidates"):
+            _bound(schema, "maxLength", self.max_id_length)
+        if param["name"] in ("exclude", "candidates"):
+            _bound(schema, "maxItems", self.max_filter)
+        elif param["name"] in ("k", "offset"):
             schema["maximum"] = self.max_k
-        elif param["name"] in ("exclude", "candidates"):
-            _set_items(schema, "maxItems", self.max_filter)
-            _set_items(schema.get("items", {}), "maxLength", self.max_id_length)
 
     def _document_property(self, name: str, prop: dict[str, Any]) -> None:
-        if name in ("user_id", "item_id", "event_id"):
-            _set_items(prop, "maxLength", self.max_id_length)
-        elif name == "k":
-            prop["maximum"] = self.max_k
+        if name in ("user_id", "item_id", "event_id", "users", "exclude", "candidates"):
+            _bound(prop, "maxLength", self.max_id_length)
+        if name in ("exclude", "candidates"):
+            _bound(prop, "maxItems", self.max_filter)
+        elif name == "users":
+            _bound(prop, "maxItems", self.max_users)
         elif name == "interactions":
             prop["maxItems"] = self.max_batch
-        elif name == "users":
-            prop["maxItems"] = self.max_users
-            _set_items(prop.get("items", {}), "maxLength", self.max_id_length)
-        elif name in ("exclude", "candidates"):
-            _set_items(prop, "maxItems", self.max_filter)
+        elif name in ("k", "offset"):
+            prop["maximum"] = self.max_k
 
 
-def _set_items(schema: dict[str, Any], key: str, value: int) -> None:
-    """Set `key` on a schema, or on its string/array branches when it is optional (anyOf)."""
-    options = schema.get("anyOf")
-    if options is None:
-        schema[key] = value
-        return
-    for option in options:
-        if option.get("type") in ("string", "array"):
-            option[key] = value
-            if option.get("type") == "array" and key == "maxItems":
-                option.setdefault("items", {})
+def _bound(schema: dict[str, Any], key: str, value: int) -> None:
+    """Set a string bound (maxLength) on a schema's strings, also inside arrays, or a list
+    bound (maxItems) on its arrays; an optional field's branches (anyOf) each get it."""
+    for branch in schema.get("anyOf", [schema]):
+        kind = branch.get("type")
+        if key == "maxItems" and kind == "array":
+            branch[key] = value
+        elif key == "maxLength" and kind == "string":
+            branch[key] = value
+        elif key == "maxLength" and kind == "array":
+            branch.setdefault("items", {})[key] = value
 
 
 def _check_count(n: int, limit: int, what: str, env: str) -> None:

@@ -8,6 +8,7 @@ so a request finishes on the version it started on), submits the query to the mi
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Sequence
 
@@ -17,7 +18,7 @@ from service.batching import Executor, MicroBatcher
 from service.limits import Limits
 from service.metrics import Metrics
 from service.recommender import Query
-from service.schemas import RecommendResponse
+from service.schemas import RecommendBatchResponse, RecommendRequest, RecommendResponse
 from service.versions import Engine, Versions
 
 __all__ = ["RecommendService"]
@@ -55,16 +56,60 @@ class RecommendService:
     async def aclose(self) -> None:
         await self.batcher.aclose()
 
-    async def recommend(self, user_id: str, k: int, explain: bool) -> RecommendResponse:
-        """Top k for one user; 422 past the limits, 503 until a version is loaded."""
+    async def recommend(
+        self,
+        user_id: str,
+        k: int,
+        explain: bool = False,
+        offset: int = 0,
+        exclude: Sequence[str] = (),
+        candidates: Sequence[str] | None = None,
+    ) -> RecommendResponse:
+        """Top k for one user (after `offset`, within the filters); 422 or 413 past the
+        limits, 503 until a version is loaded."""
         self.limits.check_id("user_id", user_id)
-        self.limits.check_k(k)
+        query = self._query(user_id, k, explain, offset, exclude, candidates)
         engine = self.versions.current  # read once: the request stays on this version
-        rec = await self.batcher.submit((engine, Query(user_id, k, explain)))
+        rec = await self.batcher.submit((engine, query))
         self.metrics.recommendations.labels(rec.source).inc()
         return rec
 
-    def render(self, response: RecommendResponse) -> Response:
+    async def recommend_batch(self, request: RecommendRequest) -> RecommendBatchResponse:
+        """One result per user, computed as one micro-batch (not queued behind the single
+        requests' batcher); 413 above RELREC_MAX_RECOMMEND_USERS users."""
+        self.limits.check_users(len(request.users))
+        for user_id in request.users:
+            self.limits.check_id("users[]", user_id)
+        r = request
+        queries = [
+            self._query(u, r.k, r.explain, r.offset, r.exclude, r.candidates) for u in r.users
+        ]
+        engine = self.versions.current
+        self.metrics.batch_size.observe(len(queries))
+        recs = await asyncio.to_thread(engine.recommender.recommend_many, queries)
+        for rec in recs:
+            self.metrics.recommendations.labels(rec.source).inc()
+        return RecommendBatchResponse(results=recs)
+
+    def _query(
+        self,
+        user_id: str,
+        k: int,
+        explain: bool,
+        offset: int,
+        exclude: Sequence[str],
+        candidates: Sequence[str] | None,
+    ) -> Query:
+        """The request as a `Query`, after every bound on k and the filters is checked."""
+        self.limits.check_k(k, offset)
+        for name, ids in (("exclude", exclude), ("candidates", candidates or ())):
+            self.limits.check_filter(name, len(ids))
+            for item_id in ids:
+                self.limits.check_id(f"{name}[]", item_id)
+        cands = None if candidates is None else tuple(candidates)
+        return Query(user_id, k, explain, offset, tuple(exclude), cands)
+
+    def render(self, response: RecommendResponse | RecommendBatchResponse) -> Response:
         """The JSON body, timed as the "serialize" stage of /metrics (FastAPI's own rendering
         would not be); the body is what `response_model` documents."""
         started = time.perf_counter()

@@ -17,7 +17,8 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Literal
 
 import numpy as np
 
@@ -28,7 +29,13 @@ from service.history import HistoryStore
 from service.loader import LoadedArtifact
 from service.ranker import Ranked, Ranker
 from service.retriever import Retriever
-from service.schemas import ExplainItem, RecommendedItem, RecommendResponse, Source
+from service.schemas import (
+    ExplainItem,
+    RecommendedItem,
+    RecommendResponse,
+    Source,
+    UnknownFilterId,
+)
 
 __all__ = ["Query", "Recommender", "StageObserver", "Tables", "to_score"]
 
@@ -43,9 +50,15 @@ def to_score(distance: float) -> float:
 
 @dataclass(frozen=True)
 class Query:
+    """One user's request. `exclude`: item ids never to return; `candidates`: when given, the
+    only item ids to rank (scored exactly, no retrieval); `offset`: ranks to skip (paging)."""
+
     user_id: str
     k: int
     explain: bool = False
+    offset: int = 0
+    exclude: tuple[str, ...] = ()
+    candidates: tuple[str, ...] | None = None
 
 
 @dataclass(frozen=True, eq=False)
@@ -94,6 +107,8 @@ class _UserState:
     seen: np.ndarray  # item rows to exclude (posted + every training item)
     vec: np.ndarray | None  # [d] user vector, None for the popular fallback
     source: Source
+    allow: np.ndarray | None = None  # item rows of `candidates`, None: the whole catalogue
+    unknown: list[UnknownFilterId] = field(default_factory=list)  # filter ids not in version
 
 
 class Recommender:
@@ -137,7 +152,7 @@ class Recommender:
         except StoreUnavailableError:
             self.on_store_error()
             posted, degraded = [[] for _ in queries], True
-        states = [self._user_state(q.user_id, p) for q, p in zip(queries, posted, strict=True)]
+        states = [self._user_state(q, p) for q, p in zip(queries, posted, strict=True)]
         if degraded:
             for s in states:
                 s.source = "training_only"
@@ -160,22 +175,46 @@ class Recommender:
 
     # -- step 1-2: history and user vector ----------------------------------------------------
 
-    def _user_state(self, user_id: str, posted_ids: list[str]) -> _UserState:
+    def _user_state(self, q: Query, posted_ids: list[str]) -> _UserState:
         t = self.tables
-        rows = [t.item_ids.get(x) for x in posted_ids]
-        posted = np.fromiter((r for r in rows if r >= 0), np.int64)  # unknown to this version
-        user_row = t.user_ids.get(user_id)
+        posted = self._rows(posted_ids)  # ids unknown to this version are dropped
+        user_row = t.user_ids.get(q.user_id)
         trained = t.history(user_row) if user_row >= 0 else np.empty(0, np.int64)
         both = np.concatenate([posted, trained])
         # First occurrence wins: posted (newest) before training history, both newest first.
         _, first = np.unique(both, return_index=True)
         hist = both[np.sort(first)][: t.l_max]
-        seen = np.unique(both)
+        unknown: list[UnknownFilterId] = []
+        excluded = self._filter_rows(q.exclude, "exclude", unknown)
+        seen = np.unique(np.concatenate([both, excluded]))
+        allow = None
+        if q.candidates is not None:
+            allow = _first_occurrences(self._filter_rows(q.candidates, "candidates", unknown))
+            allow = allow[~np.isin(allow, seen)]
+        vec: np.ndarray | None = None
+        source: Source = "popular"
         if user_row >= 0:
-            return _UserState(hist, seen, np.asarray(t.users[user_row]), "personalized")
-        if len(hist):
-            return _UserState(hist, seen, self.fold_in.vector(hist), "history")
-        return _UserState(hist, seen, None, "popular")
+            vec, source = np.asarray(t.users[user_row]), "personalized"
+        elif len(hist):
+            vec, source = self.fold_in.vector(hist), "history"
+        return _UserState(hist, seen, vec, source, allow, unknown)
+
+    def _rows(self, item_ids: Sequence[str]) -> np.ndarray:
+        """Rows of the ids this version knows, in order; unknown ids are dropped."""
+        get = self.tables.item_ids.get
+        rows = np.fromiter((get(x) for x in item_ids), np.int64, len(item_ids))
+        return rows[rows >= 0]
+
+    def _filter_rows(
+        self,
+        item_ids: Sequence[str],
+        name: Literal["exclude", "candidates"],
+        unknown: list[UnknownFilterId],
+    ) -> np.ndarray:
+        """`_rows`, listing the ids this version does not know in `unknown`."""
+        known = self.tables.item_ids
+        unknown += [UnknownFilterId(filter=name, item_id=x) for x in item_ids if x not in known]
+        return self._rows(item_ids)
 
     # -- step 3-4: retrieval and exact re-ranking ---------------------------------------------
 
@@ -185,10 +224,7 @@ class Recommender:
         l_max = self.tables.l_max
         user_vecs = np.stack([s.vec for s in states if s.vec is not None]).astype(np.float32)
         t0 = time.perf_counter()
-        n = max(self.retriever.n_candidates, max(q.k for q in queries))  # k <= C always
-        cands = self.retriever.candidates(
-            user_vecs, [s.hist for s in states], [s.seen for s in states], n
-        )
+        cands = self._candidates(queries, states, user_vecs)
         t1 = time.perf_counter()
         self.on_stage("retrieval", t1 - t0)
         hist_rows = np.zeros((len(states), l_max), np.int64)  # [B, L]
@@ -201,12 +237,30 @@ class Recommender:
             hist_rows,
             hist_mask,
             cands,
-            [q.k for q in queries],
+            [q.k + q.offset for q in queries],
             explain=any(q.explain for q in queries),
         )
         self.on_stage("rerank", time.perf_counter() - t1)
         self.on_scored(sum(len(c) for c in cands))  # the ranker's pads are not candidates
         return dict(zip(positions, ranked, strict=True))
+
+    def _candidates(
+        self, queries: Sequence[Query], states: Sequence[_UserState], user_vecs: np.ndarray
+    ) -> list[np.ndarray]:
+        """Retrieved rows per request, or its allow-list as is: a list bounded by
+        RELREC_MAX_FILTER_IDS is scored exactly, which is the recall a FAISS selector would
+        only approach."""
+        out: list[np.ndarray] = [s.allow if s.allow is not None else _EMPTY for s in states]
+        free = [i for i, s in enumerate(states) if s.allow is None]
+        if free:
+            depth = max(queries[i].k + queries[i].offset for i in free)
+            n = max(self.retriever.n_candidates, depth)  # k + offset <= C always
+            found = self.retriever.candidates(
+                user_vecs[free], [states[i].hist for i in free], [states[i].seen for i in free], n
+            )
+            for i, rows in zip(free, found, strict=True):
+                out[i] = rows
+        return out
 
     # -- step 5: responses --------------------------------------------------------------------
 
@@ -214,6 +268,8 @@ class Recommender:
         ids = self.tables.item_ids.ids
         items = []
         for j, (row, dist) in enumerate(zip(r.rows, r.distances, strict=True)):
+            if j < q.offset:
+                continue
             because = None
             if q.explain:
                 because = [] if r.attention is None else self._because(r.attention[j], s.hist)
@@ -238,22 +294,40 @@ class Recommender:
     def _popular(self, q: Query, s: _UserState) -> RecommendResponse:
         """Most popular items not seen: the answer for a user with no usable history."""
         t = self.tables
-        pop = t.popular_rows
-        if len(s.seen):
-            head = pop[: q.k + len(s.seen)]
+        depth = q.k + q.offset
+        if s.allow is not None:
+            pop = s.allow[np.lexsort((s.allow, -t.popularity[s.allow]))]  # as popular_rows
+        elif len(s.seen):
+            head = t.popular_rows[: depth + len(s.seen)]
             pop = head[~np.isin(head, s.seen)]
+        else:
+            pop = t.popular_rows
         items = [
             RecommendedItem(
                 item_id=str(t.item_ids.ids[r]),
                 score=float(t.popularity[r]) / max(1, len(t.user_ids)),
+                distance=None,
                 popularity=int(t.popularity[r]),
                 because=[] if q.explain else None,
             )
-            for r in pop[: q.k]
+            for r in pop[q.offset : depth]
         ]
         return self._response(q, s, items)
 
     def _response(self, q: Query, s: _UserState, items: list[RecommendedItem]) -> RecommendResponse:
         return RecommendResponse(
-            user_id=q.user_id, model_version=self.version, source=s.source, items=items
+            user_id=q.user_id,
+            model_version=self.version,
+            source=s.source,
+            items=items,
+            unknown_ids=s.unknown,
         )
+
+
+_EMPTY = np.zeros(0, np.int64)
+
+
+def _first_occurrences(rows: np.ndarray) -> np.ndarray:
+    """`rows` without repeats, in their first order (a client may list an id twice)."""
+    _, first = np.unique(rows, return_index=True)
+    return rows[np.sort(first)]

@@ -31,7 +31,10 @@ __all__ = [
     "InteractionsResponse",
     "PartStatus",
     "ReadyResponse",
+    "RecommendBatchResponse",
+    "RecommendRequest",
     "RecommendResponse",
+    "UnknownFilterId",
     "RecommendedItem",
     "RejectedInteraction",
     "ReloadResponse",
@@ -91,6 +94,14 @@ class RecommendedItem(BaseModel):
     )
 
 
+class UnknownFilterId(BaseModel):
+    """An id in `exclude` or `candidates` that the serving version does not know: ignored."""
+
+    filter: Literal["exclude", "candidates"]
+    item_id: str
+    code: Literal["unknown_item"] = "unknown_item"
+
+
 class RecommendResponse(BaseModel):
     user_id: str
     model_version: str
@@ -101,6 +112,30 @@ class RecommendResponse(BaseModel):
         "(trained vector, else popular items)"
     )
     items: list[RecommendedItem]
+    unknown_ids: list[UnknownFilterId] = Field(
+        default_factory=list,
+        description="ids of `exclude` or `candidates` this model version does not know; "
+        "ignored, not an error",
+    )
+
+
+class RecommendRequest(BaseModel):
+    """Batch recommend: the same k and filters for every user, computed as one micro-batch."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    users: list[Id] = Field(min_length=1, description="at most RELREC_MAX_RECOMMEND_USERS")
+    k: int = Field(10, ge=1, description="items per user (at most RELREC_MAX_K)")
+    offset: int = Field(0, ge=0, description="ranks to skip, for paging (at most RELREC_MAX_K)")
+    explain: bool = False
+    exclude: list[Id] = Field(default_factory=list, description="item ids never to return")
+    candidates: list[Id] | None = Field(
+        None, description="when given, rank only among these item ids (scored exactly)"
+    )
+
+
+class RecommendBatchResponse(BaseModel):
+    results: list[RecommendResponse] = Field(description="one per user, in the request's order")
 
 
 class InteractionIn(BaseModel):

@@ -8,7 +8,14 @@ from fastapi import APIRouter, Path, Query, Response
 from starlette.convertors import Convertor, register_url_convertor
 
 from service.deps import ReadKeyDep, RecommendDep
-from service.schemas import ID_PATTERN, ErrorResponse, RecommendResponse
+from service.schemas import (
+    ID_PATTERN,
+    ErrorResponse,
+    Id,
+    RecommendBatchResponse,
+    RecommendRequest,
+    RecommendResponse,
+)
 
 router = APIRouter(tags=["recommend"])
 
@@ -30,7 +37,7 @@ class _AnyConvertor(Convertor[str]):
 register_url_convertor("any", _AnyConvertor())
 
 _ERRORS: dict[int | str, dict[str, object]] = {
-    code: {"model": ErrorResponse} for code in (401, 422, 503)
+    code: {"model": ErrorResponse} for code in (401, 413, 422, 503)
 }
 UserId = Annotated[
     str,
@@ -49,6 +56,21 @@ async def recommend(
     user_id: UserId,
     k: Annotated[int, Query(ge=1, description="items to return (at most RELREC_MAX_K)")] = 10,
     explain: Annotated[bool, Query(description="list the history items that weighed most")] = False,
+    offset: Annotated[
+        int, Query(ge=0, description="ranks to skip, for paging (at most RELREC_MAX_K)")
+    ] = 0,
+    exclude: Annotated[list[Id] | None, Query(description="item ids never to return")] = None,
+    candidates: Annotated[
+        list[Id] | None, Query(description="rank only among these item ids (scored exactly)")
+    ] = None,
 ) -> Response:
-    """Top-k items for a user: trained, known only by posted history, or not at all."""
-    return service.render(await service.recommend(user_id, k, explain))
+    """Top-k items for a user: trained, known only by posted history, or not at all. Filter
+    ids the version does not know are listed in `unknown_ids`, not refused."""
+    rec = await service.recommend(user_id, k, explain, offset, exclude or (), candidates)
+    return service.render(rec)
+
+
+@router.post("/recommend", response_model=RecommendBatchResponse, responses=_ERRORS)
+async def recommend_batch(body: RecommendRequest, service: RecommendDep, _: ReadKeyDep) -> Response:
+    """Top-k items for each of many users, with the same k and filters, in one micro-batch."""
+    return service.render(await service.recommend_batch(body))

@@ -87,6 +87,7 @@ def test_openapi_document_declares_the_key_schemes_on_guarded_operations(
     }
     assert security == {
         "GET /recommend/{user_id}": [{"ReadKey": []}, {"ReadBearer": []}],
+        "POST /recommend": [{"ReadKey": []}, {"ReadBearer": []}],
         "POST /interactions": [{"WriteKey": []}, {"WriteBearer": []}],
         "POST /admin/reload": [{"AdminKey": []}, {"AdminBearer": []}],
         "GET /healthz": None,
@@ -102,6 +103,7 @@ def test_every_operation_passes_every_default_schemathesis_check(
     operations = [result.ok() for result in api_schema.get_all_operations()]  # type: ignore[union-attr]
     assert {op.label for op in operations} >= {
         "GET /recommend/{user_id}",
+        "POST /recommend",
         "POST /interactions",
         "GET /readyz",
         "POST /admin/reload",
