@@ -22,7 +22,7 @@ from service.deps import ApiKeys
 from service.errors import install_error_handlers
 from service.metrics import Metrics
 from service.middleware import LOG_FORMAT, RequestContextMiddleware, RequestIdFilter
-from service.routes import admin, health, interactions, recommend
+from service.routes import admin, health, interactions, items, recommend
 from service.runtime import Runtime
 from service.settings import Settings
 
@@ -57,7 +57,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.runtime = runtime
     app.state.keys = ApiKeys.from_settings(settings)
     install_error_handlers(app)
-    for router in (recommend.router, interactions.router, health.router, admin.router):
+    routers = (recommend.router, items.router, interactions.router, health.router, admin.router)
+    for router in routers:
         app.include_router(router)
 
     def openapi() -> dict[str, Any]:

@@ -18,7 +18,12 @@ from service.batching import Executor, MicroBatcher
 from service.limits import Limits
 from service.metrics import Metrics
 from service.recommender import Query
-from service.schemas import RecommendBatchResponse, RecommendRequest, RecommendResponse
+from service.schemas import (
+    RecommendBatchResponse,
+    RecommendRequest,
+    RecommendResponse,
+    SimilarResponse,
+)
 from service.versions import Engine, Versions
 
 __all__ = ["RecommendService"]
@@ -90,6 +95,13 @@ class RecommendService:
         for rec in recs:
             self.metrics.recommendations.labels(rec.source).inc()
         return RecommendBatchResponse(results=recs)
+
+    async def similar(self, item_id: str, k: int) -> SimilarResponse:
+        """The item's k nearest items; 404 for an unknown item, 422 past the limits."""
+        self.limits.check_id("item_id", item_id)
+        self.limits.check_k(k)
+        engine = self.versions.current
+        return await asyncio.to_thread(engine.recommender.similar, item_id, k)
 
     def _query(
         self,

@@ -23,7 +23,7 @@ from typing import Literal
 import numpy as np
 
 from models.idmap import IdMap
-from service.errors import StoreUnavailableError
+from service.errors import StoreUnavailableError, UnknownItemError
 from service.foldin import FoldIn, MeanFoldIn
 from service.history import HistoryStore
 from service.loader import LoadedArtifact
@@ -33,6 +33,7 @@ from service.schemas import (
     ExplainItem,
     RecommendedItem,
     RecommendResponse,
+    SimilarResponse,
     Source,
     UnknownFilterId,
 )
@@ -75,6 +76,7 @@ class Tables:
     popular_rows: np.ndarray  # [V] item rows, most popular first
     history_indptr: np.ndarray  # [U + 1]
     history_items: np.ndarray  # [nnz] item rows, newest first within a user
+    index_metric: str = "L2"  # of the FAISS index: "L2" (squared distance) or "IP" (ALS)
 
     @classmethod
     def from_artifact(cls, loaded: LoadedArtifact) -> Tables:
@@ -89,6 +91,7 @@ class Tables:
             popular_rows=loaded.popular_rows,
             history_indptr=a.history_indptr,
             history_items=a.history_items,
+            index_metric=loaded.manifest.index.metric,
         )
 
     def history(self, user_row: int) -> np.ndarray:
@@ -172,6 +175,30 @@ class Recommender:
             else:
                 out.append(self._personal(q, s, ranked[i]))
         return out
+
+    def similar(self, item_id: str, k: int) -> SimilarResponse:
+        """The k nearest items to `item_id` in the index's metric, itself excluded; 404 for an
+        item this version does not know (implicit's `similar_items`, gorse's neighbours)."""
+        t = self.tables
+        row = t.item_ids.get(item_id)
+        if row < 0:
+            raise UnknownItemError(f"item {item_id!r} is not in model version {self.version}")
+        vec = np.ascontiguousarray(self.retriever.item_vecs[row : row + 1], np.float32)  # [1, d]
+        found, rows = self.retriever.index.search(vec, min(k + 1, len(t.popularity)))
+        keep = (rows[0] >= 0) & (rows[0] != row)
+        # An inner-product index returns similarities: their negation is the distance.
+        dists = found[0][keep] if t.index_metric == "L2" else -found[0][keep]
+        items = [
+            RecommendedItem(
+                item_id=str(t.item_ids.ids[r]),
+                score=to_score(float(d)),
+                distance=float(d),
+                popularity=int(t.popularity[r]),
+                because=None,
+            )
+            for r, d in zip(rows[0][keep][:k].tolist(), dists[:k].tolist(), strict=True)
+        ]
+        return SimilarResponse(item_id=item_id, model_version=self.version, items=items)
 
     # -- step 1-2: history and user vector ----------------------------------------------------
 

@@ -38,6 +38,7 @@ __all__ = [
     "RecommendedItem",
     "RejectedInteraction",
     "ReloadResponse",
+    "SimilarResponse",
     "Source",
     "UnknownItemInteraction",
 ]
@@ -131,6 +132,16 @@ class RecommendRequest(BaseModel):
     exclude: list[Id] = Field(default_factory=list, description="item ids never to return")
     candidates: list[Id] | None = Field(
         None, description="when given, rank only among these item ids (scored exactly)"
+    )
+
+
+class SimilarResponse(BaseModel):
+    """An item's nearest items in the model's metric (itself excluded), nearest first."""
+
+    item_id: str
+    model_version: str
+    items: list[RecommendedItem] = Field(
+        description="`score` and `distance` as in recommendations, between the two items"
     )
 
 

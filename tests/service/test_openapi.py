@@ -88,6 +88,7 @@ def test_openapi_document_declares_the_key_schemes_on_guarded_operations(
     assert security == {
         "GET /recommend/{user_id}": [{"ReadKey": []}, {"ReadBearer": []}],
         "POST /recommend": [{"ReadKey": []}, {"ReadBearer": []}],
+        "GET /items/{item_id}/similar": [{"ReadKey": []}, {"ReadBearer": []}],
         "POST /interactions": [{"WriteKey": []}, {"WriteBearer": []}],
         "POST /admin/reload": [{"AdminKey": []}, {"AdminBearer": []}],
         "GET /healthz": None,
@@ -104,6 +105,7 @@ def test_every_operation_passes_every_default_schemathesis_check(
     assert {op.label for op in operations} >= {
         "GET /recommend/{user_id}",
         "POST /recommend",
+        "GET /items/{item_id}/similar",
         "POST /interactions",
         "GET /readyz",
         "POST /admin/reload",
