@@ -29,6 +29,7 @@ __all__ = [
     "InteractionsBody",
     "InteractionsRequest",
     "InteractionsResponse",
+    "ModelResponse",
     "PartStatus",
     "ReadyResponse",
     "RecommendBatchResponse",
@@ -247,6 +248,23 @@ class InteractionsResponse(BaseModel):
         "durable log (so the next training run learns them) and are served from the next "
         "version on; until then they do not shape this user's recommendations",
     )
+
+
+class ModelResponse(BaseModel):
+    """The serving model version, as its manifest describes it."""
+
+    version: str
+    kind: str = Field(description="cml, lrml, hlr, hlr++, adacml, serml, als or pop")
+    hyperparameters: dict[str, Any] = Field(description="the model's configuration (dim, ...)")
+    counts: dict[str, int] = Field(description="users, items and training interactions")
+    metrics: dict[str, Any] = Field(description="evaluation metrics recorded at export")
+    created_at: datetime
+    trained_with: str = Field(description="relrec version that exported the model")
+    served_by: str = Field(description="relrec version of this server")
+    l_max: int = Field(description="history items the model reads per user")
+    index: dict[str, Any] = Field(description="FAISS factory, metric, search params, recall@C")
+    fold_in: str = Field(description="how a user known only by posted history gets a vector")
+    refit: bool = Field(description="trained on every interaction after model selection")
 
 
 class PartStatus(BaseModel):

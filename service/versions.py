@@ -19,12 +19,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from models import artifact as art
+from models.version import relrec_version
 from service.errors import ArtifactRejectedError, NotReadyError
 from service.history import HistoryStore
 from service.loader import LoadedArtifact
 from service.metrics import Metrics
 from service.recommender import Recommender
-from service.schemas import PartStatus, ReadyResponse, ReloadResponse
+from service.schemas import ModelResponse, PartStatus, ReadyResponse, ReloadResponse
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +71,24 @@ class Versions:
     @property
     def loaded(self) -> Engine | None:
         return self._engine
+
+    def describe(self) -> ModelResponse:
+        """The serving version's manifest, for GET /model; 503 until one has loaded."""
+        m = self.current.artifact.manifest
+        return ModelResponse(
+            version=self.current.version,
+            kind=m.kind,
+            hyperparameters={k: v for k, v in m.model.items() if k != "kind"},
+            counts=m.counts.model_dump(),
+            metrics=m.metrics,
+            created_at=m.created_at,
+            trained_with=m.relrec_version,
+            served_by=relrec_version(),
+            l_max=m.l_max,
+            index=m.index.model_dump(),
+            fold_in="hinge" if m.fold_in is None else m.fold_in.method,
+            refit=m.training is not None and m.training.refit,
+        )
 
     async def reload(self, force: bool = False) -> ReloadResponse:
         """Load what `current` names beside the serving version and swap if it is new.

@@ -89,6 +89,7 @@ def test_openapi_document_declares_the_key_schemes_on_guarded_operations(
         "GET /recommend/{user_id}": [{"ReadKey": []}, {"ReadBearer": []}],
         "POST /recommend": [{"ReadKey": []}, {"ReadBearer": []}],
         "GET /items/{item_id}/similar": [{"ReadKey": []}, {"ReadBearer": []}],
+        "GET /model": [{"ReadKey": []}, {"ReadBearer": []}],
         "POST /interactions": [{"WriteKey": []}, {"WriteBearer": []}],
         "POST /admin/reload": [{"AdminKey": []}, {"AdminBearer": []}],
         "GET /healthz": None,
