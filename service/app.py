@@ -22,7 +22,7 @@ from service.deps import ApiKeys
 from service.errors import install_error_handlers
 from service.metrics import Metrics
 from service.middleware import LOG_FORMAT, RequestContextMiddleware, RequestIdFilter
-from service.routes import admin, health, interactions, items, model, recommend
+from service.routes import admin, health, interactions, items, model, recommend, users
 from service.runtime import Runtime
 from service.settings import Settings
 
@@ -57,7 +57,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.runtime = runtime
     app.state.keys = ApiKeys.from_settings(settings)
     install_error_handlers(app)
-    for module in (recommend, items, model, interactions, health, admin):
+    for module in (recommend, items, model, interactions, users, health, admin):
         app.include_router(module.router)
 
     def openapi() -> dict[str, Any]:

@@ -25,6 +25,7 @@ from service.versions import Readiness, Versions
 __all__ = [
     "AdminKeyDep",
     "ApiKeys",
+    "EraseKeyDep",
     "IngestDep",
     "ReadKeyDep",
     "ReadinessDep",
@@ -156,6 +157,17 @@ async def require_admin_key(
     _require(_presented(header, bearer), keys.admin)
 
 
+async def require_erase_key(
+    keys: _KeysDep,
+    header: Annotated[str | None, Security(_write_header)],
+    bearer: Annotated[HTTPAuthorizationCredentials | None, Security(_write_bearer)],
+) -> None:
+    """Erasure is a write that an admin may also do: guarded when write keys are configured
+    (open, like every write, when none is), and any write or admin key passes."""
+    _require(_presented(header, bearer), keys.write and keys.write + keys.admin)
+
+
 ReadKeyDep = Annotated[None, Depends(require_read_key)]
+EraseKeyDep = Annotated[None, Depends(require_erase_key)]
 WriteKeyDep = Annotated[None, Depends(require_write_key)]
 AdminKeyDep = Annotated[None, Depends(require_admin_key)]

@@ -29,6 +29,7 @@ from typing import Protocol, cast
 __all__ = [
     "BACKENDS",
     "DEFAULT_LOG_MAX_LEN",
+    "Erasure",
     "URL_PREFIXES",
     "Event",
     "HistoryStore",
@@ -70,6 +71,15 @@ class LogEntry:
     event: Event
 
 
+@dataclass(frozen=True)
+class Erasure:
+    """What `HistoryStore.erase` removed for one user."""
+
+    history: int  # items of the online history
+    log: int  # entries of the durable log
+    markers: int  # idempotency markers of event ids (Redis; SQLite keeps them in the log rows)
+
+
 class HistoryStore(Protocol):
     """What the service needs from a history backend. Errors: `StoreUnavailableError`."""
 
@@ -87,6 +97,10 @@ class HistoryStore(Protocol):
 
     def read_log(self, after: str | None, count: int) -> list[LogEntry]:
         """Up to `count` log entries strictly after cursor `after` (None: from the start)."""
+        ...
+
+    def erase(self, user_id: str) -> Erasure:
+        """Remove the user's history, log entries and event-id markers (DELETE /users)."""
         ...
 
     def ping(self) -> None:

@@ -17,7 +17,7 @@ from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 
 from service.errors import StoreUnavailableError
-from service.history import DEFAULT_LOG_MAX_LEN, Event, LogEntry, dedupe
+from service.history import DEFAULT_LOG_MAX_LEN, Erasure, Event, LogEntry, dedupe
 
 __all__ = ["EVENT_KEY", "HIST_KEY", "LOG_EVENT_KEY", "LOG_KEY", "READY_KEY", "RedisHistoryStore"]
 
@@ -195,6 +195,39 @@ class RedisHistoryStore:
             LogEntry(cursor, Event(f["user"], f["item"], int(f["ts"]), float(f["w"]), f.get("eid")))
             for cursor, f in rows
         ]
+
+    def erase(self, user_id: str) -> Erasure:
+        """Delete the user's history list and event markers (one slot: the user's hash tag),
+        their markers on the log's slot (Cluster), and their entries of the log stream, found
+        by a scan of the stream (erasure is rare; the stream is bounded by log_max_len)."""
+        try:
+            hist = HIST_KEY.format(user_id=user_id)
+            history = int(self.client.llen(hist))
+            markers = self._keys(EVENT_KEY.format(user_id=user_id, event_id=""))
+            if self._cluster:
+                n = len(user_id)
+                markers += self._keys(LOG_EVENT_KEY.format(n=n, user_id=user_id, event_id=""))
+            self.client.delete(hist)
+            for key in markers:  # one key per call: a Cluster refuses a multi-slot DEL
+                self.client.delete(key)
+            log = self._erase_log(user_id)
+        except redis.RedisError as exc:
+            raise StoreUnavailableError(f"redis history erase failed: {exc}") from exc
+        return Erasure(history=history, log=log, markers=len(markers))
+
+    def _keys(self, prefix: str) -> list[str]:
+        """Keys starting with `prefix` (glob characters of a user id escaped)."""
+        pattern = "".join("\\" + c if c in "*?[]\\" else c for c in prefix) + "*"
+        return list(self.client.scan_iter(match=pattern, count=1000))
+
+    def _erase_log(self, user_id: str, page: int = 10_000) -> int:
+        removed, start = 0, "-"
+        while rows := self.client.xrange(LOG_KEY, min=start, max="+", count=page):
+            mine = [cursor for cursor, f in rows if f.get("user") == user_id]
+            if mine:
+                removed += int(self.client.xdel(LOG_KEY, *mine))
+            start = "(" + rows[-1][0]
+        return removed
 
     def ping(self) -> None:
         """Up and taking writes: a full Redis (maxmemory, noeviction) answers PING but

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from service.errors import StoreUnavailableError
-from service.history import Event, LogEntry, dedupe
+from service.history import Erasure, Event, LogEntry, dedupe
 
 __all__ = ["SqliteHistoryStore"]
 
@@ -134,6 +134,22 @@ class SqliteHistoryStore:
         except sqlite3.Error as exc:
             raise StoreUnavailableError(f"sqlite log read failed: {exc}") from exc
         return [LogEntry(str(r[0]), Event(r[1], r[2], int(r[3]), float(r[4]), r[5])) for r in rows]
+
+    def erase(self, user_id: str) -> Erasure:
+        """Delete the user's rows (history and log are one table), with `secure_delete` so
+        the freed pages are zeroed, then checkpoint the WAL so the old pages leave it too."""
+        conn = self._conn()
+        try:
+            conn.execute("PRAGMA secure_delete=ON")
+            conn.execute("BEGIN IMMEDIATE")
+            n = conn.execute("DELETE FROM events WHERE user_id = ?", (user_id,)).rowcount
+            conn.execute("COMMIT")
+            conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        except sqlite3.Error as exc:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise StoreUnavailableError(f"sqlite history erase failed: {exc}") from exc
+        return Erasure(history=n, log=n, markers=0)
 
     def ping(self) -> None:
         try:

@@ -23,6 +23,7 @@ from service.history import Event, HistoryStore
 from service.limits import Limits
 from service.metrics import Metrics
 from service.schemas import (
+    ErasureResponse,
     InteractionIn,
     InteractionsBody,
     InteractionsResponse,
@@ -36,7 +37,8 @@ _ADAPTER: TypeAdapter[InteractionIn] = TypeAdapter(InteractionIn)
 
 
 class IngestService:
-    """What `POST /interactions` may do: check its bounds, store, count in /metrics."""
+    """What `POST /interactions` and `DELETE /users` may do: check bounds, store or erase,
+    count in /metrics."""
 
     def __init__(
         self,
@@ -74,6 +76,22 @@ class IngestService:
         m.labels("rejected").inc(len(result.rejected))
         m.labels("unknown_item").inc(len(result.unknown_items))  # of the stored ones
         return result
+
+    def erase(self, user_id: str) -> ErasureResponse:
+        """Remove the user's posted history and durable-log entries; zeros when the store
+        holds nothing of theirs (a retried DELETE answers the same way)."""
+        self.limits.check_id("user_id", user_id)
+        try:
+            erased = self.store().erase(user_id)
+        except StoreUnavailableError:
+            self.metrics.store_errors.labels("erase").inc()
+            raise
+        return ErasureResponse(
+            user_id=user_id,
+            history_removed=erased.history,
+            log_removed=erased.log,
+            markers_removed=erased.markers,
+        )
 
 
 def ingest(

@@ -23,6 +23,7 @@ from pydantic import (
 
 __all__ = [
     "ErrorBody",
+    "ErasureResponse",
     "ErrorResponse",
     "ExplainItem",
     "InteractionIn",
@@ -265,6 +266,15 @@ class ModelResponse(BaseModel):
     index: dict[str, Any] = Field(description="FAISS factory, metric, search params, recall@C")
     fold_in: str = Field(description="how a user known only by posted history gets a vector")
     refit: bool = Field(description="trained on every interaction after model selection")
+
+
+class ErasureResponse(BaseModel):
+    """What DELETE /users/{user_id} removed from the history store (docs/security.md)."""
+
+    user_id: str
+    history_removed: int = Field(description="items of the user's online history")
+    log_removed: int = Field(description="entries of the durable interaction log")
+    markers_removed: int = Field(description="event-id markers (Redis)")
 
 
 class PartStatus(BaseModel):

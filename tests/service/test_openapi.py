@@ -91,6 +91,7 @@ def test_openapi_document_declares_the_key_schemes_on_guarded_operations(
         "GET /items/{item_id}/similar": [{"ReadKey": []}, {"ReadBearer": []}],
         "GET /model": [{"ReadKey": []}, {"ReadBearer": []}],
         "POST /interactions": [{"WriteKey": []}, {"WriteBearer": []}],
+        "DELETE /users/{user_id}": [{"WriteKey": []}, {"WriteBearer": []}],
         "POST /admin/reload": [{"AdminKey": []}, {"AdminBearer": []}],
         "GET /healthz": None,
         "GET /readyz": None,
