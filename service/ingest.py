@@ -140,7 +140,9 @@ def _to_event(raw: Any, limits: Limits, now: float) -> Event:
             raise InvalidInputError(f"{where}: {err['msg']}" if where else err["msg"]) from None
     for name in ("user_id", "item_id", "event_id"):
         limits.check_id(name, getattr(one, name))
-    return Event(one.user_id, one.item_id, one.epoch_seconds(now), one.weight, one.event_id)
+    return Event(
+        one.user_id, one.item_id, one.epoch_seconds(now), one.weight, one.event_id, one.type
+    )
 
 
 def _item_id_of(raw: Any) -> str | None:

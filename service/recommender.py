@@ -150,12 +150,15 @@ class Recommender:
         """All of a micro-batch, in order; without the store, from training data alone."""
         t0 = time.perf_counter()
         degraded = False
+        users = [q.user_id for q in queries]
         try:
-            posted = self.store.recent_many([q.user_id for q in queries], self.history_len)
+            posted, rejected = self.store.feedback_many(users, self.history_len)
         except StoreUnavailableError:
             self.on_store_error()
-            posted, degraded = [[] for _ in queries], True
-        states = [self._user_state(q, p) for q, p in zip(queries, posted, strict=True)]
+            posted, rejected, degraded = [[] for _ in queries], [[] for _ in queries], True
+        states = [
+            self._user_state(q, p, n) for q, p, n in zip(queries, posted, rejected, strict=True)
+        ]
         if degraded:
             for s in states:
                 s.source = "training_only"
@@ -202,7 +205,7 @@ class Recommender:
 
     # -- step 1-2: history and user vector ----------------------------------------------------
 
-    def _user_state(self, q: Query, posted_ids: list[str]) -> _UserState:
+    def _user_state(self, q: Query, posted_ids: list[str], negative_ids: list[str]) -> _UserState:
         t = self.tables
         posted = self._rows(posted_ids)  # ids unknown to this version are dropped
         user_row = t.user_ids.get(q.user_id)
@@ -213,7 +216,8 @@ class Recommender:
         hist = both[np.sort(first)][: t.l_max]
         unknown: list[UnknownFilterId] = []
         excluded = self._filter_rows(q.exclude, "exclude", unknown)
-        seen = np.unique(np.concatenate([both, excluded]))
+        # Negative feedback is never history, and its items are never recommended again.
+        seen = np.unique(np.concatenate([both, excluded, self._rows(negative_ids)]))
         allow = None
         if q.candidates is not None:
             allow = _first_occurrences(self._filter_rows(q.candidates, "candidates", unknown))

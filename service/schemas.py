@@ -175,6 +175,12 @@ class InteractionIn(BaseModel):
         "serving counts every accepted interaction as seen and as history alike",
     )
     event_id: Id | None = None
+    type: Literal["positive", "negative"] = Field(
+        "positive",
+        description="positive (default): history, as a like, a view, a purchase; negative: the "
+        "user rejected the item, which is never recommended to them again (while the store "
+        "holds it) and is kept in the durable log for training",
+    )
 
     @field_validator("timestamp")
     @classmethod
