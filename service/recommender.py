@@ -24,6 +24,7 @@ import numpy as np
 
 from models.idmap import IdMap
 from service.errors import StoreUnavailableError, UnknownItemError
+from service.explainer import Explainer
 from service.foldin import FoldIn, MeanFoldIn
 from service.history import HistoryStore
 from service.loader import LoadedArtifact
@@ -41,7 +42,6 @@ from service.schemas import (
 __all__ = ["Query", "Recommender", "StageObserver", "Tables", "to_score"]
 
 StageObserver = Callable[[str, float], None]
-N_EXPLAIN = 3  # history items listed per recommended item with explain=true
 
 
 def to_score(distance: float) -> float:
@@ -138,6 +138,7 @@ class Recommender:
         self.on_stage = on_stage or (lambda stage, seconds: None)
         self.on_store_error = on_store_error or (lambda: None)
         self.on_scored = on_scored or (lambda n: None)  # candidates re-ranked, per call
+        self.explainer = Explainer(ranker, tables.l_max)
 
     @property
     def version(self) -> str:
@@ -269,7 +270,6 @@ class Recommender:
             hist_mask,
             cands,
             [q.k + q.offset for q in queries],
-            explain=any(q.explain for q in queries),
         )
         self.on_stage("rerank", time.perf_counter() - t1)
         self.on_scored(sum(len(c) for c in cands))  # the ranker's pads are not candidates
@@ -296,31 +296,36 @@ class Recommender:
     # -- step 5: responses --------------------------------------------------------------------
 
     def _personal(self, q: Query, s: _UserState, r: Ranked) -> RecommendResponse:
-        ids = self.tables.item_ids.ids
-        items = []
-        for j, (row, dist) in enumerate(zip(r.rows, r.distances, strict=True)):
-            if j < q.offset:
-                continue
-            because = None
-            if q.explain:
-                because = [] if r.attention is None else self._because(r.attention[j], s.hist)
-            items.append(
-                RecommendedItem(
-                    item_id=str(ids[row]),
-                    score=to_score(float(dist)),
-                    distance=float(dist),
-                    popularity=int(self.tables.popularity[row]),
-                    because=because,
-                )
+        t = self.tables
+        rows, dists = r.rows[q.offset :], r.distances[q.offset :]
+        because: list[list[ExplainItem] | None] = [None] * len(rows)
+        if q.explain:
+            because = list(self._because(s, rows, dists))
+        items = [
+            RecommendedItem(
+                item_id=str(t.item_ids.ids[row]),
+                score=to_score(float(dist)),
+                distance=float(dist),
+                popularity=int(t.popularity[row]),
+                because=why,
             )
+            for row, dist, why in zip(rows.tolist(), dists.tolist(), because, strict=True)
+        ]
         return self._response(q, s, items)
 
-    def _because(self, weights: np.ndarray, hist: np.ndarray) -> list[ExplainItem]:
-        """The history items with the largest attention for one recommended item."""
+    def _because(
+        self, s: _UserState, rows: np.ndarray, dists: np.ndarray
+    ) -> list[list[ExplainItem]]:
+        """Per recommended item, the history items whose removal moves it away most
+        (service/explainer.py); a folded-in vector is re-fitted without each item."""
+        assert s.vec is not None
+        refit = self.fold_in.vector if s.source == "history" else None
+        effects = self.explainer.explain(s.vec, s.hist, rows, dists, refit)
         ids = self.tables.item_ids.ids
-        w = weights[: len(hist)]
-        top = np.argsort(-w, kind="stable")[:N_EXPLAIN]
-        return [ExplainItem(item_id=str(ids[hist[t]]), weight=float(w[t])) for t in top if w[t] > 0]
+        return [
+            [ExplainItem(item_id=str(ids[s.hist[t]]), weight=w, delta=d) for t, w, d in item]
+            for item in effects
+        ]
 
     def _popular(self, q: Query, s: _UserState) -> RecommendResponse:
         """Most popular items not seen: the answer for a user with no usable history."""

@@ -69,8 +69,17 @@ class ErrorResponse(BaseModel):
 
 
 class ExplainItem(BaseModel):
+    """A history item the recommendation rests on: without it the item moves away by `delta`."""
+
     item_id: str
-    weight: float = Field(description="attention of the candidate on this history item")
+    weight: float = Field(
+        description="this history item's share of the distance increases when each history "
+        "item is left out in turn, in (0, 1]: how much the recommendation rests on it"
+    )
+    delta: float = Field(
+        description="increase of the model's distance to the recommended item when this "
+        "history item is left out (the user vector re-fitted for a `history` user)"
+    )
 
 
 SCORE_DOC = (
@@ -93,7 +102,9 @@ class RecommendedItem(BaseModel):
     )
     popularity: int = Field(description="training interactions of the item")
     because: list[ExplainItem] | None = Field(
-        None, description="with explain=true: the history items that weighed most"
+        None,
+        description="with explain=true: up to 3 history items the recommendation rests on, "
+        "most first (empty for `popular`, or when no history item pulls it in)",
     )
 
 
