@@ -173,6 +173,9 @@ class SqliteHistoryStore:
         try:
             conn.execute("PRAGMA secure_delete=ON")
             conn.execute("BEGIN IMMEDIATE")
+            (positives,) = conn.execute(
+                "SELECT count(*) FROM events WHERE user_id = ? AND type = 'positive'", (user_id,)
+            ).fetchone()
             n = conn.execute("DELETE FROM events WHERE user_id = ?", (user_id,)).rowcount
             conn.execute("COMMIT")
             conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
@@ -180,7 +183,7 @@ class SqliteHistoryStore:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
             raise StoreUnavailableError(f"sqlite history erase failed: {exc}") from exc
-        return Erasure(history=n, log=n, markers=0)
+        return Erasure(history=int(positives), log=n, markers=0)
 
     def ping(self) -> None:
         try:

@@ -18,7 +18,7 @@ from typing import Any
 from pydantic import TypeAdapter, ValidationError
 
 from models.idmap import IdMap
-from service.errors import InvalidInputError, StoreUnavailableError
+from service.errors import InvalidInputError, StoreUnavailableError, validation_message
 from service.history import Event, HistoryStore
 from service.limits import Limits
 from service.metrics import Metrics
@@ -136,8 +136,8 @@ def _to_event(raw: Any, limits: Limits, now: float) -> Event:
             one = _ADAPTER.validate_python(raw)
         except ValidationError as exc:
             err = exc.errors()[0]
-            where = ".".join(str(p) for p in err["loc"])
-            raise InvalidInputError(f"{where}: {err['msg']}" if where else err["msg"]) from None
+            message = validation_message(err["loc"], err["msg"], err["type"])
+            raise InvalidInputError(message) from None
     for name in ("user_id", "item_id", "event_id"):
         limits.check_id(name, getattr(one, name))
     return Event(

@@ -64,6 +64,21 @@ class ErrorBody(BaseModel):
 class ErrorResponse(BaseModel):
     """The one shape of every error the service answers."""
 
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "error": {
+                        "code": "unknown_item",
+                        "message": "item 'x' is not in model version 20260101T000000Z-abc123",
+                        "details": [],
+                    },
+                    "request_id": "5f0c3e9a1b2c4d5e6f708192a3b4c5d6",
+                }
+            ]
+        }
+    )
+
     error: ErrorBody
     request_id: str | None = None
 
@@ -117,6 +132,28 @@ class UnknownFilterId(BaseModel):
 
 
 class RecommendResponse(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "user_id": "u1",
+                    "model_version": "20260101T000000Z-abc123",
+                    "source": "personalized",
+                    "items": [
+                        {
+                            "item_id": "i42",
+                            "score": 0.31,
+                            "distance": 0.8,
+                            "popularity": 120,
+                            "because": None,
+                        }
+                    ],
+                    "unknown_ids": [],
+                }
+            ]
+        }
+    )
+
     user_id: str
     model_version: str
     source: Source = Field(
@@ -136,7 +173,12 @@ class RecommendResponse(BaseModel):
 class RecommendRequest(BaseModel):
     """Batch recommend: the same k and filters for every user, computed as one micro-batch."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [{"users": ["u1", "u2"], "k": 10, "exclude": ["i7"], "offset": 0}]
+        },
+    )
 
     users: list[Id] = Field(min_length=1, description="at most RELREC_MAX_RECOMMEND_USERS")
     k: int = Field(10, ge=1, description="items per user (at most RELREC_MAX_K)")
@@ -150,6 +192,26 @@ class RecommendRequest(BaseModel):
 
 class SimilarResponse(BaseModel):
     """An item's nearest items in the model's metric (itself excluded), nearest first."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "item_id": "i7",
+                    "model_version": "20260101T000000Z-abc123",
+                    "items": [
+                        {
+                            "item_id": "i42",
+                            "score": 0.31,
+                            "distance": 0.8,
+                            "popularity": 120,
+                            "because": None,
+                        }
+                    ],
+                }
+            ]
+        }
+    )
 
     item_id: str
     model_version: str
@@ -165,7 +227,15 @@ class RecommendBatchResponse(BaseModel):
 class InteractionIn(BaseModel):
     """One interaction; `event_id` makes a retry idempotent (unique per user)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {"user_id": "u1", "item_id": "i42", "timestamp": 1700000000, "event_id": "e-1"},
+                {"user_id": "u1", "item_id": "i7", "type": "negative"},
+            ]
+        },
+    )
 
     user_id: Id
     item_id: Id
@@ -255,6 +325,12 @@ class UnknownItemInteraction(BaseModel):
 
 
 class InteractionsResponse(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [{"accepted": 2, "duplicates": 0, "rejected": [], "unknown_items": []}]
+        }
+    )
+
     accepted: int = Field(description="interactions stored, retries of stored ones included")
     duplicates: int = Field(0, description="of `accepted`, event ids already stored")
     rejected: list[RejectedInteraction] = Field(
@@ -287,6 +363,14 @@ class ModelResponse(BaseModel):
 
 class ErasureResponse(BaseModel):
     """What DELETE /users/{user_id} removed from the history store (docs/security.md)."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {"user_id": "u1", "history_removed": 12, "log_removed": 14, "markers_removed": 3}
+            ]
+        }
+    )
 
     user_id: str
     history_removed: int = Field(description="items of the user's online history")

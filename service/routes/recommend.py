@@ -59,14 +59,16 @@ async def recommend(
     offset: Annotated[
         int, Query(ge=0, description="ranks to skip, for paging (at most RELREC_MAX_K)")
     ] = 0,
-    exclude: Annotated[list[Id] | None, Query(description="item ids never to return")] = None,
+    # Lists without a null: in a query string "null" or "false" is an id like any other, and
+    # an absent list and an empty one read the same (no filter).
+    exclude: Annotated[list[Id], Query(description="item ids never to return")] = [],  # noqa: B006
     candidates: Annotated[
-        list[Id] | None, Query(description="rank only among these item ids (scored exactly)")
-    ] = None,
+        list[Id], Query(description="rank only among these item ids (scored exactly)")
+    ] = [],  # noqa: B006
 ) -> Response:
     """Top-k items for a user: trained, known only by posted history, or not at all. Filter
     ids the version does not know are listed in `unknown_ids`, not refused."""
-    rec = await service.recommend(user_id, k, explain, offset, exclude or (), candidates)
+    rec = await service.recommend(user_id, k, explain, offset, exclude, candidates or None)
     return service.render(rec)
 
 

@@ -131,6 +131,21 @@ def test_batch_recommend_answers_each_user_as_get_does(
     assert set(ids(second)) == set(top) - set(posted)  # "fresh" has seen what it posted
 
 
+def test_numeric_ids_are_refused_saying_ids_are_strings(client: TestClient) -> None:
+    """Test issue #22: {"user_id": 123} is a 422 that says why, in every body with ids."""
+    for path, body in (
+        ("/recommend", {"users": [123]}),
+        ("/recommend", {"users": ["u"], "exclude": [7]}),
+        ("/interactions", {"user_id": 123, "item_id": "i"}),
+        ("/interactions", {"interactions": [{"user_id": "u", "item_id": 5}]}),
+    ):
+        r = client.post(path, json=body)
+        message = r.json()["error"]["message"] if r.status_code == 422 else ""
+        if path == "/interactions" and "interactions" in body:  # a batch: rejected alone
+            message = r.json()["rejected"][0]["message"]
+        assert "ids are strings" in message, r.text
+
+
 def test_bad_filters_and_batches_are_4xx_in_the_one_shape(client: TestClient) -> None:
     many = [f"i{n}" for n in range(MAX_FILTER + 1)]
     assert_error(client.get("/recommend/u", params={"exclude": many}), 413, "payload_too_large")
