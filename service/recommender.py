@@ -107,7 +107,7 @@ class _UserState:
     """What step 1-2 found for one request."""
 
     hist: np.ndarray  # [ℓ] item rows fed to the model, newest first, ℓ <= L_max
-    seen: np.ndarray  # item rows to exclude (posted + every training item)
+    seen: np.ndarray  # item rows to exclude: posted, training, `exclude`, negative feedback
     vec: np.ndarray | None  # [d] user vector, None for the popular fallback
     source: Source
     allow: np.ndarray | None = None  # item rows of `candidates`, None: the whole catalogue
