@@ -18,10 +18,11 @@ from fastapi import FastAPI, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from models.version import relrec_version
+from service.deps import ApiKeys
 from service.errors import install_error_handlers
 from service.metrics import Metrics
 from service.middleware import LOG_FORMAT, RequestContextMiddleware, RequestIdFilter
-from service.routes import admin, health, interactions, recommend
+from service.routes import admin, health, interactions, items, model, recommend, users
 from service.runtime import Runtime
 from service.settings import Settings
 
@@ -54,13 +55,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.runtime = runtime
+    app.state.keys = ApiKeys.from_settings(settings)
     install_error_handlers(app)
-    for router in (recommend.router, interactions.router, health.router, admin.router):
-        app.include_router(router)
+    for module in (recommend, items, model, interactions, users, health, admin):
+        app.include_router(module.router)
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
-            app.openapi_schema = _document_limits(FastAPI.openapi(app), settings)
+            doc = FastAPI.openapi(app)
+            runtime.limits.document(doc)
+            app.openapi_schema = _document_keys(doc, app.state.keys)
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]
@@ -80,29 +84,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     return app
 
 
-def _document_limits(doc: dict[str, Any], settings: Settings) -> dict[str, Any]:
-    """Write the configured bounds (RELREC_MAX_K, RELREC_MAX_ID_LENGTH, RELREC_MAX_BATCH) and
-    whether API keys are required into the OpenAPI document, so that what it calls valid is
-    what the service accepts."""
-    for param in doc["paths"]["/recommend/{user_id}"]["get"]["parameters"]:
-        if param["name"] == "k":
-            param["schema"]["maximum"] = settings.max_k
-        if param["name"] == "user_id":
-            param["schema"]["maxLength"] = settings.max_id_length
-    schemas = doc["components"]["schemas"]
-    for name in ("user_id", "item_id"):
-        schemas["InteractionIn"]["properties"][name]["maxLength"] = settings.max_id_length
-    for option in schemas["InteractionIn"]["properties"]["event_id"].get("anyOf", []):
-        if option.get("type") == "string":
-            option["maxLength"] = settings.max_id_length
-    schemas["InteractionsRequest"]["properties"]["interactions"]["maxItems"] = settings.max_batch
+def _document_keys(doc: dict[str, Any], keys: ApiKeys) -> dict[str, Any]:
+    """Write whether API keys are required into the OpenAPI document (the bounds are written by
+    `Limits.document`), so that what it calls valid is what the service accepts."""
     # A kind of key that is not configured leaves its endpoints open: the document must not ask
     # for it. Scheme names are service.deps' (ReadKey, ReadBearer, WriteKey, ...).
-    kinds = {
-        "Read": settings.read_keys(),
-        "Write": settings.write_keys(),
-        "Admin": settings.admin_keys(),
-    }
+    kinds = {"Read": keys.read, "Write": keys.write, "Admin": keys.admin}
     configured = {kind + kind_of: bool(keys) for kind, keys in kinds.items() for kind_of in _VIA}
     used: set[str] = set()
     for operations in doc["paths"].values():

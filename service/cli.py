@@ -29,7 +29,9 @@ def _serving_parser() -> argparse.ArgumentParser:
     p.add_argument("--history-url", default=None, help="redis://… or sqlite:///path")
     p = sub.add_parser("export-interactions",
                        help="write the durable interaction log as a CSV for the next training")
-    p.add_argument("--out", required=True, help="CSV file to write")
+    p.add_argument("--out", required=True, help="CSV file to write (positives)")
+    p.add_argument("--negatives", default=None,
+                   help="CSV file for negative feedback (not written without it)")
     p.add_argument("--history-url", default=None, help="default: RELREC_HISTORY_URL")
     for name in OFFLINE:
         sub.add_parser(name, help=f"offline: see `relrec {name} --help`", add_help=False)
@@ -86,8 +88,10 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     from service.export_interactions import export_interactions
 
-    summary = export_interactions(settings.history_url, args.out)
+    summary = export_interactions(settings.history_url, args.out, negatives_out=args.negatives)
     sys.stdout.write(f"wrote {summary.rows} interactions to {summary.path}\n")
+    if args.negatives:
+        sys.stdout.write(f"wrote {summary.negatives} negatives to {args.negatives}\n")
     return 0
 
 

@@ -1,6 +1,7 @@
 """FastAPI dependencies as Annotated aliases (FastAPI template `api/deps.py`).
 
-Routes declare `runtime: RuntimeDep` or `_: WriteKeyDep` and stay thin. API keys are compared
+Routes declare the capabilities they use (`service: RecommendDep`, `_: WriteKeyDep`), never
+the whole Runtime or the Settings, and stay thin. API keys are compared
 in constant time against every configured key (no early exit that would leak which one
 matched) and are never logged; with no key configured the endpoint is open. Each kind of key
 (read, write, admin) has its own named security scheme, so the OpenAPI document says which
@@ -10,15 +11,44 @@ kind an operation needs; a key is sent as `X-API-Key: KEY` or `Authorization: Be
 from __future__ import annotations
 
 import hmac
-from typing import Annotated
+from dataclasses import dataclass
+from typing import Annotated, Any
 
 from fastapi import Depends, Request, Security
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 
 from service.errors import UnauthorizedError
-from service.runtime import Runtime
+from service.ingest import IngestService
+from service.recommend_service import RecommendService
+from service.versions import Readiness, Versions
 
-__all__ = ["AdminKeyDep", "ReadKeyDep", "RuntimeDep", "WriteKeyDep", "key_matches"]
+__all__ = [
+    "AdminKeyDep",
+    "ApiKeys",
+    "EraseKeyDep",
+    "IngestDep",
+    "ReadKeyDep",
+    "ReadinessDep",
+    "RecommendDep",
+    "VersionsDep",
+    "WriteKeyDep",
+    "key_matches",
+]
+
+
+@dataclass(frozen=True)
+class ApiKeys:
+    """The keys of each kind, frozen at start-up; an empty kind leaves its endpoints open."""
+
+    read: tuple[str, ...]
+    write: tuple[str, ...]
+    admin: tuple[str, ...]
+
+    @classmethod
+    def from_settings(cls, settings: Any) -> ApiKeys:  # service.settings.Settings
+        return cls(
+            tuple(settings.read_keys()), tuple(settings.write_keys()), tuple(settings.admin_keys())
+        )
 
 
 def _schemes(kind: str, setting: str) -> tuple[APIKeyHeader, HTTPBearer]:
@@ -46,16 +76,40 @@ _admin_header, _admin_bearer = _schemes(
 # The dependencies are `async def` although they never await: FastAPI runs a plain `def`
 # dependency in its thread pool, a thread hand-off per dependency per request (7.8% of the
 # py-spy samples of a worker on GET /recommend, docs/benchmarks.md "Serving") for microseconds
-# of work.
-async def get_runtime(request: Request) -> Runtime:
-    runtime: Runtime = request.app.state.runtime
-    return runtime
+# of work. Each hands out one capability of the app's Runtime (service.runtime).
+async def get_recommend(request: Request) -> RecommendService:
+    service: RecommendService = request.app.state.runtime.recommend
+    return service
 
 
-RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
+async def get_ingest(request: Request) -> IngestService:
+    service: IngestService = request.app.state.runtime.ingest
+    return service
 
 
-def key_matches(given: str | None, allowed: list[str]) -> bool:
+async def get_versions(request: Request) -> Versions:
+    versions: Versions = request.app.state.runtime.versions
+    return versions
+
+
+async def get_readiness(request: Request) -> Readiness:
+    readiness: Readiness = request.app.state.runtime.readiness
+    return readiness
+
+
+async def get_keys(request: Request) -> ApiKeys:
+    keys: ApiKeys = request.app.state.keys
+    return keys
+
+
+RecommendDep = Annotated[RecommendService, Depends(get_recommend)]
+IngestDep = Annotated[IngestService, Depends(get_ingest)]
+VersionsDep = Annotated[Versions, Depends(get_versions)]
+ReadinessDep = Annotated[Readiness, Depends(get_readiness)]
+_KeysDep = Annotated[ApiKeys, Depends(get_keys)]
+
+
+def key_matches(given: str | None, allowed: tuple[str, ...] | list[str]) -> bool:
     """Constant-time membership: every allowed key is compared, whatever matched first."""
     if given is None:
         return False
@@ -72,7 +126,7 @@ def _presented(header: str | None, bearer: HTTPAuthorizationCredentials | None) 
     return bearer.credentials if bearer is not None else None
 
 
-def _require(given: str | None, allowed: list[str]) -> None:
+def _require(given: str | None, allowed: tuple[str, ...]) -> None:
     if allowed and not key_matches(given, allowed):
         raise UnauthorizedError()
 
@@ -80,29 +134,40 @@ def _require(given: str | None, allowed: list[str]) -> None:
 # Three guards rather than one factory: FastAPI reads the Security(...) schemes from each
 # function's own annotations.
 async def require_read_key(
-    runtime: RuntimeDep,
+    keys: _KeysDep,
     header: Annotated[str | None, Security(_read_header)],
     bearer: Annotated[HTTPAuthorizationCredentials | None, Security(_read_bearer)],
 ) -> None:
-    _require(_presented(header, bearer), runtime.settings.read_keys())
+    _require(_presented(header, bearer), keys.read)
 
 
 async def require_write_key(
-    runtime: RuntimeDep,
+    keys: _KeysDep,
     header: Annotated[str | None, Security(_write_header)],
     bearer: Annotated[HTTPAuthorizationCredentials | None, Security(_write_bearer)],
 ) -> None:
-    _require(_presented(header, bearer), runtime.settings.write_keys())
+    _require(_presented(header, bearer), keys.write)
 
 
 async def require_admin_key(
-    runtime: RuntimeDep,
+    keys: _KeysDep,
     header: Annotated[str | None, Security(_admin_header)],
     bearer: Annotated[HTTPAuthorizationCredentials | None, Security(_admin_bearer)],
 ) -> None:
-    _require(_presented(header, bearer), runtime.settings.admin_keys())
+    _require(_presented(header, bearer), keys.admin)
+
+
+async def require_erase_key(
+    keys: _KeysDep,
+    header: Annotated[str | None, Security(_write_header)],
+    bearer: Annotated[HTTPAuthorizationCredentials | None, Security(_write_bearer)],
+) -> None:
+    """Erasure is a write that an admin may also do: guarded when write keys are configured
+    (open, like every write, when none is), and any write or admin key passes."""
+    _require(_presented(header, bearer), keys.write and keys.write + keys.admin)
 
 
 ReadKeyDep = Annotated[None, Depends(require_read_key)]
+EraseKeyDep = Annotated[None, Depends(require_erase_key)]
 WriteKeyDep = Annotated[None, Depends(require_write_key)]
 AdminKeyDep = Annotated[None, Depends(require_admin_key)]

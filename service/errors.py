@@ -36,6 +36,7 @@ __all__ = [
     "UnknownItemError",
     "error_body",
     "install_error_handlers",
+    "validation_message",
 ]
 
 
@@ -177,6 +178,19 @@ def _validation_details(exc: RequestValidationError) -> list[dict[str, Any]]:
     ]
 
 
+_ID_FIELDS = {"user_id", "item_id", "event_id", "users", "exclude", "candidates"}
+
+
+def validation_message(loc: Sequence[Any], msg: str, kind: str) -> str:
+    """`where: what` for a validation error; a JSON number where an id goes is told that ids
+    are strings (the API does not turn 123 into "123": issue 22)."""
+    where = ".".join(str(p) for p in loc)
+    names = {str(p) for p in loc}
+    if kind == "string_type" and names & _ID_FIELDS:
+        msg = 'ids are strings: send "123", not 123'
+    return f"{where}: {msg}" if where else msg
+
+
 async def _relrec_handler(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RelrecError)
     return render(request, exc)
@@ -185,9 +199,8 @@ async def _relrec_handler(request: Request, exc: Exception) -> JSONResponse:
 async def _validation_handler(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
     details = _validation_details(exc)
-    first = details[0] if details else {"loc": [], "msg": "invalid request"}
-    where = ".".join(first["loc"])
-    message = f"{where}: {first['msg']}" if where else str(first["msg"])
+    first = details[0] if details else {"loc": [], "msg": "invalid request", "type": ""}
+    message = validation_message(first["loc"], str(first["msg"]), str(first["type"]))
     return render(request, InvalidInputError(message, details))
 
 

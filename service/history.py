@@ -24,13 +24,16 @@ from __future__ import annotations
 import importlib
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Protocol, cast
+from typing import Literal, Protocol, cast
 
 __all__ = [
     "BACKENDS",
     "DEFAULT_LOG_MAX_LEN",
+    "Erasure",
     "URL_PREFIXES",
+    "NEGATIVES_MAX",
     "Event",
+    "Feedback",
     "HistoryStore",
     "LogEntry",
     "dedupe",
@@ -51,15 +54,22 @@ BACKENDS: dict[str, str] = {
 URL_PREFIXES: tuple[str, ...] = tuple(BACKENDS)
 
 
+Feedback = Literal["positive", "negative"]
+NEGATIVES_MAX = 1000  # negative items kept per user for exclusion (Redis list; SQLite LIMIT)
+
+
 @dataclass(frozen=True)
 class Event:
-    """One interaction as stored: external ids, epoch seconds, weight, optional event id."""
+    """One interaction as stored: external ids, epoch seconds, weight, optional event id, and
+    its type: a positive is history; a negative only excludes the item for the user (both are
+    in the log, for training)."""
 
     user_id: str
     item_id: str
     timestamp: int
     weight: float = 1.0
     event_id: str | None = None
+    type: Feedback = "positive"
 
 
 @dataclass(frozen=True)
@@ -70,6 +80,15 @@ class LogEntry:
     event: Event
 
 
+@dataclass(frozen=True)
+class Erasure:
+    """What `HistoryStore.erase` removed for one user."""
+
+    history: int  # items of the online history
+    log: int  # entries of the durable log
+    markers: int  # idempotency markers of event ids (Redis; SQLite keeps them in the log rows)
+
+
 class HistoryStore(Protocol):
     """What the service needs from a history backend. Errors: `StoreUnavailableError`."""
 
@@ -78,15 +97,26 @@ class HistoryStore(Protocol):
         ...
 
     def recent(self, user_id: str, n: int) -> list[str]:
-        """The user's newest item ids, newest first, at most n."""
+        """The user's newest positive item ids, newest first, at most n."""
         ...
 
     def recent_many(self, user_ids: Sequence[str], n: int) -> list[list[str]]:
         """`recent` for many users in one round trip."""
         ...
 
+    def feedback_many(
+        self, user_ids: Sequence[str], n: int
+    ) -> tuple[list[list[str]], list[list[str]]]:
+        """`recent_many`, and per user the items of their negative feedback (newest first, at
+        most NEGATIVES_MAX), in one round trip: what a recommendation reads."""
+        ...
+
     def read_log(self, after: str | None, count: int) -> list[LogEntry]:
         """Up to `count` log entries strictly after cursor `after` (None: from the start)."""
+        ...
+
+    def erase(self, user_id: str) -> Erasure:
+        """Remove the user's history, log entries and event-id markers (DELETE /users)."""
         ...
 
     def ping(self) -> None:

@@ -17,14 +17,30 @@ from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 
 from service.errors import StoreUnavailableError
-from service.history import DEFAULT_LOG_MAX_LEN, Event, LogEntry, dedupe
+from service.history import (
+    DEFAULT_LOG_MAX_LEN,
+    NEGATIVES_MAX,
+    Erasure,
+    Event,
+    LogEntry,
+    dedupe,
+)
 
-__all__ = ["EVENT_KEY", "HIST_KEY", "LOG_EVENT_KEY", "LOG_KEY", "READY_KEY", "RedisHistoryStore"]
+__all__ = [
+    "EVENT_KEY",
+    "HIST_KEY",
+    "LOG_EVENT_KEY",
+    "LOG_KEY",
+    "NEG_KEY",
+    "READY_KEY",
+    "RedisHistoryStore",
+]
 
 # Redis key formats. `{user_id}` is a hash tag: every key of one user lives on one Cluster slot.
 # The log is one stream, so on a Cluster it lives on the slot of "relrec:log" (one node): fine
 # for the write rate of interactions; shard it by a tag suffix if that node becomes the limit.
 HIST_KEY = "relrec:{{{user_id}}}:hist"  # list of item ids, newest first, LTRIM to max_len
+NEG_KEY = "relrec:{{{user_id}}}:neg"  # negative feedback: item ids, LTRIM to NEGATIVES_MAX
 EVENT_KEY = "relrec:{{{user_id}}}:ev:{event_id}"  # idempotency marker, SET NX EX ttl
 LOG_KEY = "relrec:log"  # stream: XADD MAXLEN ~ log_max_len * user item ts w eid
 # On a Cluster only: the log's own idempotency marker, on the log's slot ("{relrec:log}" hashes
@@ -37,31 +53,35 @@ READY_KEY = "{relrec:log}:ready"  # readiness write probe (SET EX), on the log's
 # and once a script has written, the rest of its writes are allowed. So markers, history and
 # log never disagree, and a retry after a failed write is stored exactly once.
 # KEYS: the keys the records point at (1-based; 0: none). ARGV: idempotency TTL, history max
-# length, log max length, then per event: marker, history and log key indexes, user, item, ts,
-# weight, and the event id prefixed with "#" ("" when there is none).
+# length, log max length, negatives max length, then per event: marker, history (the negatives
+# list for a negative) and log key indexes, user, item, ts, weight, the event id prefixed with
+# "#" ("" when there is none), and "n" for a negative ("" for a positive).
 _APPEND_LUA = """
-local ttl, keep, log_len = ARGV[1], tonumber(ARGV[2]), ARGV[3]
+local ttl, keep, log_len, keep_neg = ARGV[1], tonumber(ARGV[2]), ARGV[3], tonumber(ARGV[4])
 local new, touched = {}, {}
-for a = 4, #ARGV, 8 do
+for a = 5, #ARGV, 9 do
   local mark, hist, log = tonumber(ARGV[a]), tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2])
   local fresh = mark == 0 or redis.call('SET', KEYS[mark], 1, 'NX', 'EX', ttl)
   if fresh then
     if log > 0 then
       local f = {'user', ARGV[a + 3], 'item', ARGV[a + 4], 'ts', ARGV[a + 5], 'w', ARGV[a + 6]}
       if ARGV[a + 7] ~= '' then
-        f[9], f[10] = 'eid', string.sub(ARGV[a + 7], 2)
+        f[#f + 1], f[#f + 2] = 'eid', string.sub(ARGV[a + 7], 2)
+      end
+      if ARGV[a + 8] ~= '' then
+        f[#f + 1], f[#f + 2] = 't', 'negative'
       end
       redis.call('XADD', KEYS[log], 'MAXLEN', '~', log_len, '*', unpack(f))
     end
     if hist > 0 then
       redis.call('LPUSH', KEYS[hist], ARGV[a + 4])
-      touched[hist] = true
+      touched[hist] = ARGV[a + 8] == '' and keep or keep_neg
     end
   end
   new[#new + 1] = fresh and 1 or 0
 end
-for hist in pairs(touched) do
-  redis.call('LTRIM', KEYS[hist], 0, keep - 1)
+for hist, n in pairs(touched) do
+  redis.call('LTRIM', KEYS[hist], 0, n - 1)
 end
 return new
 """
@@ -159,15 +179,18 @@ class RedisHistoryStore:
                 slots[key] = len(keys)
             return slots[key]
 
-        args: list[Any] = [self.ttl, self.max_len, self.log_max_len]
+        args: list[Any] = [self.ttl, self.max_len, self.log_max_len, NEGATIVES_MAX]
         for i in idx:
             e = events[i]
             mark = 0
             if e.event_id is not None:
                 mark = slot(marker.format(n=len(e.user_id), user_id=e.user_id, event_id=e.event_id))
-            h = slot(HIST_KEY.format(user_id=e.user_id)) if hist else 0
+            negative = e.type == "negative"
+            key = NEG_KEY if negative else HIST_KEY
+            h = slot(key.format(user_id=e.user_id)) if hist else 0
             eid = "" if e.event_id is None else "#" + e.event_id
             args += [mark, h, 1 if log else 0, e.user_id, e.item_id, e.timestamp, e.weight, eid]
+            args.append("n" if negative else "")
         return [bool(x) for x in self._append(keys=keys, args=args)]
 
     def recent(self, user_id: str, n: int) -> list[str]:
@@ -185,6 +208,23 @@ class RedisHistoryStore:
         except redis.RedisError as exc:
             raise StoreUnavailableError(f"redis history read failed: {exc}") from exc
 
+    def feedback_many(
+        self, user_ids: Sequence[str], n: int
+    ) -> tuple[list[list[str]], list[list[str]]]:
+        n = min(n, self.max_len)
+        if not user_ids:
+            return [], []
+        try:
+            pipe = self.client.pipeline(transaction=False)
+            for u in user_ids:
+                pipe.lrange(HIST_KEY.format(user_id=u), 0, n - 1)
+                pipe.lrange(NEG_KEY.format(user_id=u), 0, NEGATIVES_MAX - 1)
+            replies = pipe.execute()
+        except redis.RedisError as exc:
+            raise StoreUnavailableError(f"redis history read failed: {exc}") from exc
+        positives = [list(r) for r in replies[0::2]] if n > 0 else [[] for _ in user_ids]
+        return positives, [list(r) for r in replies[1::2]]
+
     def read_log(self, after: str | None, count: int) -> list[LogEntry]:
         start = f"({after}" if after else "-"
         try:
@@ -192,9 +232,53 @@ class RedisHistoryStore:
         except redis.RedisError as exc:
             raise StoreUnavailableError(f"redis log read failed: {exc}") from exc
         return [
-            LogEntry(cursor, Event(f["user"], f["item"], int(f["ts"]), float(f["w"]), f.get("eid")))
+            LogEntry(
+                cursor,
+                Event(
+                    f["user"],
+                    f["item"],
+                    int(f["ts"]),
+                    float(f["w"]),
+                    f.get("eid"),
+                    "negative" if f.get("t") == "negative" else "positive",
+                ),
+            )
             for cursor, f in rows
         ]
+
+    def erase(self, user_id: str) -> Erasure:
+        """Delete the user's history list and event markers (one slot: the user's hash tag),
+        their markers on the log's slot (Cluster), and their entries of the log stream, found
+        by a scan of the stream (erasure is rare; the stream is bounded by log_max_len)."""
+        try:
+            hist = HIST_KEY.format(user_id=user_id)
+            history = int(self.client.llen(hist))
+            self.client.delete(NEG_KEY.format(user_id=user_id))
+            markers = self._keys(EVENT_KEY.format(user_id=user_id, event_id=""))
+            if self._cluster:
+                n = len(user_id)
+                markers += self._keys(LOG_EVENT_KEY.format(n=n, user_id=user_id, event_id=""))
+            self.client.delete(hist)
+            for key in markers:  # one key per call: a Cluster refuses a multi-slot DEL
+                self.client.delete(key)
+            log = self._erase_log(user_id)
+        except redis.RedisError as exc:
+            raise StoreUnavailableError(f"redis history erase failed: {exc}") from exc
+        return Erasure(history=history, log=log, markers=len(markers))
+
+    def _keys(self, prefix: str) -> list[str]:
+        """Keys starting with `prefix` (glob characters of a user id escaped)."""
+        pattern = "".join("\\" + c if c in "*?[]\\" else c for c in prefix) + "*"
+        return list(self.client.scan_iter(match=pattern, count=1000))
+
+    def _erase_log(self, user_id: str, page: int = 10_000) -> int:
+        removed, start = 0, "-"
+        while rows := self.client.xrange(LOG_KEY, min=start, max="+", count=page):
+            mine = [cursor for cursor, f in rows if f.get("user") == user_id]
+            if mine:
+                removed += int(self.client.xdel(LOG_KEY, *mine))
+            start = "(" + rows[-1][0]
+        return removed
 
     def ping(self) -> None:
         """Up and taking writes: a full Redis (maxmemory, noeviction) answers PING but

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from service.errors import StoreUnavailableError
-from service.history import Event, LogEntry, dedupe
+from service.history import NEGATIVES_MAX, Erasure, Event, LogEntry, dedupe
 
 __all__ = ["SqliteHistoryStore"]
 
@@ -24,9 +24,12 @@ class SqliteHistoryStore:
         "CREATE TABLE IF NOT EXISTS events ("
         " seq INTEGER PRIMARY KEY AUTOINCREMENT, user_id TEXT NOT NULL, item_id TEXT NOT NULL,"
         " ts INTEGER NOT NULL, weight REAL NOT NULL, event_id TEXT,"
+        " type TEXT NOT NULL DEFAULT 'positive',"
         " UNIQUE (user_id, event_id))",
         "CREATE INDEX IF NOT EXISTS events_user_seq ON events (user_id, seq)",
     )
+    # Files created before issue 22 lack the `type` column: every row of theirs is a positive.
+    _MIGRATE = "ALTER TABLE events ADD COLUMN type TEXT NOT NULL DEFAULT 'positive'"
 
     def __init__(self, path: Path, max_len: int) -> None:
         self.path = path
@@ -39,6 +42,9 @@ class SqliteHistoryStore:
         with conn:
             for stmt in self._SCHEMA:
                 conn.execute(stmt)
+            columns = {row[1] for row in conn.execute("PRAGMA table_info(events)")}
+            if "type" not in columns:
+                conn.execute(self._MIGRATE)
 
     @classmethod
     def from_url(
@@ -87,9 +93,9 @@ class SqliteHistoryStore:
                     continue
                 e = events[i]
                 cur = conn.execute(
-                    "INSERT OR IGNORE INTO events (user_id, item_id, ts, weight, event_id)"
-                    " VALUES (?, ?, ?, ?, ?)",
-                    (e.user_id, e.item_id, e.timestamp, e.weight, e.event_id),
+                    "INSERT OR IGNORE INTO events (user_id, item_id, ts, weight, event_id, type)"
+                    " VALUES (?, ?, ?, ?, ?, ?)",
+                    (e.user_id, e.item_id, e.timestamp, e.weight, e.event_id, e.type),
                 )
                 new[i] = cur.rowcount == 1
             conn.execute("COMMIT")
@@ -105,7 +111,8 @@ class SqliteHistoryStore:
             rows = (
                 self._conn()
                 .execute(
-                    "SELECT item_id FROM events WHERE user_id = ? ORDER BY seq DESC LIMIT ?",
+                    "SELECT item_id FROM events WHERE user_id = ? AND type = 'positive'"
+                    " ORDER BY seq DESC LIMIT ?",
                     (user_id, n),
                 )
                 .fetchall()
@@ -119,13 +126,35 @@ class SqliteHistoryStore:
         # to save, and simpler than a window query.
         return [self.recent(u, n) for u in user_ids]
 
+    def feedback_many(
+        self, user_ids: Sequence[str], n: int
+    ) -> tuple[list[list[str]], list[list[str]]]:
+        return self.recent_many(user_ids, n), self._negatives_many(user_ids)
+
+    def _negatives_many(self, user_ids: Sequence[str]) -> list[list[str]]:
+        try:
+            conn = self._conn()
+            return [
+                [
+                    r[0]
+                    for r in conn.execute(
+                        "SELECT item_id FROM events WHERE user_id = ? AND type = 'negative'"
+                        " ORDER BY seq DESC LIMIT ?",
+                        (u, NEGATIVES_MAX),
+                    )
+                ]
+                for u in user_ids
+            ]
+        except sqlite3.Error as exc:
+            raise StoreUnavailableError(f"sqlite history read failed: {exc}") from exc
+
     def read_log(self, after: str | None, count: int) -> list[LogEntry]:
         start = int(after) if after else 0
         try:
             rows = (
                 self._conn()
                 .execute(
-                    "SELECT seq, user_id, item_id, ts, weight, event_id FROM events"
+                    "SELECT seq, user_id, item_id, ts, weight, event_id, type FROM events"
                     " WHERE seq > ? ORDER BY seq LIMIT ?",
                     (start, count),
                 )
@@ -133,7 +162,28 @@ class SqliteHistoryStore:
             )
         except sqlite3.Error as exc:
             raise StoreUnavailableError(f"sqlite log read failed: {exc}") from exc
-        return [LogEntry(str(r[0]), Event(r[1], r[2], int(r[3]), float(r[4]), r[5])) for r in rows]
+        return [
+            LogEntry(str(r[0]), Event(r[1], r[2], int(r[3]), float(r[4]), r[5], r[6])) for r in rows
+        ]
+
+    def erase(self, user_id: str) -> Erasure:
+        """Delete the user's rows (history and log are one table), with `secure_delete` so
+        the freed pages are zeroed, then checkpoint the WAL so the old pages leave it too."""
+        conn = self._conn()
+        try:
+            conn.execute("PRAGMA secure_delete=ON")
+            conn.execute("BEGIN IMMEDIATE")
+            (positives,) = conn.execute(
+                "SELECT count(*) FROM events WHERE user_id = ? AND type = 'positive'", (user_id,)
+            ).fetchone()
+            n = conn.execute("DELETE FROM events WHERE user_id = ?", (user_id,)).rowcount
+            conn.execute("COMMIT")
+            conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        except sqlite3.Error as exc:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise StoreUnavailableError(f"sqlite history erase failed: {exc}") from exc
+        return Erasure(history=int(positives), log=n, markers=0)
 
     def ping(self) -> None:
         try:

@@ -11,36 +11,87 @@ the item shapes recommendations from the first version that knows it (issue 16).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+import time
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from pydantic import TypeAdapter, ValidationError
 
 from models.idmap import IdMap
-from service.errors import InvalidInputError
+from service.errors import InvalidInputError, StoreUnavailableError, validation_message
 from service.history import Event, HistoryStore
-from service.schemas import InteractionIn
+from service.limits import Limits
+from service.metrics import Metrics
+from service.schemas import (
+    ErasureResponse,
+    InteractionIn,
+    InteractionsBody,
+    InteractionsResponse,
+    RejectedInteraction,
+    UnknownItemInteraction,
+)
 
-__all__ = ["IngestResult", "Rejection", "ingest"]
+__all__ = ["IngestService", "ingest"]
 
 _ADAPTER: TypeAdapter[InteractionIn] = TypeAdapter(InteractionIn)
 
 
-@dataclass(frozen=True)
-class Rejection:
-    index: int
-    item_id: str | None
-    code: str  # invalid_input
-    message: str
+class IngestService:
+    """What `POST /interactions` and `DELETE /users` may do: check bounds, store or erase,
+    count in /metrics."""
 
+    def __init__(
+        self,
+        limits: Limits,
+        store: Callable[[], HistoryStore],
+        item_ids: Callable[[], IdMap],
+        metrics: Metrics,
+    ) -> None:
+        self.limits = limits
+        self.store = store
+        self.item_ids = item_ids  # of the serving version, read per request
+        self.metrics = metrics
 
-@dataclass
-class IngestResult:
-    accepted: int = 0
-    duplicates: int = 0
-    rejected: list[Rejection] = field(default_factory=list)
-    unknown_items: list[tuple[int, str]] = field(default_factory=list)  # (index, item_id)
+    def post(self, body: InteractionsBody) -> InteractionsResponse:
+        """One interaction (an error of its own is the request's) or a batch (partial)."""
+        single = isinstance(body, InteractionIn)
+        entries: list[Any] = [body] if isinstance(body, InteractionIn) else body.interactions
+        self.limits.check_batch(len(entries))
+        item_ids = self.item_ids()
+        try:
+            result = ingest(
+                entries,
+                single=single,
+                item_ids=item_ids,
+                store=self.store(),
+                limits=self.limits,
+                now=time.time(),
+            )
+        except StoreUnavailableError:
+            self.metrics.store_errors.labels("append").inc()
+            raise
+        m = self.metrics.interactions
+        m.labels("stored").inc(result.accepted - result.duplicates)
+        m.labels("duplicate").inc(result.duplicates)
+        m.labels("rejected").inc(len(result.rejected))
+        m.labels("unknown_item").inc(len(result.unknown_items))  # of the stored ones
+        return result
+
+    def erase(self, user_id: str) -> ErasureResponse:
+        """Remove the user's posted history and durable-log entries; zeros when the store
+        holds nothing of theirs (a retried DELETE answers the same way)."""
+        self.limits.check_id("user_id", user_id)
+        try:
+            erased = self.store().erase(user_id)
+        except StoreUnavailableError:
+            self.metrics.store_errors.labels("erase").inc()
+            raise
+        return ErasureResponse(
+            user_id=user_id,
+            history_removed=erased.history,
+            log_removed=erased.log,
+            markers_removed=erased.markers,
+        )
 
 
 def ingest(
@@ -49,23 +100,27 @@ def ingest(
     single: bool,
     item_ids: IdMap,
     store: HistoryStore,
-    max_id_length: int,
+    limits: Limits,
     now: float,
-) -> IngestResult:
+) -> InteractionsResponse:
     """Validate `entries` (InteractionIn or raw JSON values), store the valid ones."""
-    result = IngestResult()
+    result = InteractionsResponse(accepted=0, duplicates=0)
     events: list[Event] = []
     for i, raw in enumerate(entries):
         try:
-            event = _to_event(raw, max_id_length, now)
+            event = _to_event(raw, limits, now)
         except InvalidInputError as exc:
             if single:
                 raise
-            result.rejected.append(Rejection(i, _item_id_of(raw), exc.code, exc.message))
+            result.rejected.append(
+                RejectedInteraction(
+                    index=i, item_id=_item_id_of(raw), code=exc.code, message=exc.message
+                )
+            )
             continue
         events.append(event)
         if event.item_id not in item_ids:
-            result.unknown_items.append((i, event.item_id))
+            result.unknown_items.append(UnknownItemInteraction(index=i, item_id=event.item_id))
     if events:
         new = store.append(events)
         result.accepted = len(events)
@@ -73,7 +128,7 @@ def ingest(
     return result
 
 
-def _to_event(raw: Any, max_len: int, now: float) -> Event:
+def _to_event(raw: Any, limits: Limits, now: float) -> Event:
     if isinstance(raw, InteractionIn):
         one = raw
     else:
@@ -81,13 +136,13 @@ def _to_event(raw: Any, max_len: int, now: float) -> Event:
             one = _ADAPTER.validate_python(raw)
         except ValidationError as exc:
             err = exc.errors()[0]
-            where = ".".join(str(p) for p in err["loc"])
-            raise InvalidInputError(f"{where}: {err['msg']}" if where else err["msg"]) from None
+            message = validation_message(err["loc"], err["msg"], err["type"])
+            raise InvalidInputError(message) from None
     for name in ("user_id", "item_id", "event_id"):
-        value = getattr(one, name)
-        if value is not None and len(value) > max_len:
-            raise InvalidInputError(f"{name} is longer than {max_len} characters")
-    return Event(one.user_id, one.item_id, one.epoch_seconds(now), one.weight, one.event_id)
+        limits.check_id(name, getattr(one, name))
+    return Event(
+        one.user_id, one.item_id, one.epoch_seconds(now), one.weight, one.event_id, one.type
+    )
 
 
 def _item_id_of(raw: Any) -> str | None:

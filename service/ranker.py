@@ -71,6 +71,18 @@ class Ranker:
             ranked.append(Ranked(cand[i, top], dist[i, top], None if att is None else att[i, top]))
         return ranked
 
+    def distances(
+        self,
+        user_vecs: np.ndarray,  # [B, d]
+        hist_rows: np.ndarray,  # [B, L]
+        hist_mask: np.ndarray,  # [B, L]
+        cand_rows: np.ndarray,  # [B, C] int64
+    ) -> np.ndarray:
+        """The scorer's distances `[B, C]` for fixed candidates (service.explainer)."""
+        feed = scorer_feed(user_vecs.astype(np.float32), hist_rows, hist_mask, cand_rows)
+        (dist,) = self.session.run([DISTANCES], feed)
+        return np.asarray(dist)
+
 
 def _top_k(values: np.ndarray, k: int) -> np.ndarray:
     """Positions of the k smallest values, ascending; ties broken by position (stable)."""

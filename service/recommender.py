@@ -17,46 +17,89 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 import numpy as np
 
-from models.artifact_arrays import user_history
-from service.errors import StoreUnavailableError
+from models.idmap import IdMap
+from service.errors import StoreUnavailableError, UnknownItemError
+from service.explainer import Explainer
 from service.foldin import FoldIn, MeanFoldIn
 from service.history import HistoryStore
 from service.loader import LoadedArtifact
 from service.ranker import Ranked, Ranker
 from service.retriever import Retriever
+from service.schemas import (
+    ExplainItem,
+    RecommendedItem,
+    RecommendResponse,
+    SimilarResponse,
+    Source,
+    UnknownFilterId,
+)
 
-__all__ = ["Query", "Recommendation", "Recommender", "ScoredItem", "Source", "StageObserver"]
+__all__ = ["Query", "Recommender", "StageObserver", "Tables", "to_score"]
 
 StageObserver = Callable[[str, float], None]
-Source = Literal["personalized", "history", "popular", "training_only"]
-N_EXPLAIN = 3  # history items listed per recommended item with explain=true
+
+
+def to_score(distance: float) -> float:
+    """1 / (1 + exp(distance)), computed without overflow: higher is better, in [0, 1]."""
+    return float(np.exp(-np.logaddexp(0.0, distance)))
 
 
 @dataclass(frozen=True)
 class Query:
+    """One user's request. `exclude`: item ids never to return; `candidates`: when given, the
+    only item ids to rank (scored exactly, no retrieval); `offset`: ranks to skip (paging)."""
+
     user_id: str
     k: int
     explain: bool = False
+    offset: int = 0
+    exclude: tuple[str, ...] = ()
+    candidates: tuple[str, ...] | None = None
 
 
-@dataclass(frozen=True)
-class ScoredItem:
-    item_id: str
-    score: float
-    because: list[tuple[str, float]] | None = None
+@dataclass(frozen=True, eq=False)
+class Tables:
+    """The tables of one version the recommender reads: id maps, user vectors, popularity and
+    training histories (not the graph, the index or the manifest)."""
 
+    version: str
+    l_max: int
+    user_ids: IdMap
+    item_ids: IdMap
+    users: np.ndarray  # [U, d]
+    popularity: np.ndarray  # [V] training interactions per item
+    popular_rows: np.ndarray  # [V] item rows, most popular first
+    history_indptr: np.ndarray  # [U + 1]
+    history_items: np.ndarray  # [nnz] item rows, newest first within a user
+    index_metric: str = "L2"  # of the FAISS index: "L2" (squared distance) or "IP" (ALS)
 
-@dataclass(frozen=True)
-class Recommendation:
-    user_id: str
-    model_version: str
-    source: Source
-    items: list[ScoredItem]
+    @classmethod
+    def from_artifact(cls, loaded: LoadedArtifact) -> Tables:
+        a = loaded.arrays
+        return cls(
+            version=loaded.version,
+            l_max=loaded.l_max,
+            user_ids=a.user_ids,
+            item_ids=a.item_ids,
+            users=a.users,
+            popularity=a.popularity,
+            popular_rows=loaded.popular_rows,
+            history_indptr=a.history_indptr,
+            history_items=a.history_items,
+            index_metric=loaded.manifest.index.metric,
+        )
+
+    def history(self, user_row: int) -> np.ndarray:
+        """A trained user's distinct items, newest first (models.artifact_arrays.user_history)."""
+        indptr = self.history_indptr
+        if not 0 <= user_row < len(indptr) - 1:
+            return np.empty(0, np.int64)
+        return np.asarray(self.history_items[indptr[user_row] : indptr[user_row + 1]])
 
 
 @dataclass
@@ -64,9 +107,11 @@ class _UserState:
     """What step 1-2 found for one request."""
 
     hist: np.ndarray  # [ℓ] item rows fed to the model, newest first, ℓ <= L_max
-    seen: np.ndarray  # item rows to exclude (posted + every training item)
+    seen: np.ndarray  # item rows to exclude: posted, training, `exclude`, negative feedback
     vec: np.ndarray | None  # [d] user vector, None for the popular fallback
     source: Source
+    allow: np.ndarray | None = None  # item rows of `candidates`, None: the whole catalogue
+    unknown: list[UnknownFilterId] = field(default_factory=list)  # filter ids not in version
 
 
 class Recommender:
@@ -74,7 +119,7 @@ class Recommender:
 
     def __init__(
         self,
-        artifact: LoadedArtifact,
+        tables: Tables,
         store: HistoryStore,
         retriever: Retriever,
         ranker: Ranker,
@@ -84,8 +129,8 @@ class Recommender:
         fold_in: FoldIn | None = None,
         on_scored: Callable[[int], None] | None = None,
     ) -> None:
-        self.artifact = artifact
-        self.fold_in = fold_in or MeanFoldIn(artifact.arrays.items)
+        self.tables = tables
+        self.fold_in = fold_in or MeanFoldIn(retriever.item_vecs)
         self.store = store
         self.retriever = retriever
         self.ranker = ranker
@@ -93,24 +138,28 @@ class Recommender:
         self.on_stage = on_stage or (lambda stage, seconds: None)
         self.on_store_error = on_store_error or (lambda: None)
         self.on_scored = on_scored or (lambda n: None)  # candidates re-ranked, per call
+        self.explainer = Explainer(ranker, tables.l_max)
 
     @property
     def version(self) -> str:
-        return self.artifact.version
+        return self.tables.version
 
-    def recommend(self, user_id: str, k: int, explain: bool = False) -> Recommendation:
+    def recommend(self, user_id: str, k: int, explain: bool = False) -> RecommendResponse:
         return self.recommend_many([Query(user_id, k, explain)])[0]
 
-    def recommend_many(self, queries: Sequence[Query]) -> list[Recommendation]:
+    def recommend_many(self, queries: Sequence[Query]) -> list[RecommendResponse]:
         """All of a micro-batch, in order; without the store, from training data alone."""
         t0 = time.perf_counter()
         degraded = False
+        users = [q.user_id for q in queries]
         try:
-            posted = self.store.recent_many([q.user_id for q in queries], self.history_len)
+            posted, rejected = self.store.feedback_many(users, self.history_len)
         except StoreUnavailableError:
             self.on_store_error()
-            posted, degraded = [[] for _ in queries], True
-        states = [self._user_state(q.user_id, p) for q, p in zip(queries, posted, strict=True)]
+            posted, rejected, degraded = [[] for _ in queries], [[] for _ in queries], True
+        states = [
+            self._user_state(q, p, n) for q, p, n in zip(queries, posted, rejected, strict=True)
+        ]
         if degraded:
             for s in states:
                 s.source = "training_only"
@@ -131,37 +180,83 @@ class Recommender:
                 out.append(self._personal(q, s, ranked[i]))
         return out
 
+    def similar(self, item_id: str, k: int) -> SimilarResponse:
+        """The k nearest items to `item_id` in the index's metric, itself excluded; 404 for an
+        item this version does not know (implicit's `similar_items`, gorse's neighbours)."""
+        t = self.tables
+        row = t.item_ids.get(item_id)
+        if row < 0:
+            raise UnknownItemError(f"item {item_id!r} is not in model version {self.version}")
+        vec = np.ascontiguousarray(self.retriever.item_vecs[row : row + 1], np.float32)  # [1, d]
+        found, rows = self.retriever.index.search(vec, min(k + 1, len(t.popularity)))
+        keep = (rows[0] >= 0) & (rows[0] != row)
+        # An inner-product index returns similarities: their negation is the distance.
+        dists = found[0][keep] if t.index_metric == "L2" else -found[0][keep]
+        items = [
+            RecommendedItem(
+                item_id=str(t.item_ids.ids[r]),
+                score=to_score(float(d)),
+                distance=float(d),
+                popularity=int(t.popularity[r]),
+                because=None,
+            )
+            for r, d in zip(rows[0][keep][:k].tolist(), dists[:k].tolist(), strict=True)
+        ]
+        return SimilarResponse(item_id=item_id, model_version=self.version, items=items)
+
     # -- step 1-2: history and user vector ----------------------------------------------------
 
-    def _user_state(self, user_id: str, posted_ids: list[str]) -> _UserState:
-        arrays = self.artifact.arrays
-        rows = [arrays.item_ids.get(x) for x in posted_ids]
-        posted = np.fromiter((r for r in rows if r >= 0), np.int64)  # unknown to this version
-        user_row = arrays.user_ids.get(user_id)
-        trained = user_history(arrays, user_row) if user_row >= 0 else np.empty(0, np.int64)
+    def _user_state(self, q: Query, posted_ids: list[str], negative_ids: list[str]) -> _UserState:
+        t = self.tables
+        posted = self._rows(posted_ids)  # ids unknown to this version are dropped
+        user_row = t.user_ids.get(q.user_id)
+        trained = t.history(user_row) if user_row >= 0 else np.empty(0, np.int64)
         both = np.concatenate([posted, trained])
         # First occurrence wins: posted (newest) before training history, both newest first.
         _, first = np.unique(both, return_index=True)
-        hist = both[np.sort(first)][: self.artifact.l_max]
-        seen = np.unique(both)
+        hist = both[np.sort(first)][: t.l_max]
+        unknown: list[UnknownFilterId] = []
+        excluded = self._filter_rows(q.exclude, "exclude", unknown)
+        # Negative feedback is never history, and its items are never recommended again.
+        seen = np.unique(np.concatenate([both, excluded, self._rows(negative_ids)]))
+        allow = None
+        if q.candidates is not None:
+            allow = _first_occurrences(self._filter_rows(q.candidates, "candidates", unknown))
+            allow = allow[~np.isin(allow, seen)]
+        vec: np.ndarray | None = None
+        source: Source = "popular"
         if user_row >= 0:
-            return _UserState(hist, seen, np.asarray(arrays.users[user_row]), "personalized")
-        if len(hist):
-            return _UserState(hist, seen, self.fold_in.vector(hist), "history")
-        return _UserState(hist, seen, None, "popular")
+            vec, source = np.asarray(t.users[user_row]), "personalized"
+        elif len(hist):
+            vec, source = self.fold_in.vector(hist), "history"
+        return _UserState(hist, seen, vec, source, allow, unknown)
+
+    def _rows(self, item_ids: Sequence[str]) -> np.ndarray:
+        """Rows of the ids this version knows, in order; unknown ids are dropped."""
+        get = self.tables.item_ids.get
+        rows = np.fromiter((get(x) for x in item_ids), np.int64, len(item_ids))
+        return rows[rows >= 0]
+
+    def _filter_rows(
+        self,
+        item_ids: Sequence[str],
+        name: Literal["exclude", "candidates"],
+        unknown: list[UnknownFilterId],
+    ) -> np.ndarray:
+        """`_rows`, listing the ids this version does not know in `unknown`."""
+        known = self.tables.item_ids
+        unknown += [UnknownFilterId(filter=name, item_id=x) for x in item_ids if x not in known]
+        return self._rows(item_ids)
 
     # -- step 3-4: retrieval and exact re-ranking ---------------------------------------------
 
     def _retrieve_and_rank(
         self, queries: Sequence[Query], states: Sequence[_UserState], positions: Sequence[int]
     ) -> dict[int, Ranked]:
-        l_max = self.artifact.l_max
+        l_max = self.tables.l_max
         user_vecs = np.stack([s.vec for s in states if s.vec is not None]).astype(np.float32)
         t0 = time.perf_counter()
-        n = max(self.retriever.n_candidates, max(q.k for q in queries))  # k <= C always
-        cands = self.retriever.candidates(
-            user_vecs, [s.hist for s in states], [s.seen for s in states], n
-        )
+        cands = self._candidates(queries, states, user_vecs)
         t1 = time.perf_counter()
         self.on_stage("retrieval", t1 - t0)
         hist_rows = np.zeros((len(states), l_max), np.int64)  # [B, L]
@@ -174,46 +269,101 @@ class Recommender:
             hist_rows,
             hist_mask,
             cands,
-            [q.k for q in queries],
-            explain=any(q.explain for q in queries),
+            [q.k + q.offset for q in queries],
         )
         self.on_stage("rerank", time.perf_counter() - t1)
         self.on_scored(sum(len(c) for c in cands))  # the ranker's pads are not candidates
         return dict(zip(positions, ranked, strict=True))
 
+    def _candidates(
+        self, queries: Sequence[Query], states: Sequence[_UserState], user_vecs: np.ndarray
+    ) -> list[np.ndarray]:
+        """Retrieved rows per request, or its allow-list as is: a list bounded by
+        RELREC_MAX_FILTER_IDS is scored exactly, which is the recall a FAISS selector would
+        only approach."""
+        out: list[np.ndarray] = [s.allow if s.allow is not None else _EMPTY for s in states]
+        free = [i for i, s in enumerate(states) if s.allow is None]
+        if free:
+            depth = max(queries[i].k + queries[i].offset for i in free)
+            n = max(self.retriever.n_candidates, depth)  # k + offset <= C always
+            found = self.retriever.candidates(
+                user_vecs[free], [states[i].hist for i in free], [states[i].seen for i in free], n
+            )
+            for i, rows in zip(free, found, strict=True):
+                out[i] = rows
+        return out
+
     # -- step 5: responses --------------------------------------------------------------------
 
-    def _personal(self, q: Query, s: _UserState, r: Ranked) -> Recommendation:
-        ids = self.artifact.arrays.item_ids.ids
-        items = []
-        for j, (row, dist) in enumerate(zip(r.rows, r.distances, strict=True)):
-            because = None
-            if q.explain:
-                because = [] if r.attention is None else self._because(r.attention[j], s.hist)
-            items.append(ScoredItem(str(ids[row]), -float(dist), because))
-        return Recommendation(q.user_id, self.version, s.source, items)
-
-    def _because(self, weights: np.ndarray, hist: np.ndarray) -> list[tuple[str, float]]:
-        """The history items with the largest attention for one recommended item."""
-        ids = self.artifact.arrays.item_ids.ids
-        w = weights[: len(hist)]
-        top = np.argsort(-w, kind="stable")[:N_EXPLAIN]
-        return [(str(ids[hist[t]]), float(w[t])) for t in top if w[t] > 0]
-
-    def _popular(self, q: Query, s: _UserState) -> Recommendation:
-        """Most popular items not seen: the answer for a user with no usable history."""
-        art = self.artifact
-        pop = art.popular_rows
-        if len(s.seen):
-            head = pop[: q.k + len(s.seen)]
-            pop = head[~np.isin(head, s.seen)]
-        rows = pop[: q.k]
+    def _personal(self, q: Query, s: _UserState, r: Ranked) -> RecommendResponse:
+        t = self.tables
+        rows, dists = r.rows[q.offset :], r.distances[q.offset :]
+        because: list[list[ExplainItem] | None] = [None] * len(rows)
+        if q.explain:
+            because = list(self._because(s, rows, dists))
         items = [
-            ScoredItem(
-                str(art.arrays.item_ids.ids[r]),
-                float(art.arrays.popularity[r]),
-                [] if q.explain else None,
+            RecommendedItem(
+                item_id=str(t.item_ids.ids[row]),
+                score=to_score(float(dist)),
+                distance=float(dist),
+                popularity=int(t.popularity[row]),
+                because=why,
             )
-            for r in rows
+            for row, dist, why in zip(rows.tolist(), dists.tolist(), because, strict=True)
         ]
-        return Recommendation(q.user_id, self.version, s.source, items)
+        return self._response(q, s, items)
+
+    def _because(
+        self, s: _UserState, rows: np.ndarray, dists: np.ndarray
+    ) -> list[list[ExplainItem]]:
+        """Per recommended item, the history items whose removal moves it away most
+        (service/explainer.py); a folded-in vector is re-fitted without each item."""
+        assert s.vec is not None
+        refit = self.fold_in.vector if s.source == "history" else None
+        effects = self.explainer.explain(s.vec, s.hist, rows, dists, refit)
+        ids = self.tables.item_ids.ids
+        return [
+            [ExplainItem(item_id=str(ids[s.hist[t]]), weight=w, delta=d) for t, w, d in item]
+            for item in effects
+        ]
+
+    def _popular(self, q: Query, s: _UserState) -> RecommendResponse:
+        """Most popular items not seen: the answer for a user with no usable history."""
+        t = self.tables
+        depth = q.k + q.offset
+        if s.allow is not None:
+            pop = s.allow[np.lexsort((s.allow, -t.popularity[s.allow]))]  # as popular_rows
+        elif len(s.seen):
+            head = t.popular_rows[: depth + len(s.seen)]
+            pop = head[~np.isin(head, s.seen)]
+        else:
+            pop = t.popular_rows
+        items = [
+            RecommendedItem(
+                item_id=str(t.item_ids.ids[r]),
+                score=float(t.popularity[r]) / max(1, len(t.user_ids)),
+                distance=None,
+                popularity=int(t.popularity[r]),
+                because=[] if q.explain else None,
+            )
+            for r in pop[q.offset : depth]
+        ]
+        return self._response(q, s, items)
+
+    def _response(self, q: Query, s: _UserState, items: list[RecommendedItem]) -> RecommendResponse:
+        return RecommendResponse(
+            user_id=q.user_id,
+            model_version=self.version,
+            source=s.source,
+            items=items,
+            unknown_ids=s.unknown,
+        )
+
+
+_EMPTY = np.zeros(0, np.int64)
+
+
+def _first_occurrences(rows: np.ndarray) -> np.ndarray:
+    """`rows` without repeats, in their first order (a client may list an id twice)."""
+    _, first = np.unique(rows, return_index=True)
+    return rows[np.sort(first)]

@@ -57,7 +57,7 @@ class DrainingServer(uvicorn.Server):
                 self._drain_started = True
                 runtime = _runtime_of(getattr(self.config, "loaded_app", None))
                 if runtime is not None:
-                    runtime.begin_drain()
+                    runtime.readiness.begin_drain()
             if time.monotonic() >= self._drain_until:
                 super().handle_exit(signal.SIGTERM, None)
         return await super().on_tick(counter)

@@ -65,6 +65,12 @@ class Settings(BaseSettings):
     max_batch: int = Field(default=1000, ge=1, le=100_000, description="interactions per POST")
     max_body_bytes: int = Field(default=1 << 20, ge=1024)
     max_id_length: int = Field(default=128, ge=1, le=4096)
+    max_recommend_users: int = Field(
+        default=64, ge=1, le=4096, description="users per POST /recommend (one micro-batch)"
+    )
+    max_filter_ids: int = Field(
+        default=1000, ge=1, le=100_000, description="ids per `exclude` or `candidates` filter"
+    )
 
     # Retrieval and re-ranking.
     n_candidates: int = Field(default=200, ge=1, le=100_000, description="C re-ranked exactly")

@@ -6,7 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query
 
-from service.deps import AdminKeyDep, RuntimeDep
+from service.deps import AdminKeyDep, VersionsDep
 from service.schemas import ErrorResponse, ReloadResponse
 
 router = APIRouter(prefix="/admin", tags=["admin"])
@@ -18,11 +18,10 @@ router = APIRouter(prefix="/admin", tags=["admin"])
     responses={code: {"model": ErrorResponse} for code in (401, 409, 422, 503)},
 )
 async def reload(
-    runtime: RuntimeDep,
+    versions: VersionsDep,
     _: AdminKeyDep,
     force: Annotated[bool, Query(description="reload even if `current` is unchanged")] = False,
 ) -> ReloadResponse:
     """Load `current` beside the serving version and swap; a broken version is refused (409)
     and the serving version stays."""
-    result = await runtime.reload(force=force)
-    return ReloadResponse(version=result.version, previous=result.previous, changed=result.changed)
+    return await versions.reload(force=force)

@@ -1,22 +1,19 @@
-"""GET /recommend/{user_id}: thin; the Runtime and the Recommender do the work."""
+"""GET /recommend/{user_id}: thin; the RecommendService and the Recommender do the work."""
 
 from __future__ import annotations
 
-import time
 from typing import Annotated
 
 from fastapi import APIRouter, Path, Query, Response
 from starlette.convertors import Convertor, register_url_convertor
 
-from service.deps import ReadKeyDep, RuntimeDep
-from service.errors import InvalidInputError
-from service.recommender import Recommendation
+from service.deps import ReadKeyDep, RecommendDep
 from service.schemas import (
-    ID_MAX,
     ID_PATTERN,
     ErrorResponse,
-    ExplainItem,
-    RecommendedItem,
+    Id,
+    RecommendBatchResponse,
+    RecommendRequest,
     RecommendResponse,
 )
 
@@ -40,54 +37,42 @@ class _AnyConvertor(Convertor[str]):
 register_url_convertor("any", _AnyConvertor())
 
 _ERRORS: dict[int | str, dict[str, object]] = {
-    code: {"model": ErrorResponse} for code in (401, 422, 503)
+    code: {"model": ErrorResponse} for code in (401, 413, 422, 503)
 }
+UserId = Annotated[
+    str,
+    Path(
+        min_length=1,
+        pattern=ID_PATTERN,
+        description="external user id (URL-encode '/' as %2F)",
+    ),
+]
 
 
 @router.get("/recommend/{user_id:any}", response_model=RecommendResponse, responses=_ERRORS)
 async def recommend(
-    runtime: RuntimeDep,
+    service: RecommendDep,
     _: ReadKeyDep,
-    user_id: Annotated[
-        str,
-        Path(
-            min_length=1,
-            max_length=ID_MAX,
-            pattern=ID_PATTERN,
-            description="external user id (URL-encode '/' as %2F)",
-        ),
-    ],
+    user_id: UserId,
     k: Annotated[int, Query(ge=1, description="items to return (at most RELREC_MAX_K)")] = 10,
     explain: Annotated[bool, Query(description="list the history items that weighed most")] = False,
+    offset: Annotated[
+        int, Query(ge=0, description="ranks to skip, for paging (at most RELREC_MAX_K)")
+    ] = 0,
+    # Lists without a null: in a query string "null" or "false" is an id like any other, and
+    # an absent list and an empty one read the same (no filter).
+    exclude: Annotated[list[Id], Query(description="item ids never to return")] = [],  # noqa: B006
+    candidates: Annotated[
+        list[Id], Query(description="rank only among these item ids (scored exactly)")
+    ] = [],  # noqa: B006
 ) -> Response:
-    """Top-k items for a user: trained, known only by posted history, or not at all."""
-    s = runtime.settings
-    if len(user_id) > s.max_id_length:
-        raise InvalidInputError(f"user_id is longer than {s.max_id_length} characters")
-    if k > s.max_k:
-        raise InvalidInputError(f"k must be at most {s.max_k}", [{"loc": ["query", "k"]}])
-    rec = await runtime.recommend(user_id, k, explain)
-    # Rendered here rather than by FastAPI so that /metrics can time it as the "serialize"
-    # stage; the body is the same `RecommendResponse` JSON (response_model documents it).
-    started = time.perf_counter()
-    body = to_response(rec).model_dump_json()
-    runtime.metrics.stage_seconds.labels("serialize").observe(time.perf_counter() - started)
-    return Response(body, media_type="application/json")
+    """Top-k items for a user: trained, known only by posted history, or not at all. Filter
+    ids the version does not know are listed in `unknown_ids`, not refused."""
+    rec = await service.recommend(user_id, k, explain, offset, exclude, candidates or None)
+    return service.render(rec)
 
 
-def to_response(rec: Recommendation) -> RecommendResponse:
-    return RecommendResponse(
-        user_id=rec.user_id,
-        model_version=rec.model_version,
-        source=rec.source,
-        items=[
-            RecommendedItem(
-                item_id=it.item_id,
-                score=it.score,
-                because=None
-                if it.because is None
-                else [ExplainItem(item_id=i, weight=w) for i, w in it.because],
-            )
-            for it in rec.items
-        ],
-    )
+@router.post("/recommend", response_model=RecommendBatchResponse, responses=_ERRORS)
+async def recommend_batch(body: RecommendRequest, service: RecommendDep, _: ReadKeyDep) -> Response:
+    """Top-k items for each of many users, with the same k and filters, in one micro-batch."""
+    return service.render(await service.recommend_batch(body))

@@ -10,6 +10,7 @@ import os
 from pathlib import Path
 
 import numpy as np
+import pytest
 from fastapi.testclient import TestClient
 
 from models.artifact_arrays import user_history
@@ -73,8 +74,38 @@ def test_user_with_nothing_gets_most_popular(client: TestClient, loaded: LoadedA
     assert body["source"] == "popular"
     expected = [str(loaded.arrays.item_ids.ids[r]) for r in loaded.popular_rows[:5]]
     assert [it["item_id"] for it in body["items"]] == expected
-    pops = [it["score"] for it in body["items"]]
+    # Test issue #22: the raw count moved from `score` to `popularity`; `score` is its share
+    pops = [it["popularity"] for it in body["items"]]
     assert pops == sorted(pops, reverse=True) and pops[0] == loaded.arrays.popularity.max()
+    n_users = len(loaded.arrays.user_ids)
+    assert [it["score"] for it in body["items"]] == [p / n_users for p in pops]
+    assert all(it["distance"] is None for it in body["items"])
+
+
+def test_score_is_one_scale_higher_is_better_with_the_distance_beside_it(
+    client: TestClient, loaded: LoadedArtifact
+) -> None:
+    """Test issue #22: `score` was -distance for model sources and a raw count for `popular`;
+    now it is in [0, 1] and higher-is-better for every source, the distance in its own field."""
+    posted = [i for i in loaded.arrays.item_ids.to_list() if block(i) == "1"][:3]
+    client.post(
+        "/interactions",
+        json={"interactions": [{"user_id": "folded", "item_id": i} for i in posted]},
+    )
+    users = (str(loaded.arrays.user_ids.ids[3]), "folded", "nobody")
+    bodies = [client.get(f"/recommend/{u}", params={"k": 20}).json() for u in users]
+    assert [b["source"] for b in bodies] == ["personalized", "history", "popular"]
+    for body in bodies:
+        scores = [it["score"] for it in body["items"]]
+        assert len(scores) == 20 and scores == sorted(scores, reverse=True)
+        assert all(0.0 <= s <= 1.0 for s in scores)
+    for body in bodies[:2]:
+        dists = [it["distance"] for it in body["items"]]
+        assert dists == sorted(dists) and all(d >= 0 for d in dists)  # squared distances
+        for it in body["items"]:
+            assert it["score"] == pytest.approx(1 / (1 + np.exp(it["distance"])), rel=1e-9)
+            row = loaded.arrays.item_ids.row(it["item_id"])
+            assert it["popularity"] == loaded.arrays.popularity[row]
 
 
 def test_post_then_get_excludes_the_item_and_changes_the_list(

@@ -186,7 +186,7 @@ def test_unhandled_exception_is_500_in_the_shape_without_internals(
         def boom(*args: object, **kwargs: object) -> None:
             raise RuntimeError("secret internals at 0xdeadbeef")
 
-        app.state.runtime.engine.recommender.recommend_many = boom
+        app.state.runtime.versions.current.recommender.recommend_many = boom
         r = c.get("/recommend/u")
         body = assert_error(r, 500, "internal")
         assert "secret" not in r.text and "deadbeef" not in r.text

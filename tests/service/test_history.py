@@ -79,6 +79,26 @@ def test_concurrent_appends_lose_nothing(store: HistoryStore) -> None:
     assert all(len(store.recent(f"u{u}", 5)) == 5 for u in range(4))
 
 
+def test_erase_removes_one_users_history_log_and_markers(store: HistoryStore) -> None:
+    """Test issue #22: DELETE /users erases what the store holds of one user, on both
+    backends; ids with glob characters match only themselves."""
+    users = ["a*[x]?", "a", "b"]
+    store.append([ev(u, f"{u}-i{t}", ts=t, eid=f"e{t}") for u in users for t in range(3)])
+    erased = store.erase("a*[x]?")
+    assert (erased.history, erased.log) == (3, 3)
+    # SQLite keeps event ids in the rows it deleted (0); Redis has one marker per event (3), a
+    # Redis Cluster one more on the log's slot (6).
+    assert erased.markers in (0, 3, 6)
+    assert store.recent("a*[x]?", 10) == []
+    assert store.recent("a", 10) == ["a-i2", "a-i1", "a-i0"]  # the others are untouched
+    left = [e.event.user_id for e in store.read_log(None, 100)]
+    assert sorted(left) == ["a", "a", "a", "b", "b", "b"]
+    # The markers went too: the same event id is a new event again.
+    assert store.append([ev("a*[x]?", "again", ts=9, eid="e0")]) == [True]
+    second = store.erase("nobody")
+    assert (second.history, second.log, second.markers) == (0, 0, 0)
+
+
 def test_ping(store: HistoryStore) -> None:
     store.ping()
 

@@ -87,7 +87,11 @@ def test_openapi_document_declares_the_key_schemes_on_guarded_operations(
     }
     assert security == {
         "GET /recommend/{user_id}": [{"ReadKey": []}, {"ReadBearer": []}],
+        "POST /recommend": [{"ReadKey": []}, {"ReadBearer": []}],
+        "GET /items/{item_id}/similar": [{"ReadKey": []}, {"ReadBearer": []}],
+        "GET /model": [{"ReadKey": []}, {"ReadBearer": []}],
         "POST /interactions": [{"WriteKey": []}, {"WriteBearer": []}],
+        "DELETE /users/{user_id}": [{"WriteKey": []}, {"WriteBearer": []}],
         "POST /admin/reload": [{"AdminKey": []}, {"AdminBearer": []}],
         "GET /healthz": None,
         "GET /readyz": None,
@@ -102,6 +106,8 @@ def test_every_operation_passes_every_default_schemathesis_check(
     operations = [result.ok() for result in api_schema.get_all_operations()]  # type: ignore[union-attr]
     assert {op.label for op in operations} >= {
         "GET /recommend/{user_id}",
+        "POST /recommend",
+        "GET /items/{item_id}/similar",
         "POST /interactions",
         "GET /readyz",
         "POST /admin/reload",

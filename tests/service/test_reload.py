@@ -65,7 +65,7 @@ def test_in_flight_requests_finish_on_their_version(artifacts_root: Root, sqlite
 
     async def main() -> None:
         async with running(app) as c:
-            old = runtime.engine.recommender
+            old = runtime.versions.current.recommender
             slow_many = old.recommend_many
 
             def slow(queries: object) -> object:
