@@ -86,7 +86,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
 def _document_keys(doc: dict[str, Any], keys: ApiKeys) -> dict[str, Any]:
     """Write whether API keys are required into the OpenAPI document (the bounds are written by
-    `Limits.document`), so that what it calls valid is what the service accepts."""
+    `Limits.document`), so that what it calls valid is what the service accepts: an operation
+    whose kind of key is not configured loses its security requirement and its 401."""
     # A kind of key that is not configured leaves its endpoints open: the document must not ask
     # for it. Scheme names are service.deps' (ReadKey, ReadBearer, WriteKey, ...).
     kinds = {"Read": keys.read, "Write": keys.write, "Admin": keys.admin}
@@ -102,6 +103,8 @@ def _document_keys(doc: dict[str, Any], keys: ApiKeys) -> dict[str, Any]:
             if security:
                 operation["security"] = security
                 used.update(name for req in security for name in req)
+            else:  # open here: no key is asked for, so none is refused
+                operation.get("responses", {}).pop("401", None)
     schemes = doc["components"].get("securitySchemes", {})
     for name in set(schemes) - used:
         del schemes[name]

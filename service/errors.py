@@ -21,6 +21,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from service.schemas import ErrorResponse
+
 log = logging.getLogger(__name__)
 
 __all__ = [
@@ -35,6 +37,7 @@ __all__ = [
     "UnauthorizedError",
     "UnknownItemError",
     "error_body",
+    "error_responses",
     "install_error_handlers",
     "validation_message",
 ]
@@ -138,6 +141,36 @@ _HTTP_CODES: dict[int, str] = {
     413: PayloadTooLargeError.code,
     401: UnauthorizedError.code,
 }
+
+
+# What each error status means on any route; a route may say more of its own (404, 503 of
+# /readyz). 500 is on every route: the middleware's last resort answers in the same shape.
+_MEANINGS: dict[int, str] = {
+    401: "no valid API key (X-API-Key or Authorization: Bearer); only when keys of the "
+    "operation's kind are configured",
+    404: "an id in the path is not in the serving model version",
+    409: "the new version was refused; the serving version stays",
+    413: "over a size bound: the body (RELREC_MAX_BODY_BYTES) or a list in the request",
+    422: "a value of the wrong kind or out of bounds (ids are strings)",
+    503: "not ready, the history store unavailable, or overloaded: retry after Retry-After s",
+    500: "an unexpected failure (a bug), logged with the request id",
+}
+
+
+def error_responses(*codes: int, **notes: str) -> dict[int | str, dict[str, Any]]:
+    """The `responses=` of a route: each status it can answer, in the one error shape.
+
+    `notes` (`s404="..."`) replaces a status' generic meaning with the route's own. 500 is
+    always added. tests/service/test_openapi.py derives from each route's parameters, keys
+    and middleware which statuses it can return, and checks this list against that.
+    """
+    return {
+        code: {
+            "model": ErrorResponse,
+            "description": notes.get(f"s{code}", _MEANINGS[code]),
+        }
+        for code in sorted({*codes, 500})
+    }
 
 
 def error_body(

@@ -7,7 +7,8 @@ from typing import Annotated
 from fastapi import APIRouter, Query
 
 from service.deps import AdminKeyDep, VersionsDep
-from service.schemas import ErrorResponse, ReloadResponse
+from service.errors import error_responses
+from service.schemas import ReloadResponse
 
 router = APIRouter(prefix="/admin", tags=["admin"])
 
@@ -15,7 +16,8 @@ router = APIRouter(prefix="/admin", tags=["admin"])
 @router.post(
     "/reload",
     response_model=ReloadResponse,
-    responses={code: {"model": ErrorResponse} for code in (401, 409, 422, 503)},
+    # 413: the body bound applies to every POST, although this one takes no body
+    responses=error_responses(401, 409, 413, 422, 503),
 )
 async def reload(
     versions: VersionsDep,

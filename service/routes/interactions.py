@@ -5,13 +5,18 @@ from __future__ import annotations
 from fastapi import APIRouter
 
 from service.deps import IngestDep, WriteKeyDep
-from service.schemas import ErrorResponse, InteractionsBody, InteractionsResponse
+from service.errors import error_responses
+from service.schemas import InteractionsBody, InteractionsResponse
 
 router = APIRouter(tags=["interactions"])
 
-_ERRORS: dict[int | str, dict[str, object]] = {
-    code: {"model": ErrorResponse} for code in (401, 413, 422, 503)
-}
+_ERRORS = error_responses(
+    401,
+    413,
+    422,
+    503,
+    s413="the body over RELREC_MAX_BODY_BYTES, or more interactions than RELREC_MAX_BATCH",
+)
 
 
 @router.post("/interactions", response_model=InteractionsResponse, responses=_ERRORS)

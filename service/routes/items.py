@@ -7,14 +7,15 @@ from typing import Annotated
 from fastapi import APIRouter, Path, Query
 
 from service.deps import ReadKeyDep, RecommendDep
+from service.errors import error_responses
 from service.routes import recommend as _recommend  # noqa: F401 - registers the `any` convertor
-from service.schemas import ID_PATTERN, ErrorResponse, SimilarResponse
+from service.schemas import ID_PATTERN, SimilarResponse
 
 router = APIRouter(prefix="/items", tags=["items"])
 
-_ERRORS: dict[int | str, dict[str, object]] = {
-    code: {"model": ErrorResponse} for code in (401, 404, 422, 503)
-}
+_ERRORS = error_responses(
+    401, 404, 422, 503, s404="the item is not in the serving model version (unknown_item)"
+)
 ItemId = Annotated[
     str,
     Path(min_length=1, pattern=ID_PATTERN, description="external item id ('/' as %2F)"),

@@ -5,7 +5,8 @@ from __future__ import annotations
 from fastapi import APIRouter
 
 from service.deps import ReadKeyDep, VersionsDep
-from service.schemas import ErrorResponse, ModelResponse
+from service.errors import error_responses
+from service.schemas import ModelResponse
 
 router = APIRouter(tags=["model"])
 
@@ -13,7 +14,7 @@ router = APIRouter(tags=["model"])
 @router.get(
     "/model",
     response_model=ModelResponse,
-    responses={code: {"model": ErrorResponse} for code in (401, 503)},
+    responses=error_responses(401, 503),
 )
 async def model(versions: VersionsDep, _: ReadKeyDep) -> ModelResponse:
     """The serving version: model kind, hyper-parameters, counts, evaluation metrics, when it

@@ -8,9 +8,9 @@ from fastapi import APIRouter, Path, Query, Response
 from starlette.convertors import Convertor, register_url_convertor
 
 from service.deps import ReadKeyDep, RecommendDep
+from service.errors import error_responses
 from service.schemas import (
     ID_PATTERN,
-    ErrorResponse,
     Id,
     RecommendBatchResponse,
     RecommendRequest,
@@ -36,9 +36,19 @@ class _AnyConvertor(Convertor[str]):
 
 register_url_convertor("any", _AnyConvertor())
 
-_ERRORS: dict[int | str, dict[str, object]] = {
-    code: {"model": ErrorResponse} for code in (401, 413, 422, 503)
-}
+# No 404: an unknown user is served (cold start), and unknown filter ids are listed in
+# `unknown_ids`, not refused.
+_GET_ERRORS = error_responses(
+    401, 413, 422, 503, s413="`exclude` or `candidates` longer than RELREC_MAX_FILTER_IDS"
+)
+_POST_ERRORS = error_responses(
+    401,
+    413,
+    422,
+    503,
+    s413="the body over RELREC_MAX_BODY_BYTES, more users than "
+    "RELREC_MAX_RECOMMEND_USERS, or a filter longer than RELREC_MAX_FILTER_IDS",
+)
 UserId = Annotated[
     str,
     Path(
@@ -49,7 +59,7 @@ UserId = Annotated[
 ]
 
 
-@router.get("/recommend/{user_id:any}", response_model=RecommendResponse, responses=_ERRORS)
+@router.get("/recommend/{user_id:any}", response_model=RecommendResponse, responses=_GET_ERRORS)
 async def recommend(
     service: RecommendDep,
     _: ReadKeyDep,
@@ -72,7 +82,7 @@ async def recommend(
     return service.render(rec)
 
 
-@router.post("/recommend", response_model=RecommendBatchResponse, responses=_ERRORS)
+@router.post("/recommend", response_model=RecommendBatchResponse, responses=_POST_ERRORS)
 async def recommend_batch(body: RecommendRequest, service: RecommendDep, _: ReadKeyDep) -> Response:
     """Top-k items for each of many users, with the same k and filters, in one micro-batch."""
     return service.render(await service.recommend_batch(body))

@@ -7,8 +7,9 @@ from typing import Annotated
 from fastapi import APIRouter, Path
 
 from service.deps import EraseKeyDep, IngestDep
+from service.errors import error_responses
 from service.routes import recommend as _recommend  # noqa: F401 - registers the `any` convertor
-from service.schemas import ID_PATTERN, ErasureResponse, ErrorResponse
+from service.schemas import ID_PATTERN, ErasureResponse
 
 router = APIRouter(prefix="/users", tags=["users"])
 
@@ -20,7 +21,7 @@ UserId = Annotated[
 @router.delete(
     "/{user_id:any}",
     response_model=ErasureResponse,
-    responses={code: {"model": ErrorResponse} for code in (401, 422, 503)},
+    responses=error_responses(401, 422, 503),
 )
 def erase_user(user_id: UserId, service: IngestDep, _: EraseKeyDep) -> ErasureResponse:
     """Remove the user's posted history, their entries of the durable interaction log and their

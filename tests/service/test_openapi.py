@@ -9,18 +9,23 @@ Hypothesis is derandomised (a fixed seed per test), so a failure reproduces on e
 
 from __future__ import annotations
 
+import typing
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import schemathesis
+from fastapi.dependencies.models import Dependant
+from fastapi.routing import APIRoute
 from hypothesis import HealthCheck, given, settings
 from schemathesis import GenerationMode
 from schemathesis.config import SchemathesisConfig
 from schemathesis.python import asgi
 
+from service import deps, middleware
 from service.app import create_app
+from service.routes import admin, health, interactions, items, model, recommend, users
 from tests.service.conftest import make_settings
 
 KEYS = {"Read": "read-key-for-fuzzing", "Write": "write-key-for-fuzzing", "Admin": "admin-key-fz"}
@@ -138,3 +143,96 @@ def _fuzz(op: Any, mode: GenerationMode) -> None:
         case.call_and_validate(headers=headers, timeout=30)
 
     check()
+
+
+# Which kind of key each guard asks for (erasure takes a write or an admin key, and is guarded
+# exactly when write keys are configured).
+_GUARDS = {
+    deps.require_read_key: "read",
+    deps.require_write_key: "write",
+    deps.require_erase_key: "write",
+    deps.require_admin_key: "admin",
+}
+ROUTERS = (recommend, items, model, interactions, users, health, admin)
+_ERROR_REF = {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorResponse"}}}
+
+
+def _calls(dependant: Dependant) -> Iterator[Any]:
+    yield dependant.call
+    for sub in dependant.dependencies:
+        yield from _calls(sub)
+
+
+def _params(dependant: Dependant) -> Iterator[Any]:
+    yield from dependant.path_params + dependant.query_params + dependant.body_params
+    yield from dependant.header_params + dependant.cookie_params
+    for sub in dependant.dependencies:
+        yield from _params(sub)
+
+
+def _expected_errors(route: APIRoute, keys: dict[str, bool]) -> set[int]:
+    """The error statuses a route can answer, from what it is rather than from its document:
+    its guards and the configured keys (401), its parameters (422), a body or a list
+    parameter under a bound (413), admission control or readiness (503), an item id in the
+    path (404), a version swap that can be refused (409); 500 everywhere (the middleware's
+    last resort)."""
+    calls = set(_calls(route.dependant))
+    params = list(_params(route.dependant))
+    codes = {500}
+    if any(keys[_GUARDS[call]] for call in calls if call in _GUARDS):
+        codes.add(401)
+    if params:
+        codes.add(422)
+    lists = [p for p in params if typing.get_origin(p.field_info.annotation) is list]
+    if route.methods & middleware._BODY_METHODS or lists:
+        codes.add(413)
+    if route.path_format not in middleware._UNGATED or deps.get_readiness in calls:
+        codes.add(503)
+    if "item_id" in {p.name for p in route.dependant.path_params}:
+        codes.add(404)
+    if deps.get_versions in calls and "POST" in route.methods:
+        codes.add(409)
+    return codes
+
+
+@pytest.mark.parametrize(
+    "keys",
+    [
+        {"read": True, "write": True, "admin": True},
+        {"read": True, "write": False, "admin": False},
+        {"read": False, "write": True, "admin": False},
+        {"read": False, "write": False, "admin": False},
+    ],
+    ids=["all-keys", "read-key", "write-key", "no-keys"],
+)
+def test_every_route_documents_each_error_status_it_can_answer_in_the_one_shape(
+    tiny_artifact_dir: Path, tmp_path: Path, keys: dict[str, bool]
+) -> None:
+    settings_ = make_settings(
+        tiny_artifact_dir,
+        f"sqlite:///{tmp_path / 'h.db'}",
+        read_api_keys="r-key" if keys["read"] else "",
+        api_keys="w-key" if keys["write"] else "",
+        admin_api_keys="a-key" if keys["admin"] else "",
+    )
+    app = create_app(settings_)
+    doc = app.openapi()
+    # the kinds guarded in effect (admin falls back to the write keys when it has none)
+    guarded = {kind: bool(getattr(app.state.keys, kind)) for kind in keys}
+    # the routers' own routes (the app wraps included routers); the count shows none is missed
+    routes = [r for module in ROUTERS for r in module.router.routes if isinstance(r, APIRoute)]
+    assert len(routes) == sum(len(ops) for ops in doc["paths"].values())
+    seen = set()
+    for route in routes:
+        (method,) = route.methods
+        operation = doc["paths"][route.path_format][method.lower()]
+        documented = {int(code) for code in operation["responses"] if int(code) >= 400}
+        label = f"{method} {route.path_format}"
+        assert documented == _expected_errors(route, guarded), label
+        for code in documented:
+            response = operation["responses"][str(code)]
+            assert response["content"] == _ERROR_REF, (label, code)
+            assert response["description"], (label, code)
+        seen |= documented
+    # the derivation is not vacuous: each status occurs on some route of this app
+    assert seen >= {404, 409, 413, 422, 500, 503} | ({401} if any(guarded.values()) else set())
