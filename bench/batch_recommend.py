@@ -42,7 +42,11 @@ def cpu_seconds(pid: int) -> float:
 
 
 def rounds(url: str, users: list[str], k: int, n_rounds: int, pid: int) -> dict[str, float]:
-    """Alternate the two ways for `n_rounds`; per way: users/s and server CPU s per user."""
+    """Alternate the two ways for `n_rounds`; per way: users/s and server CPU s per user.
+
+    Raw httpx, not `service.client`: the client parses every answer into pydantic models,
+    client-side work inside the timed wall (users/s) that the two ways would pay unequally
+    (32 parses against one), so it would measure the client as well as the server."""
     spent = {"get": [0.0, 0.0], "post": [0.0, 0.0]}  # wall, cpu
     with httpx.Client(base_url=url, timeout=30.0) as c:
         for _ in range(n_rounds):

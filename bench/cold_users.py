@@ -47,6 +47,7 @@ from serve import machine  # noqa: E402  (bench/serve.py, beside this file)
 
 from models import artifact as art  # noqa: E402
 from models.artifact_arrays import read_arrays  # noqa: E402
+from service.client import Interaction, RelrecApiError, RelrecClient  # noqa: E402
 from tests.redis_process import free_port  # noqa: E402
 from training.filters import binarize  # noqa: E402
 from training.interactions import Interactions  # noqa: E402
@@ -168,32 +169,33 @@ def start_server(artifact: Path, workdir: Path, fold_in: bool) -> tuple[str, Any
         cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"relrec serve exited with {proc.returncode}")
-        try:
-            if httpx.get(f"{url}/readyz", timeout=2.0).status_code == 200:
+    with RelrecClient(url, timeout=2.0) as relrec:
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                raise RuntimeError(f"relrec serve exited with {proc.returncode}")
+            try:
+                relrec.ready()
                 return url, proc
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.2)
+            except (RelrecApiError, httpx.HTTPError):  # 503 while loading, or not listening
+                pass
+            time.sleep(0.2)
     proc.terminate()
     raise RuntimeError("relrec serve did not become ready")
 
 
 def served_lists(url: str, users: dict[str, list[str]], n: int, tag: str) -> dict[str, list[str]]:
-    """POST each user's first n positives as a new user, then GET their top K."""
+    """POST each user's first n positives as a new user, then GET their top K, through the
+    typed client (this bench measures quality, not speed: the client's parsing costs nothing
+    it reports). An error answer raises RelrecApiError."""
     out = {}
-    with httpx.Client(base_url=url, timeout=30.0) as client:
+    with RelrecClient(url, timeout=30.0) as relrec:
         for user, items in users.items():
             uid = f"cold-{tag}-{n}-{user}"
-            batch = [{"user_id": uid, "item_id": i, "timestamp": 1_000_000 + j}
-                     for j, i in enumerate(items[:n])]
-            r = client.post("/interactions", json={"interactions": batch})
-            r.raise_for_status()
-            rec = client.get(f"/recommend/{uid}", params={"k": K})
-            rec.raise_for_status()
-            out[user] = [x["item_id"] for x in rec.json()["items"]]
+            posted = relrec.post_interactions(
+                [Interaction(uid, i, timestamp=1_000_000 + j) for j, i in enumerate(items[:n])])
+            if posted.rejected:
+                raise RuntimeError(f"{uid}: {len(posted.rejected)} interactions rejected")
+            out[user] = [x.item_id for x in relrec.recommend(uid, k=K).items]
     return out
 
 

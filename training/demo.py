@@ -43,12 +43,7 @@ def run_demo(workdir: Path, host: str = "127.0.0.1", port: int = 8000, serve: bo
     user = result.split.train.users.ids[0]
     item = result.split.train.items.ids[0]
     url = f"http://{host}:{port}"
-    sys.stdout.write(
-        f"\nserving on {url}  (docs: {url}/docs)\n"
-        f"  curl '{url}/recommend/{user}?k=10&explain=true'\n"
-        f"  curl -X POST {url}/interactions -H 'content-type: application/json' "
-        f"-d '{{\"user_id\": \"new-user\", \"item_id\": \"{item}\"}}'\n"
-        f"  curl '{url}/recommend/new-user?k=5'\n\n")
+    sys.stdout.write(usage(url, str(user), str(item)))
     sys.stdout.flush()
     from service.server import serve as serve_app
     from service.settings import Settings
@@ -58,3 +53,29 @@ def run_demo(workdir: Path, host: str = "127.0.0.1", port: int = 8000, serve: bo
                         host=host, port=port, workers=1)
     serve_app(settings)
     return 0
+
+
+def usage(url: str, user: str, item: str) -> str:
+    """What to try once the demo serves: curl lines, then the same calls through the typed
+    client (`service.client`), whose example tests/training/test_demo.py runs as printed."""
+    return (
+        f"\nserving on {url}  (docs: {url}/docs)\n"
+        f"  curl '{url}/recommend/{user}?k=10&explain=true'\n"
+        f"  curl -X POST {url}/interactions -H 'content-type: application/json' "
+        f"-d '{{\"user_id\": \"new-user\", \"item_id\": \"{item}\"}}'\n"
+        f"  curl '{url}/recommend/new-user?k=5'\n\n"
+        f"or from Python:\n\n{client_example(url, user, item)}\n"
+    )
+
+
+def client_example(url: str, user: str, item: str) -> str:
+    """The Python equivalent of the curl lines, on `service.client.RelrecClient`."""
+    return (
+        "from service.client import Interaction, RelrecClient\n"
+        "\n"
+        f"with RelrecClient({url!r}) as relrec:\n"
+        f"    for rec in relrec.recommend({user!r}, k=10, explain=True).items:\n"
+        "        print(rec.item_id, round(rec.score, 3), [b.item_id for b in rec.because or []])\n"
+        f"    relrec.post_interactions(Interaction('new-user', {item!r}))\n"
+        "    print(relrec.recommend('new-user', k=5).source)  # history: fitted to its items\n"
+    )
