@@ -278,18 +278,26 @@ class Recommender:
     def _candidates(
         self, queries: Sequence[Query], states: Sequence[_UserState], user_vecs: np.ndarray
     ) -> list[np.ndarray]:
-        """Retrieved rows per request, or its allow-list as is: a list bounded by
-        RELREC_MAX_FILTER_IDS is scored exactly, which is the recall a FAISS selector would
-        only approach."""
+        """Retrieved rows per request. An allow-list up to the retriever's `selector_min`
+        ids is scored exactly as is; a longer one is searched with a FAISS id selector and C
+        of its rows are scored (the list's nearest on a Flat index; approximate on HNSW, as
+        retrieval over the catalogue is)."""
         out: list[np.ndarray] = [s.allow if s.allow is not None else _EMPTY for s in states]
+        long = self.retriever.selector_min
         free = [i for i, s in enumerate(states) if s.allow is None]
-        if free:
-            depth = max(queries[i].k + queries[i].offset for i in free)
+        among = [i for i, s in enumerate(states) if s.allow is not None and len(s.allow) > long]
+        for group in (free, among):
+            if not group:
+                continue
+            depth = max(queries[i].k + queries[i].offset for i in group)
             n = max(self.retriever.n_candidates, depth)  # k + offset <= C always
-            found = self.retriever.candidates(
-                user_vecs[free], [states[i].hist for i in free], [states[i].seen for i in free], n
-            )
-            for i, rows in zip(free, found, strict=True):
+            vecs, hists = user_vecs[group], [states[i].hist for i in group]
+            if group is free:
+                found = self.retriever.candidates(vecs, hists, [states[i].seen for i in group], n)
+            else:
+                allows = [a for i in group if (a := states[i].allow) is not None]
+                found = self.retriever.candidates_among(vecs, hists, allows, n)
+            for i, rows in zip(group, found, strict=True):
                 out[i] = rows
         return out
 

@@ -26,14 +26,23 @@ the two-stage result vs exhaustive exact scoring of every item:
 Other probe sets stay available (`probes=`) for models where they do better, and the bench
 reports them side by side. Seen items are excluded here, so that C unseen candidates reach
 the exact re-rank.
+
+An allow-list (`candidates` of a request) longer than `selector_min` ids is searched the same
+way, restricted to its rows by a FAISS id selector (`candidates_among`), so that C of them,
+not all, reach the exact re-rank; on an exact (Flat) index the C are the allowed rows nearest
+to the probes, as exhaustive search over the list would find them.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from typing import Any, Literal
 
+import faiss
 import numpy as np
+
+log = logging.getLogger(__name__)
 
 __all__ = ["ProbeKind", "Retriever"]
 
@@ -51,6 +60,7 @@ class Retriever:
         memories: np.ndarray,  # [N, d]; N = 0 for models without memory (CML)
         n_candidates: int,
         probes: ProbeKind = "relation",
+        selector_min: int = 256,
     ) -> None:
         self.index = index
         self.item_vecs = item_vecs
@@ -59,6 +69,7 @@ class Retriever:
         self.n_candidates = n_candidates
         self.probes = probes if len(self.memories) else "user"
         self.n_items = int(item_vecs.shape[0])
+        self.selector_min = selector_min  # allow-lists longer than this: an id selector
 
     def queries(self, user_vecs: np.ndarray, hists: Sequence[np.ndarray]) -> np.ndarray:
         """Query vectors `[B, P, d]` (P = 1, or N for `slots`)."""
@@ -120,6 +131,38 @@ class Retriever:
             for j, u in enumerate(group.tolist()):
                 out[u] = _interleave(rows[j], seen[u], n)
         return out
+
+    def candidates_among(
+        self,
+        user_vecs: np.ndarray,  # [B, d]
+        hists: Sequence[np.ndarray],  # B arrays of history item rows, newest first
+        allows: Sequence[np.ndarray],  # B arrays of allowed item rows, seen ones removed
+        n: int | None = None,
+    ) -> list[np.ndarray]:
+        """Up to n rows of each user's allow-list, nearest to the probes first: one FAISS
+        call per user (a selector applies to a whole call), over that user's probes."""
+        n = self.n_candidates if n is None else n
+        queries = self.queries(user_vecs, hists)  # [B, P, d]
+        out = []
+        for q, allow in zip(queries, allows, strict=True):
+            k = min(len(allow), -(-n // len(q)))
+            if k == 0:
+                out.append(np.zeros(0, np.int64))
+                continue
+            selector = faiss.IDSelectorBatch(np.ascontiguousarray(allow, dtype=np.int64))
+            params = faiss.SearchParameters()  # the base type: HNSW keeps its own efSearch
+            params.sel = selector  # `selector` outlives the call (faiss holds a raw pointer)
+            try:
+                _, rows = self.index.search(q, k, params=params)  # [P, k]
+            except RuntimeError as exc:  # an index without selector support (some GPU ones)
+                log.warning("FAISS id selector refused (%s): scoring the whole list", exc)
+                out.append(np.asarray(allow, np.int64))
+                continue
+            out.append(_interleave(rows, _NONE, n))
+        return out
+
+
+_NONE = np.zeros(0, np.int64)
 
 
 def _interleave(rows: np.ndarray, seen: np.ndarray, n: int) -> np.ndarray:

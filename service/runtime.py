@@ -111,6 +111,7 @@ class Runtime:
             arrays.memories,
             s.n_candidates,
             probes=s.probes,
+            selector_min=s.selector_min_candidates,
         )
         recommender = Recommender(
             Tables.from_artifact(artifact),

@@ -170,6 +170,12 @@ class RecommendResponse(BaseModel):
     )
 
 
+CANDIDATES_DOC = (
+    "rank only among these item ids: all scored exactly up to RELREC_SELECTOR_MIN_CANDIDATES "
+    "ids, the C nearest of a longer list (a FAISS id selector)"
+)
+
+
 class RecommendRequest(BaseModel):
     """Batch recommend: the same k and filters for every user, computed as one micro-batch."""
 
@@ -183,11 +189,19 @@ class RecommendRequest(BaseModel):
     users: list[Id] = Field(min_length=1, description="at most RELREC_MAX_RECOMMEND_USERS")
     k: int = Field(10, ge=1, description="items per user (at most RELREC_MAX_K)")
     offset: int = Field(0, ge=0, description="ranks to skip, for paging (at most RELREC_MAX_K)")
-    explain: bool = False
+    explain: bool = Field(False, strict=True)
     exclude: list[Id] = Field(default_factory=list, description="item ids never to return")
     candidates: list[Id] | None = Field(
-        None, description="when given, rank only among these item ids (scored exactly)"
+        None, description=CANDIDATES_DOC
     )
+
+    @field_validator("k", "offset", mode="before")
+    @classmethod
+    def _a_number(cls, v: Any) -> Any:
+        """true and "10" are not numbers (lax pydantic reads 1 and 10); 10.0 is (JSON Schema)."""
+        if isinstance(v, bool | str):
+            raise ValueError("must be an integer, not a boolean or a string")
+        return v
 
 
 class SimilarResponse(BaseModel):

@@ -74,6 +74,13 @@ class Settings(BaseSettings):
 
     # Retrieval and re-ranking.
     n_candidates: int = Field(default=200, ge=1, le=100_000, description="C re-ranked exactly")
+    selector_min_candidates: int = Field(
+        default=256,
+        ge=0,
+        le=100_000,
+        description="a `candidates` allow-list longer than this is searched with a FAISS id "
+        "selector and C of it re-ranked; up to this, all of it is scored exactly",
+    )
     # FAISS query construction (service/retriever.py has the measured comparison).
     probes: Literal["relation", "centroid", "user", "slots"] = "relation"
     ef_search: int = Field(default=256, ge=1, le=100_000, description="HNSW efSearch when HNSW")

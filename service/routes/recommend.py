@@ -10,6 +10,7 @@ from starlette.convertors import Convertor, register_url_convertor
 from service.deps import ReadKeyDep, RecommendDep
 from service.errors import error_responses
 from service.schemas import (
+    CANDIDATES_DOC,
     ID_PATTERN,
     Id,
     RecommendBatchResponse,
@@ -73,7 +74,7 @@ async def recommend(
     # an absent list and an empty one read the same (no filter).
     exclude: Annotated[list[Id], Query(description="item ids never to return")] = [],  # noqa: B006
     candidates: Annotated[
-        list[Id], Query(description="rank only among these item ids (scored exactly)")
+        list[Id], Query(description=CANDIDATES_DOC)
     ] = [],  # noqa: B006
 ) -> Response:
     """Top-k items for a user: trained, known only by posted history, or not at all. Filter

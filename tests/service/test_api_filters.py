@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
@@ -168,7 +169,64 @@ def test_bad_filters_and_batches_are_4xx_in_the_one_shape(client: TestClient) ->
         {"users": ["u"], "exclude": [""]},
         {"users": ["u"], "candidates": ["x" * 129]},
         {"users": ["u"], "surprise": 1},
+        {"users": ["u"], "offset": False},  # not a number: lax pydantic read it as 0
+        {"users": ["u"], "k": True},
+        {"users": ["u"], "k": "5"},
+        {"users": ["u"], "k": 2.5},
+        {"users": ["u"], "explain": "yes"},
+        {"users": ["u"], "explain": 1},
         {"users": "u"},
         [],
     ):
         assert_error(client.post("/recommend", json=bad), 422, "invalid_input")
+    # an integral float is an integer to JSON Schema
+    assert client.post("/recommend", json={"users": ["u"], "k": 5.0}).status_code == 200
+
+
+def scored(client: TestClient) -> float:
+    """relrec_candidates_scored_total: how many candidates the exact scorer has re-ranked."""
+    text = client.get("/metrics").text
+    (line,) = [x for x in text.splitlines() if x.startswith("relrec_candidates_scored_total")]
+    return float(line.split()[-1])
+
+
+def test_a_long_allow_list_is_searched_with_an_id_selector_and_ranks_as_exact_scoring(
+    tiny_artifact_dir: Path, history_url: str, loaded: LoadedArtifact
+) -> None:
+    """Test issue #22: `candidates` over RELREC_SELECTOR_MIN_CANDIDATES ids is searched with a
+    FAISS id selector and only C of it re-ranked; on the tiny artifact's exact (Flat) index
+    the answer is the one of scoring every listed id exactly."""
+
+    def app(selector_min: int) -> TestClient:
+        settings = make_settings(
+            tiny_artifact_dir,
+            history_url,
+            max_filter_ids=100,
+            n_candidates=20,
+            selector_min_candidates=selector_min,
+        )
+        return TestClient(create_app(settings))
+
+    rng = np.random.default_rng(3)
+    catalogue = [str(x) for x in loaded.arrays.item_ids.ids]
+    users = [str(u) for u in loaded.arrays.user_ids.ids[:6]] + ["cold/1"]
+    allows = [[str(x) for x in rng.choice(catalogue, 60, replace=False)] for _ in users]
+    with app(100_000) as exact, app(16) as selector:
+        posted = [{"user_id": "cold/1", "item_id": i} for i in catalogue[:3]]
+        assert exact.post("/interactions", json={"interactions": posted}).status_code == 200
+        for user, allow in zip(users, allows, strict=True):
+            want = get(exact, user, k=5, offset=2, candidates=allow)
+            got = get(selector, user, k=5, offset=2, candidates=allow)
+            assert want["source"] in ("personalized", "history")
+            assert ids(got) == ids(want) and len(ids(got)) == 5, user
+            assert set(ids(got)) <= set(allow)
+            for a, b in zip(got["items"], want["items"], strict=True):
+                assert a["distance"] == pytest.approx(b["distance"], rel=1e-5)
+        body = {"users": users[:3], "k": 4, "candidates": allows[0]}
+        batch = [selector.post("/recommend", json=body), exact.post("/recommend", json=body)]
+        assert [[ids(r) for r in b.json()["results"]] for b in batch] == [
+            [ids(get(exact, u, k=4, candidates=allows[0])) for u in users[:3]]
+        ] * 2
+        # the selector path re-ranked C = 20 of each list (7 GETs, 3 users in a batch), the
+        # exact path every unseen listed id
+        assert scored(selector) == 20 * (len(users) + 3) < scored(exact)

@@ -136,3 +136,26 @@ def test_relation_weights_are_a_distribution(
     )
     q = plain.queries(users["vecs"][:2], hists)  # type: ignore[index]
     np.testing.assert_array_equal(q[:, 0], users["vecs"][:2])  # type: ignore[index]
+
+
+@pytest.mark.parametrize("probes", ["user", "relation"])
+def test_candidates_among_an_allow_list_are_its_rows_nearest_to_the_probe(
+    loaded: LoadedArtifact, probes: ProbeKind
+) -> None:
+    """Test issue #22: a long `candidates` list is searched with a FAISS id selector; on the
+    tiny artifact's exact (Flat) index that is exhaustive search over the list."""
+    a, n = loaded, 12
+    r = Retriever(a.index, a.arrays.items, a.arrays.keys, a.arrays.memories, n, probes=probes)
+    rng = np.random.default_rng(1)
+    vecs = np.asarray(a.arrays.users[:4], np.float32)
+    hists = [user_history(a.arrays, u)[: a.l_max] for u in range(4)]
+    allows = [rng.choice(a.n_items, 50, replace=False) for _ in range(3)] + [np.arange(5)]
+    out = r.candidates_among(vecs, hists, allows)
+    items = np.asarray(a.arrays.items, np.float32)
+    for got, allow, probe in zip(out, allows, r.queries(vecs, hists)[:, 0, :], strict=True):
+        assert len(got) == min(n, len(allow)) == len(set(got.tolist()))
+        assert set(got.tolist()) <= set(allow.tolist())
+        nearest = np.sort(((items[allow] - probe) ** 2).sum(axis=1))[: len(got)]
+        found = ((items[got] - probe) ** 2).sum(axis=1)  # nearest first, as FAISS ranks
+        np.testing.assert_allclose(found, nearest, rtol=1e-4, atol=1e-5)
+    assert set(out[3].tolist()) == set(range(5))  # a list shorter than C comes back whole
