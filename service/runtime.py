@@ -186,6 +186,7 @@ class Runtime:
             faiss_threads=s.faiss_threads,
             use_gpu=s.use_gpu,
             ef_search=s.ef_search,
+            n_candidates=s.n_candidates,
         )
         arrays = artifact.arrays
         retriever = Retriever(
@@ -193,7 +194,7 @@ class Runtime:
             arrays.items,
             arrays.keys,
             arrays.memories,
-            s.n_candidates,
+            artifact.n_candidates,
             probes=s.probes,
         )
         ranker = Ranker(artifact.session, artifact.l_max, artifact.has_attention)
