@@ -89,8 +89,34 @@ def grow_log(arrays: art.ArtifactArrays, parent: np.ndarray, extra: int,
                         IdMap(item_ids))
 
 
+def attention_stats(users: np.ndarray, items: np.ndarray, keys: np.ndarray,
+                    rng: np.random.Generator, n: int = 4000) -> dict[str, float]:
+    """Logit std, mean max slot weight and normalised entropy of softmax((p_u ⊙ q_v)K) over
+    random user-item pairs: how much the relation depends on the item."""
+    if keys.shape[1] < 2:
+        return {}
+    u = users[rng.integers(0, len(users), n)]
+    q = items[rng.integers(0, len(items), n)]
+    logits = (u * q) @ keys  # [n, N]
+    w = np.exp(logits - logits.max(axis=1, keepdims=True))
+    w /= w.sum(axis=1, keepdims=True)
+    entropy = -(w * np.log(np.maximum(w, 1e-30))).sum(axis=1).mean() / np.log(w.shape[1])
+    return {"logit_std": float(logits.std(axis=1).mean()), "max_weight": float(w.max(1).mean()),
+            "entropy": float(entropy)}
+
+
+def sharpened(keys: np.ndarray, users: np.ndarray, items: np.ndarray, logit_std: float | None,
+              rng: np.random.Generator) -> np.ndarray:
+    """K scaled so that the slot logits spread by `logit_std` (None: K as trained)."""
+    if logit_std is None or keys.shape[1] < 2:
+        return keys
+    now = attention_stats(users, items, keys, rng)["logit_std"]
+    return (keys * (logit_std / max(now, 1e-12))).astype(np.float32)
+
+
 def grow(source: Path, out: Path, n_items: int, alpha: float, spread: float, extra: int,
-         seed: int, ef_construction: int) -> Path:
+         seed: int, ef_construction: int, logit_std: float | None = None,
+         choose: bool = True) -> Path:
     """Grow the artifact at `source` to `n_items` items and export it under `out`."""
     vdir = art.resolve_version_dir(source)
     manifest = art.read_manifest(vdir)
@@ -101,20 +127,25 @@ def grow(source: Path, out: Path, n_items: int, alpha: float, spread: float, ext
     t0 = time.perf_counter()
     table, parent = grow_items(arrays.items, arrays.popularity, n_items, alpha, spread, rng)
     log = grow_log(arrays, parent, extra, rng)
-    model = build_model(ModelConfig(**manifest.model), len(arrays.users), n_items)
+    users = np.asarray(arrays.users)
+    keys = sharpened(np.asarray(arrays.keys), users, table, logit_std, rng)
+    attention = {"trained": attention_stats(users, table, np.asarray(arrays.keys), rng),
+                 "served": attention_stats(users, table, keys, rng)}
+    model = build_model(ModelConfig(**manifest.model), len(users), n_items)
     with torch.no_grad():
-        model.user_emb.weight.copy_(torch.from_numpy(np.asarray(arrays.users)))
+        model.user_emb.weight.copy_(torch.from_numpy(users))
         model.item_emb.weight.copy_(torch.from_numpy(table))
         if model.lram is not None:
-            model.lram.keys.copy_(torch.from_numpy(np.asarray(arrays.keys)))
+            model.lram.keys.copy_(torch.from_numpy(keys))
             model.lram.memories.copy_(torch.from_numpy(np.asarray(arrays.memories)))
-    logging.info("grew %d -> %d items, %d interactions in %.1fs", len(arrays.items), n_items,
-                 len(log), time.perf_counter() - t0)
+    logging.info("grew %d -> %d items, %d interactions in %.1fs; attention %s",
+                 len(arrays.items), n_items, len(log), time.perf_counter() - t0, attention)
     return export(model.eval(), log, out, ef_construction=ef_construction,
-                  metrics={"grown_from": manifest.version},
+                  choose_retrieval=choose, metrics={"grown_from": manifest.version},
                   config={"grown": {"source": manifest.version, "items": n_items,
                                     "alpha": alpha, "spread": spread, "extra": extra,
-                                    "seed": seed}})
+                                    "logit_std": logit_std, "seed": seed,
+                                    "attention": attention}})
 
 
 def main() -> None:
@@ -125,6 +156,11 @@ def main() -> None:
     p.add_argument("--spread", type=float, default=1.0,
                    help="offset std in units of the parent's nearest-neighbour distance")
     p.add_argument("--extra", type=int, default=5, help="grown items added to each history")
+    p.add_argument("--logit-std", type=float, default=None,
+                   help="scale K so that the slot logits spread this much (a converged "
+                   "model's sharper attention; default: K as trained)")
+    p.add_argument("--no-choice", action="store_true",
+                   help="skip the export's C/efSearch choice (bench/recall.py measures)")
     p.add_argument("--ef-construction", type=int, default=200)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=0, help="torch/FAISS threads; 0: all")
@@ -135,7 +171,7 @@ def main() -> None:
         torch.set_num_threads(args.threads)
         faiss.omp_set_num_threads(args.threads)
     version = grow(args.artifact, args.out, args.items, args.alpha, args.spread, args.extra,
-                   args.seed, args.ef_construction)
+                   args.seed, args.ef_construction, args.logit_std, not args.no_choice)
     retrieval = art.read_manifest(version).retrieval
     print(f"grown catalogue: {version}\n  chosen: {retrieval}")
 

@@ -41,10 +41,13 @@ def hnsw_over(items: np.ndarray) -> faiss.Index:
     return index
 
 
-def recall_at_chosen(artifact: Path, n_users: int = 200, seed: int = 1) -> dict[str, Any]:
-    """Recall@10 at the C and efSearch the service would use (the manifest's), on users drawn
-    with `seed`; what bench/serve.py reports beside its throughput."""
-    loaded = load_artifact(art.resolve_version_dir(artifact), ort_threads=0)
+def recall_at_chosen(artifact: Path, n_users: int = 200, n_candidates: int | None = None,
+                     seed: int = 1) -> dict[str, Any]:
+    """Recall@10 at the C and efSearch the service uses (the manifest's unless `n_candidates`
+    overrides, as RELREC_N_CANDIDATES would), on users drawn with `seed`; what bench/serve.py
+    reports beside its throughput."""
+    loaded = load_artifact(art.resolve_version_dir(artifact), ort_threads=0,
+                           n_candidates=n_candidates)
     a = loaded.arrays
     users = candidates.sample_users(a, loaded.l_max, n_users, seed)
     exact = candidates.exact_distances(loaded.session, users, loaded.n_items)

@@ -40,7 +40,8 @@ TARGET_RECALL = 0.995
 K = 10
 C_GRID: tuple[int, ...] = (10, 15, 20, 25, 30, 40, 50, 75, 100, 150, 200, 300, 500, 750, 1000,
                            1500, 2000)
-EF_GRID: tuple[int, ...] = (16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512, 768, 1024)
+EF_GRID: tuple[int, ...] = (16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512, 768, 1024, 1536,
+                           2048)
 N_USERS = 500
 # Exhaustive scoring costs users x items scorer evaluations (HLR, d 100, L 50, N 20: ~35 µs
 # each on the shared 2-core dev machine, 500 users x 20k items in 349 s): past this many the
