@@ -8,7 +8,8 @@ and probes, histories newest first capped at L_max, seen items excluded; the exa
 C candidates is the exhaustive distances restricted to them, tie-aware recall), on users drawn
 with another seed than the export's, so the recall at the chosen C is checked on users the
 choice never saw. `--hnsw` rebuilds an HNSW32 index over a Flat artifact's items to show the
-efSearch axis too (what the exporter builds above 50k items). Prints a markdown table and the
+efSearch axis too (what the exporter builds above 50k items); `--flat` adds exact search over
+an HNSW artifact's items. Prints a markdown table and the
 manifest's choice with its recall on this sample.
 """
 
@@ -91,6 +92,9 @@ def main() -> None:
     p.add_argument("--candidates", default="10,20,50,100,200,500")
     p.add_argument("--ef", default="16,32,64,128,256,512", help="efSearch values (HNSW)")
     p.add_argument("--hnsw", action="store_true", help="also an HNSW32 index over the items")
+    p.add_argument("--flat", action="store_true",
+                   help="also an exact index over an HNSW artifact's items (what the probe "
+                   "alone loses, without the graph's misses)")
     p.add_argument("--seed", type=int, default=1, help="user sample (the export used 0)")
     p.add_argument("--json", type=Path)
     args = p.parse_args()
@@ -106,6 +110,10 @@ def main() -> None:
     rows = grid(loaded, users, exact, loaded.index, cs, efs if hnsw else [None])
     if args.hnsw and not hnsw:
         rows += grid(loaded, users, exact, hnsw_over(loaded.arrays.items), cs, efs)
+    if args.flat and hnsw:
+        flat = faiss.IndexFlatL2(loaded.dim)
+        flat.add(np.ascontiguousarray(loaded.arrays.items, dtype=np.float32))
+        rows = grid(loaded, users, exact, flat, cs, [None]) + rows
     chosen = loaded.manifest.retrieval
     if hnsw:
         candidates.set_ef_search(loaded.index, loaded.ef_search)  # the grid moved it
@@ -118,8 +126,9 @@ def main() -> None:
           f"{platform.processor() or platform.machine()}")
     print(table(rows, cs))
     print(f"chosen at export: {chosen}" if chosen else "no choice recorded in the manifest")
-    print(f"recall@10 at the served C={loaded.n_candidates}, efSearch={loaded.ef_search} on "
-          f"this sample: {served:.4f}")
+    ef = loaded.ef_search if hnsw else "none (exact index)"
+    print(f"recall@10 at the served C={loaded.n_candidates}, efSearch={ef} on this sample: "
+          f"{served:.4f}")
     if args.json:
         args.json.write_text(json.dumps({
             "artifact": loaded.version, "items": loaded.n_items, "users": len(users),

@@ -18,6 +18,7 @@ at C = 200, the whole FAISS search 13.2% at efSearch 256).
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -138,7 +139,10 @@ def choose_retrieval(session: ort.InferenceSession, index: Any, arrays: art.Arti
                      seed: int = 0, c_grid: tuple[int, ...] = C_GRID) -> art.RetrievalInfo:
     """Measure recall@k over C (and efSearch on HNSW) and pick the cheapest that reaches
     `target`; logs what was chosen and why. Leaves `index` at the chosen efSearch. C runs
-    over `c_grid` up to the catalogue (C = V re-ranks every unseen item: recall 1)."""
+    over `c_grid` up to the catalogue (C = V re-ranks every unseen item: recall 1 on an exact
+    index). When no C reaches the target (an HNSW graph that misses items at any efSearch),
+    the smallest C and efSearch reaching the best recall measured are kept, not the largest:
+    more candidates would cost re-rank time and buy nothing."""
     n_items = len(arrays.items)
     n = max(min(n_users, MIN_USERS), min(n_users, PAIR_BUDGET // max(n_items, 1)))
     users = sample_users(arrays, l_max, n, seed)
@@ -155,17 +159,39 @@ def choose_retrieval(session: ort.InferenceSession, index: Any, arrays: art.Arti
         curve.append(art.RecallPoint(c=c, ef_search=ef, recall=r))
         return r
 
-    best_c = next((c for c in cs if measure(c, efs[-1]) >= target), cs[-1])
-    best_ef = efs[-1]
-    if efs[-1] is not None:
-        best_ef = next((ef for ef in efs[:-1] if measure(best_c, ef) >= target), efs[-1])
-        set_ef_search(index, int(best_ef))  # type: ignore[arg-type]
-    recall = next(p.recall for p in curve if (p.c, p.ef_search) == (best_c, best_ef))
+    best_c, best_ef, recall = pick(measure, cs, efs, target)
+    if best_ef is not None:
+        set_ef_search(index, best_ef)
     info = art.RetrievalInfo(n_candidates=best_c, ef_search=best_ef, probes=probes, k=k,
                              target_recall=target, recall=recall, met=recall >= target,
                              users=len(users), curve=curve)
     log_choice(info)
     return info
+
+
+def pick(measure: Callable[[int, int | None], float], cs: list[int], efs: list[int | None],
+         target: float) -> tuple[int, int | None, float]:
+    """(C, efSearch, recall) by the rule of the module docstring; `measure(c, ef)` is recall.
+
+    C ascending at the largest efSearch until one reaches `target`; if none does, the
+    smallest C reaching the best recall seen (the index, not C, caps it: more candidates
+    would cost re-rank time and buy nothing). Then efSearch ascending at that C, to the
+    smallest reaching what the largest efSearch reached (capped at `target`)."""
+    seen: dict[int, float] = {}
+    best_c = None
+    for c in cs:
+        seen[c] = measure(c, efs[-1])
+        if seen[c] >= target:
+            best_c = c
+            break
+    if best_c is None:
+        best_c = next(c for c in cs if seen[c] == max(seen.values()))
+    goal = min(target, seen[best_c])
+    for ef in efs[:-1]:
+        r = measure(best_c, ef)
+        if r >= goal:
+            return best_c, ef, r
+    return best_c, efs[-1], seen[best_c]
 
 
 def choose_for_version(vdir: Path, index: Any, l_max: int, **kwargs: Any) -> art.RetrievalInfo:
@@ -179,9 +205,12 @@ def log_choice(info: art.RetrievalInfo) -> None:
     """The export log line: what was chosen, and the measurements that rule out less."""
     ef = "exact index" if info.ef_search is None else f"efSearch={info.ef_search}"
     if not info.met:
-        log.warning("retrieval: no C up to %d reached recall@%d %.3f (best %.4f on %d users); "
-                    "serving C=%d, %s", info.n_candidates, info.k, info.target_recall,
-                    info.recall, info.users, info.n_candidates, ef)
+        largest = max(p.c for p in info.curve)
+        log.warning("retrieval: no C up to %d reached recall@%d %.3f on %d users; recall "
+                    "plateaus at %.4f from C=%d, %s: the index limits it (a Flat index, or "
+                    "HNSW with a larger M or efConstruction, would do better); serving that",
+                    largest, info.k, info.target_recall, info.users, info.recall,
+                    info.n_candidates, ef)
         return
     why = []
     fewer = [p for p in info.curve if p.c < info.n_candidates]  # measured at the largest ef

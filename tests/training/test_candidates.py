@@ -126,9 +126,37 @@ def test_unmet_target_keeps_the_largest_c_and_says_so(
     with caplog.at_level(logging.INFO, logger="training.candidates"):
         info = candidates.choose_retrieval(loaded.session, loaded.index, loaded.arrays, L_MAX,
                                            probes="user", n_users=20, c_grid=(10, 15))
-    assert info.users == 20 and not info.met and info.n_candidates == 15
-    assert info.recall == info.curve[-1].recall < info.target_recall
+    best = max(p.recall for p in info.curve)
+    assert info.users == 20 and not info.met and info.recall == best < info.target_recall
+    # the smallest C reaching the best recall measured, not the largest C tried
+    assert info.n_candidates == min(p.c for p in info.curve if p.recall == best)
     assert "no C up to 15 reached recall@10 0.995" in caplog.text
+
+
+def test_pick_by_hand_target_met_and_plateau() -> None:
+    """The rule on hand-made recall tables: recall rises with C and with efSearch."""
+    met = {10: 0.97, 20: 0.994, 50: 0.996, 100: 0.999}  # at the largest ef (256)
+    ef_at_50 = {16: 0.95, 64: 0.993, 128: 0.9961}
+    calls: list[tuple[int, int | None]] = []
+
+    def measure(c: int, ef: int | None) -> float:
+        calls.append((c, ef))
+        return met[c] if ef == 256 else ef_at_50[ef]  # type: ignore[index]
+
+    assert candidates.pick(measure, [10, 20, 50, 100], [16, 64, 128, 256], 0.995) == (
+        50, 128, 0.9961)
+    assert (100, 256) not in calls  # C stops at the first that reaches the target
+    # An index that caps recall at 0.92 from C = 25: C = 25, not the largest C; the efSearch
+    # that reaches the plateau, not the target it cannot reach.
+    plateau = {10: 0.84, 25: 0.92, 100: 0.92, 2000: 0.92}
+    ef_at_25 = {16: 0.35, 1024: 0.91}
+
+    def capped(c: int, ef: int | None) -> float:
+        return plateau[c] if ef == 2048 else ef_at_25[ef]  # type: ignore[index]
+
+    assert candidates.pick(capped, [10, 25, 100, 2000], [16, 1024, 2048], 0.995) == (
+        25, 2048, 0.92)
+    assert candidates.pick(lambda c, ef: 1.0, [10, 20], [None], 0.995) == (10, None, 1.0)
 
 
 def test_export_can_skip_the_choice(tmp_path: Path, train: Interactions) -> None:
