@@ -103,7 +103,8 @@ class RetrievalInfo(BaseModel):
     that C) whose two-stage result (FAISS probes, C candidates, exact re-rank) reaches
     `target_recall` recall@k against exhaustive exact scoring of every item, on `users`
     sampled users. The service reads them unless RELREC_N_CANDIDATES / RELREC_EF_SEARCH are
-    set. `met` is False when no measured C reached the target (the largest one is kept).
+    set. `met` is False when no measured C reached the target: the index caps recall, and
+    the smallest C and efSearch reaching the best recall measured are kept.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)

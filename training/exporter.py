@@ -48,8 +48,8 @@ log = logging.getLogger(__name__)
 FLAT_MAX_ITEMS = 50_000  # exact search up to here; HNSW above (autofaiss's rule of thumb)
 HNSW_M = 32
 HNSW_EF_CONSTRUCTION = 200
-HNSW_EF_SEARCH = 256  # the service's default `ef_search`
-RECALL_C = 300  # the service's default number of candidates
+HNSW_EF_SEARCH = 256  # saved in the index; the service sets manifest.retrieval's efSearch
+RECALL_C = 300  # the C of IndexInfo.recall_at_c (index vs exact search, not the served C)
 PARITY_RTOL = 1e-5
 # Absolute slack for distances near 0: the float32 rounding of p + r − q (|·| ≲ 3 in the unit
 # ball) is ~3e-7 per coordinate, so a squared distance carries ~2‖p + r − q‖·√d·3e-7 absolute
