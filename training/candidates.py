@@ -12,7 +12,10 @@ equals the exact distances restricted to them, so one exhaustive pass serves eve
 The rule: the smallest C on `C_GRID` that reaches the target at the largest efSearch, then the
 smallest efSearch reaching it at that C. C first, because the exact re-rank of a candidate
 costs more than an HNSW step (docs/benchmarks.md "Serving": re-rank 26.6% of a request's CPU
-at C = 200, the whole FAISS search 13.2% at efSearch 256).
+at C = 200, the whole FAISS search 13.2% at efSearch 256). Where no C reaches the target (an
+HNSW graph that misses items at every efSearch, as on the grown catalogues of
+docs/benchmarks.md "Serving at the floor"), the smallest C and efSearch reaching the best
+recall measured are kept, and the log says that the index limits recall.
 """
 
 from __future__ import annotations
@@ -140,9 +143,7 @@ def choose_retrieval(session: ort.InferenceSession, index: Any, arrays: art.Arti
     """Measure recall@k over C (and efSearch on HNSW) and pick the cheapest that reaches
     `target`; logs what was chosen and why. Leaves `index` at the chosen efSearch. C runs
     over `c_grid` up to the catalogue (C = V re-ranks every unseen item: recall 1 on an exact
-    index). When no C reaches the target (an HNSW graph that misses items at any efSearch),
-    the smallest C and efSearch reaching the best recall measured are kept, not the largest:
-    more candidates would cost re-rank time and buy nothing."""
+    index); the rule is `pick`'s."""
     n_items = len(arrays.items)
     n = max(min(n_users, MIN_USERS), min(n_users, PAIR_BUDGET // max(n_items, 1)))
     users = sample_users(arrays, l_max, n, seed)
