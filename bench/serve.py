@@ -47,6 +47,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 from catalogue import CatalogueSpec, build_catalogue  # noqa: E402
 from loadgen import closed_loop, open_loop, run_async  # noqa: E402
 from profile_summary import summarise_profiles  # noqa: E402
+from recall import recall_at_chosen  # noqa: E402
 
 from models import artifact as art  # noqa: E402
 from models.artifact_arrays import read_arrays, user_history  # noqa: E402
@@ -276,10 +277,9 @@ def measure(
     args: argparse.Namespace, artifact: Path, server_cpus: set[int], client_cpus: set[int]
 ) -> dict[str, object]:
     result: dict[str, object] = {}
-    env = {
-        "RELREC_N_CANDIDATES": str(args.candidates),
-        "RELREC_BATCH_MAX_SIZE": str(args.batch_max_size),
-    }
+    env = {"RELREC_BATCH_MAX_SIZE": str(args.batch_max_size)}
+    if args.candidates is not None:  # else the artifact's own C (manifest `retrieval`)
+        env["RELREC_N_CANDIDATES"] = str(args.candidates)
     with (
         tempfile.TemporaryDirectory() as tmp,
         redis_server(Path(tmp), server_cpus) as (redis_url, _),
@@ -344,7 +344,18 @@ def build_parser(description: str = __doc__.split("\n\n")[0]) -> argparse.Argume
     p.add_argument("--cache", type=Path, default=ROOT / "runs" / "catalogues")
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--server-cores", type=int, default=1, help="cores for workers and Redis")
-    p.add_argument("--candidates", type=int, default=200, help="RELREC_N_CANDIDATES")
+    p.add_argument(
+        "--candidates",
+        type=int,
+        default=None,
+        help="RELREC_N_CANDIDATES (default: unset, the artifact's own C from its manifest)",
+    )
+    p.add_argument(
+        "--recall-users",
+        type=int,
+        default=100,
+        help="users for recall@10 at the served C against exhaustive scoring; 0: skip",
+    )
     p.add_argument("--batch-max-size", type=int, default=8, help="RELREC_BATCH_MAX_SIZE")
     p.add_argument("--concurrency", type=int, default=32)
     p.add_argument("--users", type=int, default=2000)
@@ -390,7 +401,9 @@ def main() -> None:
     print(
         f"artifact {manifest.version}: {manifest.kind}, {manifest.counts.items} items, "
         f"{manifest.counts.users} users, d={manifest.dim}, N={manifest.n_memory}, "
-        f"L_max={manifest.l_max}, index {manifest.index.factory}; C={args.candidates}"
+        f"L_max={manifest.l_max}, index {manifest.index.factory}; C="
+        f"{args.candidates or 'from the manifest'} (export chose "
+        f"{manifest.retrieval.n_candidates if manifest.retrieval else 'nothing'})"
     )
     print(
         f"server: relrec serve, {args.workers} workers + redis-server pinned to CPUs "
@@ -405,6 +418,7 @@ def main() -> None:
             "server_cpus": sorted(server_cpus),
             "client_cpus": sorted(client_cpus),
             "artifact": manifest.version,
+            "artifact_dir": str(art.resolve_version_dir(artifact)),
             "items": manifest.counts.items,
             "candidates": args.candidates,
             "workers": args.workers,
@@ -412,6 +426,13 @@ def main() -> None:
         }
     )
     print(f"load average {os.getloadavg()[0]:.2f} after")
+    if args.recall_users:  # after the timed phases: exhaustive scoring is CPU-heavy
+        result["recall"] = recall_at_chosen(artifact, args.recall_users, args.candidates)
+        r = result["recall"]
+        print(
+            f"recall@10 at the served C={r['C']}, efSearch={r['ef_search']} against exhaustive "
+            f"exact scoring, {r['users']} users: {r['recall_at_10']:.4f}"
+        )
     if args.json:
         args.json.write_text(json.dumps(result, indent=2) + "\n")
 

@@ -151,14 +151,14 @@ def main() -> None:
     load_before = os.getloadavg()
     print(f"machine: {serve.machine()}; load average {load_before} before")
     print(
-        f"artifact {manifest.version}: {manifest.counts.items} items, C={args.candidates}; "
+        f"artifact {manifest.version}: {manifest.counts.items} items, "
+        f"C={args.candidates or 'from the manifest'}; "
         f"per executor {args.workers} workers, all servers + redis on CPUs "
         f"{sorted(server_cpus)}, client on {sorted(client_cpus)}"
     )
-    env = {
-        "RELREC_N_CANDIDATES": str(args.candidates),
-        "RELREC_BATCH_MAX_SIZE": str(args.batch_max_size),
-    }
+    env = {"RELREC_BATCH_MAX_SIZE": str(args.batch_max_size)}
+    if args.candidates is not None:  # else each artifact's own C (manifest `retrieval`)
+        env["RELREC_N_CANDIDATES"] = str(args.candidates)
     result: dict[str, object] = {"executors": args.executors}
     with tempfile.TemporaryDirectory() as tmp, ExitStack() as stack:
         redis_url, _ = stack.enter_context(redis_server(Path(tmp), server_cpus))

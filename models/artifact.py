@@ -25,8 +25,8 @@ __all__ = [
     "CURRENT", "FORMAT_VERSION", "HISTORY_INDPTR", "HISTORY_ITEMS", "INDEX", "ITEM_IDS",
     "MANIFEST", "PAYLOAD_FILES", "POPULARITY", "SCORER", "TENSORS", "USER_IDS",
     "ArtifactError", "Counts", "FoldInInfo", "IndexInfo", "Manifest",
-    "OnnxInfo", "TensorSpec", "TextItemsInfo", "TrainingInfo", "file_sha256",
-    "list_versions", "open_version", "point_current",
+    "OnnxInfo", "RecallPoint", "RetrievalInfo", "TensorSpec", "TextItemsInfo", "TrainingInfo",
+    "file_sha256", "list_versions", "open_version", "point_current",
     "read_manifest", "resolve_current", "resolve_version_dir", "verify",
     "write_manifest",
 ]
@@ -79,6 +79,40 @@ class IndexInfo(BaseModel):
     params: dict[str, Any] = Field(default_factory=dict)  # efConstruction, efSearch ...
     recall_at_c: float | None = None  # vs exact search, measured on the users' own vectors
     c: int | None = None  # the C of recall_at_c
+
+
+class RecallPoint(BaseModel):
+    """One measurement behind `RetrievalInfo`: recall@k of the two-stage result at (C, ef)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    c: int = Field(ge=1)
+    ef_search: int | None = None  # None: exact (Flat) index
+    recall: float = Field(ge=0.0, le=1.0)
+
+
+class RetrievalInfo(BaseModel):
+    """The candidate count C and HNSW efSearch the service uses for this version (issue 18).
+
+    Chosen at export by `training/candidates.py`: the smallest C (then the smallest efSearch at
+    that C) whose two-stage result (FAISS probes, C candidates, exact re-rank) reaches
+    `target_recall` recall@k against exhaustive exact scoring of every item, on `users`
+    sampled users. The service reads them unless RELREC_N_CANDIDATES / RELREC_EF_SEARCH are
+    set. `met` is False when no measured C reached the target: the index caps recall, and
+    the smallest C and efSearch reaching the best recall measured are kept.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    n_candidates: int = Field(ge=1)
+    ef_search: int | None = None  # None: exact (Flat) index, nothing to tune
+    probes: str = "relation"  # the probe set it was measured with (RELREC_PROBES)
+    k: int = Field(10, ge=1)
+    target_recall: float = Field(ge=0.0, le=1.0)
+    recall: float = Field(ge=0.0, le=1.0)  # measured at (n_candidates, ef_search)
+    met: bool
+    users: int = Field(ge=0)
+    curve: list[RecallPoint] = Field(default_factory=list)  # every point measured
 
 
 class TextItemsInfo(BaseModel):
@@ -174,6 +208,8 @@ class Manifest(BaseModel):
     # None (versions before issue 16): a relational model, fold-in by the hinge
     fold_in: FoldInInfo | None = None
     training: TrainingInfo | None = None  # None: trained on the train split (before issue 16)
+    # None (versions before issue 18, baselines): the service's fallback C and efSearch
+    retrieval: RetrievalInfo | None = None
 
     @property
     def kind(self) -> str:

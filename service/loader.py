@@ -28,10 +28,22 @@ from service.errors import ArtifactRejectedError
 
 log = logging.getLogger(__name__)
 
-__all__ = ["INDEX_FILE", "SCORER_FILE", "LoadedArtifact", "load_artifact"]
+__all__ = [
+    "FALLBACK_EF_SEARCH",
+    "FALLBACK_N_CANDIDATES",
+    "INDEX_FILE",
+    "SCORER_FILE",
+    "LoadedArtifact",
+    "load_artifact",
+    "retrieval_params",
+]
 
 SCORER_FILE = art.SCORER
 INDEX_FILE = art.INDEX
+# C and efSearch for versions whose manifest records no measured choice (before issue 18, and
+# the baselines): the defaults the service had before.
+FALLBACK_N_CANDIDATES = 200
+FALLBACK_EF_SEARCH = 256
 
 
 @dataclass(eq=False)
@@ -47,6 +59,8 @@ class LoadedArtifact:
     l_max: int
     has_attention: bool
     popular_rows: np.ndarray = field(repr=False)  # [V] item rows, most popular first
+    n_candidates: int = FALLBACK_N_CANDIDATES  # C: the setting's, else the manifest's
+    ef_search: int = FALLBACK_EF_SEARCH  # HNSW efSearch the index was set to
 
     @property
     def n_items(self) -> int:
@@ -63,10 +77,13 @@ def load_artifact(
     ort_threads: int = 0,
     faiss_threads: int = 0,
     use_gpu: bool | None = None,
-    ef_search: int = 256,
+    ef_search: int | None = None,
+    n_candidates: int | None = None,
     check_hashes: bool = True,
 ) -> LoadedArtifact:
-    """Load and check one version directory; `ArtifactRejectedError` says what is wrong."""
+    """Load and check one version directory; `ArtifactRejectedError` says what is wrong.
+
+    `n_candidates` and `ef_search` given win; None takes the manifest's (`retrieval_params`)."""
     started = time.perf_counter()
     path = Path(path).resolve()
     try:
@@ -82,6 +99,7 @@ def load_artifact(
     has_attention = ATTENTION in {o.name for o in session.get_outputs()}
     if faiss_threads:
         faiss.omp_set_num_threads(faiss_threads)
+    n_candidates, ef_search = retrieval_params(manifest, n_candidates, ef_search)
     index = _open_index(path / INDEX_FILE, arrays.items, ef_search, use_gpu)
     loaded = LoadedArtifact(
         version=str(manifest.version or path.name),
@@ -93,6 +111,8 @@ def load_artifact(
         l_max=l_max,
         has_attention=has_attention,
         popular_rows=np.argsort(-np.asarray(arrays.popularity), kind="stable"),
+        n_candidates=n_candidates,
+        ef_search=ef_search,
     )
     _smoke_test(loaded)
     log.info(
@@ -106,6 +126,37 @@ def load_artifact(
         time.perf_counter() - started,
     )
     return loaded
+
+
+def retrieval_params(
+    manifest: art.Manifest, n_candidates: int | None, ef_search: int | None
+) -> tuple[int, int]:
+    """(C, efSearch): a value given (a setting) wins over the manifest's measured choice, which
+    wins over the fallback; logs which one and why, so that an operator sees the trade."""
+    chosen = manifest.retrieval
+    c_from = ef_from = "setting"
+    if n_candidates is None:
+        n_candidates, c_from = FALLBACK_N_CANDIDATES, "default (manifest records no choice)"
+        if chosen is not None:
+            n_candidates, c_from = chosen.n_candidates, "manifest"
+    if ef_search is None:
+        ef_search, ef_from = FALLBACK_EF_SEARCH, "default (manifest records no choice)"
+        if chosen is not None and chosen.ef_search is not None:
+            ef_search, ef_from = chosen.ef_search, "manifest"
+        elif chosen is not None:
+            ef_from = "default (exact index, not used)"
+    measured = (
+        "no recall measured at export"
+        if chosen is None
+        else f"export measured recall@{chosen.k} {chosen.recall:.4f} at C={chosen.n_candidates}"
+        f"{'' if chosen.ef_search is None else f', efSearch={chosen.ef_search}'}"
+        f" (target {chosen.target_recall}{'' if chosen.met else ', not met'})"
+    )
+    log.info(
+        "retrieval: C=%d from the %s, efSearch=%d from the %s; %s",
+        n_candidates, c_from, ef_search, ef_from, measured,
+    )
+    return n_candidates, ef_search
 
 
 def _check_arrays(path: Path, arrays: Any) -> None:

@@ -102,6 +102,7 @@ class Runtime:
             faiss_threads=s.faiss_threads,
             use_gpu=s.use_gpu,
             ef_search=s.ef_search,
+            n_candidates=s.n_candidates,
         )
         arrays = artifact.arrays
         retriever = Retriever(
@@ -109,7 +110,7 @@ class Runtime:
             arrays.items,
             arrays.keys,
             arrays.memories,
-            s.n_candidates,
+            artifact.n_candidates,
             probes=s.probes,
             selector_min=s.selector_min_candidates,
         )

@@ -15,6 +15,7 @@ from pydantic import (
     ConfigDict,
     Discriminator,
     Field,
+    StrictBool,
     StrictFloat,
     Tag,
     WithJsonSchema,
@@ -189,19 +190,18 @@ class RecommendRequest(BaseModel):
     users: list[Id] = Field(min_length=1, description="at most RELREC_MAX_RECOMMEND_USERS")
     k: int = Field(10, ge=1, description="items per user (at most RELREC_MAX_K)")
     offset: int = Field(0, ge=0, description="ranks to skip, for paging (at most RELREC_MAX_K)")
-    explain: bool = Field(False, strict=True)
+    explain: StrictBool = False
     exclude: list[Id] = Field(default_factory=list, description="item ids never to return")
-    candidates: list[Id] | None = Field(
-        None, description=CANDIDATES_DOC
-    )
+    candidates: list[Id] | None = Field(None, description=CANDIDATES_DOC)
 
     @field_validator("k", "offset", mode="before")
     @classmethod
-    def _a_number(cls, v: Any) -> Any:
-        """true and "10" are not numbers (lax pydantic reads 1 and 10); 10.0 is (JSON Schema)."""
-        if isinstance(v, bool | str):
-            raise ValueError("must be an integer, not a boolean or a string")
-        return v
+    def _json_integer(cls, value: Any) -> Any:
+        # What JSON Schema calls an integer (2, or 2.0), not `false` or "2": pydantic's lax
+        # int would read those too, and a body should say what it means.
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ValueError("must be a JSON integer")
+        return value
 
 
 class SimilarResponse(BaseModel):
@@ -238,6 +238,14 @@ class RecommendBatchResponse(BaseModel):
     results: list[RecommendResponse] = Field(description="one per user, in the request's order")
 
 
+# pydantic reads a JSON number as epoch seconds only within ±2e10 (beyond, as milliseconds), so
+# the schema admits numbers in that range and date-time strings: what the model really accepts.
+Timestamp = Annotated[datetime, WithJsonSchema({"anyOf": [
+    {"type": "number", "minimum": -2e10, "maximum": 2e10, "description": "epoch seconds"},
+    {"type": "string", "format": "date-time"},
+]})]
+
+
 class InteractionIn(BaseModel):
     """One interaction; `event_id` makes a retry idempotent (unique per user)."""
 
@@ -253,7 +261,7 @@ class InteractionIn(BaseModel):
 
     user_id: Id
     item_id: Id
-    timestamp: datetime | None = Field(
+    timestamp: Timestamp | None = Field(
         None, description="epoch seconds or ISO 8601 (UTC when no zone); default: now"
     )
     # Strict: a boolean or a numeric string is not a weight (JSON numbers, ints included, are).

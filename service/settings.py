@@ -73,7 +73,12 @@ class Settings(BaseSettings):
     )
 
     # Retrieval and re-ranking.
-    n_candidates: int = Field(default=200, ge=1, le=100_000, description="C re-ranked exactly")
+    # C and efSearch: unset (None), each artifact's own, chosen at export as the smallest
+    # reaching recall@10 0.995 against exact scoring (manifest `retrieval`, issue 18), or 200
+    # and 256 for versions without that record (service/loader.py). Set, they win.
+    n_candidates: int | None = Field(
+        default=None, ge=1, le=100_000, description="C re-ranked exactly; None: the manifest's"
+    )
     selector_min_candidates: int = Field(
         default=256,
         ge=0,
@@ -83,7 +88,9 @@ class Settings(BaseSettings):
     )
     # FAISS query construction (service/retriever.py has the measured comparison).
     probes: Literal["relation", "centroid", "user", "slots"] = "relation"
-    ef_search: int = Field(default=256, ge=1, le=100_000, description="HNSW efSearch when HNSW")
+    ef_search: int | None = Field(
+        default=None, ge=1, le=100_000, description="HNSW efSearch; None: the manifest's"
+    )
     # Threads: 0 is the library's default (all cores); with several workers, cores / workers.
     ort_threads: int = Field(default=0, ge=0, description="onnxruntime intra-op threads")
     faiss_threads: int = Field(default=0, ge=0, description="FAISS OpenMP threads")

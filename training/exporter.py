@@ -35,6 +35,7 @@ from models.graphs import ScorerGraph
 from models.registry import build_scorer_graph
 from models.scorer_io import OPSET, scorer_feed
 from models.version import relrec_version
+from training.candidates import choose_for_version
 from training.interactions import Interactions
 from training.run_dir import Run, TextItems, load_run
 from training.scorer_graph import export_onnx, io_spec
@@ -48,8 +49,8 @@ log = logging.getLogger(__name__)
 FLAT_MAX_ITEMS = 50_000  # exact search up to here; HNSW above (autofaiss's rule of thumb)
 HNSW_M = 32
 HNSW_EF_CONSTRUCTION = 200
-HNSW_EF_SEARCH = 256  # the service's default `ef_search`
-RECALL_C = 300  # the service's default number of candidates
+HNSW_EF_SEARCH = 256  # saved in the index; the service sets manifest.retrieval's efSearch
+RECALL_C = 300  # the C of IndexInfo.recall_at_c (index vs exact search, not the served C)
 PARITY_RTOL = 1e-5
 # Absolute slack for distances near 0: the float32 rounding of p + r − q (|·| ≲ 3 in the unit
 # ball) is ~3e-7 per coordinate, so a squared distance carries ~2‖p + r − q‖·√d·3e-7 absolute
@@ -103,7 +104,8 @@ def export(model: RelationalModel, train: Interactions, out_dir: str | Path, *,
            metrics: dict[str, Any] | None = None, config: dict[str, Any] | None = None,
            index: str = "auto", parity_check: bool = True,
            ef_construction: int = HNSW_EF_CONSTRUCTION,
-           text_items: TextItems | None = None, known: Interactions | None = None) -> Path:
+           text_items: TextItems | None = None, known: Interactions | None = None,
+           choose_retrieval: bool = True) -> Path:
     """Write a new artifact version of `model` under `out_dir` and make it current.
 
     `index` is "auto" (exact `Flat` up to FLAT_MAX_ITEMS items, `HNSW32` above), "flat" or
@@ -113,6 +115,8 @@ def export(model: RelationalModel, train: Interactions, out_dir: str | Path, *,
     with item text) are appended to the item table and named in `manifest.text_items`.
     `known` (every interaction known, over `train`'s id maps) gives the exported histories
     and so the seen set; without it, `train` does (a refit run's train is everything).
+    `choose_retrieval` records in `manifest.retrieval` the cheapest C and efSearch reaching
+    recall@10 0.995 (training/candidates.py); False leaves the service's fallback.
     """
     model = model.eval()
     text_info = None
@@ -132,7 +136,8 @@ def export(model: RelationalModel, train: Interactions, out_dir: str | Path, *,
 
     def write(tmp: Path, version: str, created: datetime) -> art.Manifest:
         return _write_version(tmp, version, created, model, train, metrics or {}, config,
-                              index, parity_check, ef_construction, text_info, known)
+                              index, parity_check, ef_construction, text_info, known,
+                              choose_retrieval)
 
     return publish(out_dir, train, content, write)
 
@@ -167,7 +172,7 @@ def _write_version(vdir: Path, version: str, created: datetime, model: Relationa
                    train: Interactions, metrics: dict[str, Any], config: dict[str, Any] | None,
                    index: str, parity_check: bool, ef_construction: int,
                    text_info: art.TextItemsInfo | None,
-                   known: Interactions | None) -> art.Manifest:
+                   known: Interactions | None, choose_retrieval: bool) -> art.Manifest:
     """Every file of the version, then the manifest with their checksums (last)."""
     tensors = _model_tensors(model)
     graph = build_scorer_graph(model)
@@ -177,8 +182,10 @@ def _write_version(vdir: Path, version: str, created: datetime, model: Relationa
         err = check_parity(model, vdir / art.SCORER)
         log.info("parity: max relative error %.2e (tolerance %.0e)", err, PARITY_RTOL)
     _write_tensors(vdir / art.TENSORS, tensors)
-    index_info = _write_index(vdir / art.INDEX, tensors, index, ef_construction)
+    faiss_index, index_info = _write_index(vdir / art.INDEX, tensors, index, ef_construction)
     write_interactions(vdir, train, known)
+    retrieval = (choose_for_version(vdir, faiss_index, model.config.l_max)
+                 if choose_retrieval else None)
     files = {name: art.file_sha256(vdir / name) for name in art.PAYLOAD_FILES}
     manifest = art.Manifest(
         format_version=art.FORMAT_VERSION, version=version, relrec_version=relrec_version(),
@@ -190,7 +197,7 @@ def _write_version(vdir: Path, version: str, created: datetime, model: Relationa
         sizes={name: (vdir / name).stat().st_size for name in art.PAYLOAD_FILES},
         text_items=text_info,
         fold_in=art.FoldInInfo(method="hinge", params={"margin": float(model.config.margin)}),
-        training=training_info(metrics, known is not None))
+        training=training_info(metrics, known is not None), retrieval=retrieval)
     art.write_manifest(vdir, manifest)
     return manifest
 
@@ -247,13 +254,13 @@ def history_csr(train: Interactions) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _write_index(path: Path, tensors: dict[str, np.ndarray], kind: str,
-                 ef_construction: int) -> art.IndexInfo:
+                 ef_construction: int) -> tuple[faiss.Index, art.IndexInfo]:
     queries = _recall_queries(tensors)
     index, info = build_index(tensors["items"], queries, kind, ef_construction)
     faiss.write_index(index, str(path))
     log.info("index %s over %d items (recall@%s %.3f)", info.factory, index.ntotal, info.c,
              info.recall_at_c or 0.0)
-    return info
+    return index, info
 
 
 def build_index(items: np.ndarray, queries: np.ndarray | None = None,

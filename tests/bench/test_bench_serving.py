@@ -93,6 +93,11 @@ def test_serve_quick_reports_every_field(cache: Path, tmp_path: Path) -> None:
     assert result["users"]["posted_interactions"] > 0
     if spy:
         assert result["profile"] and abs(sum(result["profile"].values()) - 1.0) < 1e-6
+    # Issue 18: served at the artifact's own C, whose recall is reported on the same artifact.
+    chosen = art.read_manifest(art.resolve_version_dir(Path(result["artifact_dir"]))).retrieval
+    assert chosen is not None and result["recall"]["C"] == chosen.n_candidates
+    assert 0.0 <= result["recall"]["recall_at_10"] <= 1.0 and result["recall"]["users"] > 0
+    assert "recall@10 at the served C=" in out
 
 
 def test_serve_executors_quick_compares_both_in_one_run(cache: Path, tmp_path: Path) -> None:

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
+from service.loader import FALLBACK_N_CANDIDATES
 from service.server import settings_to_env
 from service.settings import Settings
 
@@ -17,7 +18,10 @@ def test_defaults_need_no_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     s = Settings(_env_file=None)  # type: ignore[call-arg]
     assert s.history_url.startswith("sqlite:///")
     assert s.write_keys() == [] and s.admin_keys() == []
-    assert 100 <= s.n_candidates <= 1000
+    # C and efSearch come from each artifact's manifest (issue 18) unless set; versions
+    # without that record get the fallback, which stays a sane C.
+    assert s.n_candidates is None and s.ef_search is None
+    assert 100 <= FALLBACK_N_CANDIDATES <= 1000
 
 
 def test_env_vars_map_to_fields(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
