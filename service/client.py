@@ -25,9 +25,9 @@ from urllib.parse import quote
 import httpx
 from pydantic import BaseModel
 
+from service.interaction_schemas import InteractionsResponse
 from service.schemas import (
     ErasureResponse,
-    InteractionsResponse,
     ModelResponse,
     ReadyResponse,
     RecommendBatchResponse,

@@ -20,16 +20,16 @@ from pydantic import TypeAdapter, ValidationError
 from models.idmap import IdMap
 from service.errors import InvalidInputError, StoreUnavailableError, validation_message
 from service.history import Event, HistoryStore
-from service.limits import Limits
-from service.metrics import Metrics
-from service.schemas import (
-    ErasureResponse,
+from service.interaction_schemas import (
     InteractionIn,
     InteractionsBody,
     InteractionsResponse,
     RejectedInteraction,
     UnknownItemInteraction,
 )
+from service.limits import Limits
+from service.metrics import Metrics
+from service.schemas import ErasureResponse
 
 __all__ = ["IngestService", "ingest"]
 

@@ -6,7 +6,7 @@ from fastapi import APIRouter
 
 from service.deps import IngestDep, WriteKeyDep
 from service.errors import error_responses
-from service.schemas import InteractionsBody, InteractionsResponse
+from service.interaction_schemas import InteractionsBody, InteractionsResponse
 
 router = APIRouter(tags=["interactions"])
 
