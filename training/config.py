@@ -78,7 +78,8 @@ class TrainerConfig(_Section):
         "rank-weighted hinge on the closest; mean: hinge averaged over n; softmax: sampled "
         "softmax over n distinct negatives shared by the batch (logits −distance/temperature; "
         "the margin is unused)")
-    n_negatives: int = Field(1, ge=1, le=1000, description="negatives sampled per positive")
+    n_negatives: int = Field(1, ge=1, le=1000, description="negatives sampled per positive "
+                             "(softmax: per batch, shared by its positives)")
     temperature: float = Field(0.1, gt=0, le=10, description="with softmax: τ in the logits "
                                "−d/τ (distances lie in [0, 4] inside the unit ball)")
     lr_memory: float | None = Field(None, gt=0, description="learning rate of K and M; None: lr")
