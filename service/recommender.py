@@ -192,16 +192,8 @@ class Recommender:
         keep = (rows[0] >= 0) & (rows[0] != row)
         # An inner-product index returns similarities: their negation is the distance.
         dists = found[0][keep] if t.index_metric == "L2" else -found[0][keep]
-        items = [
-            RecommendedItem(
-                item_id=str(t.item_ids.ids[r]),
-                score=to_score(float(d)),
-                distance=float(d),
-                popularity=int(t.popularity[r]),
-                because=None,
-            )
-            for r, d in zip(rows[0][keep][:k].tolist(), dists[:k].tolist(), strict=True)
-        ]
+        items = [_scored_item(t, r, d, None)
+                 for r, d in zip(rows[0][keep][:k].tolist(), dists[:k].tolist(), strict=True)]
         return SimilarResponse(item_id=item_id, model_version=self.version, items=items)
 
     # -- step 1-2: history and user vector ----------------------------------------------------
@@ -309,16 +301,8 @@ class Recommender:
         because: list[list[ExplainItem] | None] = [None] * len(rows)
         if q.explain:
             because = list(self._because(s, rows, dists))
-        items = [
-            RecommendedItem(
-                item_id=str(t.item_ids.ids[row]),
-                score=to_score(float(dist)),
-                distance=float(dist),
-                popularity=int(t.popularity[row]),
-                because=why,
-            )
-            for row, dist, why in zip(rows.tolist(), dists.tolist(), because, strict=True)
-        ]
+        items = [_scored_item(t, row, dist, why)
+                 for row, dist, why in zip(rows.tolist(), dists.tolist(), because, strict=True)]
         return self._response(q, s, items)
 
     def _because(
@@ -369,6 +353,14 @@ class Recommender:
 
 
 _EMPTY = np.zeros(0, np.int64)
+
+
+def _scored_item(t: Tables, row: int, distance: float,
+                 because: list[ExplainItem] | None) -> RecommendedItem:
+    """One ranked item from the model's distance: the one place `score` is derived from it."""
+    return RecommendedItem(item_id=str(t.item_ids.ids[row]), score=to_score(float(distance)),
+                           distance=float(distance), popularity=int(t.popularity[row]),
+                           because=because)
 
 
 def _first_occurrences(rows: np.ndarray) -> np.ndarray:
