@@ -37,6 +37,7 @@ _FLAG_MAP = {
     "select_by": ("trainer", "select_by"), "device": ("trainer", "device"),
     "eval_users": ("trainer", "eval_users"), "negatives": ("trainer", "negatives"),
     "n_negatives": ("trainer", "n_negatives"), "lr_memory": ("trainer", "lr_memory"),
+    "init_from": ("trainer", "init_from"),
     "temperature": ("trainer", "temperature"),
     "schedule": ("trainer", "schedule"), "threads": ("trainer", "threads"),
     "memory_decay": ("trainer", "memory_decay"), "history_dropout": ("model", "history_dropout"),
@@ -136,6 +137,7 @@ def add_train_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser
     _add_config_flag(p, "memory-decay", float)
     _add_config_flag(p, "history-dropout", float)
     _add_config_flag(p, "schedule", choices=["constant", "cosine", "plateau"])
+    _add_config_flag(p, "init-from", metavar="RUN_DIR")
     _add_run_flags(p)
     p.add_argument("--config", help="TOML file with [data] [model] [trainer] [eval] sections "
                    "(e.g. a `relrec tune` best.toml)")

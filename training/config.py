@@ -88,6 +88,9 @@ class TrainerConfig(_Section):
     schedule: Literal["constant", "cosine", "plateau"] = Field(
         "constant", description="cosine: anneal to lr/100 over `epochs`; plateau: halve the "
         "learning rate after an epoch without validation gain")
+    init_from: str | None = Field(None, description="warm start: a run directory trained on "
+                                  "the same data (e.g. CML) whose tables this model starts "
+                                  "from; a relation memory the run lacks starts at zero")
 
     @model_validator(mode="after")
     def _negatives_need_several(self) -> TrainerConfig:
@@ -184,6 +187,15 @@ class TrainConfig(_Section):
             raise ValueError(f"negatives={self.trainer.negatives!r} with n_negatives="
                              f"{self.trainer.n_negatives} needs the plain hinge objective; with "
                              "review or item text use uniform with one negative, or hardest")
+        return self
+
+    @model_validator(mode="after")
+    def _warm_start_needs_the_same_rows(self) -> TrainConfig:
+        """A final refit covers every interaction, so its rows are not the warm-start run's."""
+        if self.final and self.trainer.init_from:
+            raise ValueError("trainer.init_from with --final: the refit's rows (every "
+                             "interaction, no k-core) are not the run's; warm-start an "
+                             "evaluation run, then refit without init_from")
         return self
 
 

@@ -33,6 +33,7 @@ from training.splits import Split, make_split
 from training.text.items import ItemTextObjective, build_item_text_objective
 from training.torch_scorer import ModelScorer, train_valid_histories
 from training.trainer import EpochLog, Trainer, TrainResult, Validator
+from training.warm_start import warm_start
 
 log = logging.getLogger(__name__)
 
@@ -88,6 +89,8 @@ def fit_model(cfg: TrainConfig, split: Split, rank: int = 0, world_size: int = 1
     """
     torch.manual_seed(cfg.trainer.seed)
     model = build_model(cfg.model, split.train.n_users, split.train.n_items)
+    if cfg.trainer.init_from:
+        warm_start(model, cfg.trainer.init_from, split.train)
     dataset = TrainDataset(split.train, cfg.model.l_max, cfg.model.uses_history,
                            cfg.model.history_sampling, cfg.model.history_dropout)
     validate = make_validator(cfg, split, dataset)
