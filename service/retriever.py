@@ -85,7 +85,9 @@ class Retriever:
         self.n_items = int(item_vecs.shape[0])
         self.selector_min = selector_min  # allow-lists longer than this: an id selector
         # The query parts that depend on no request, computed once per version.
-        self._centroid = self.memories.mean(axis=0) if len(self.memories) else None  # [d]
+        self._centroid: np.ndarray = (  # [d]; no memory: the probe is p_u, never this
+            self.memories.mean(axis=0) if len(self.memories) else np.zeros(0, np.float32)
+        )
 
     def queries(
         self,
