@@ -2,8 +2,9 @@
 
 Everything `GET /recommend` computes apart from HTTP, on one artifact and one set of trained
 users, one request per call (B = 1, the unloaded path) and micro-batches of `--batch`, each
-variant timed by this thread's CPU clock (`time.thread_time`, so the machine's other load
-costs wall time, not these figures) and the variants alternated round by round, the median
+variant timed by this process's CPU clock (`time.process_time`: every thread of it, so an
+onnxruntime thread pool is counted; the machine's other load costs wall time, not these
+figures; FAISS runs one thread) and the variants alternated round by round, the median
 per variant reported with its ratio to the first of its group:
 
 - history padding: padded in the retriever and again for the ranker (before issue 18) against
@@ -51,10 +52,10 @@ Variant = Callable[[int], object]  # one call over the users' slice starting at 
 
 def cpu_ms_per_request(fn: Variant, n_users: int, batch: int) -> float:
     """CPU ms of `fn` per request over all users, in calls of `batch` users."""
-    started = time.thread_time()
+    started = time.process_time()
     for s in range(0, n_users, batch):
         fn(s)
-    return 1000 * (time.thread_time() - started) / n_users
+    return 1000 * (time.process_time() - started) / n_users
 
 
 def compare(variants: dict[str, Variant], n_users: int, batch: int, rounds: int) -> dict:

@@ -92,7 +92,10 @@ class Settings(BaseSettings):
         default=None, ge=1, le=100_000, description="HNSW efSearch; None: the manifest's"
     )
     # Threads: 0 is the library's default (all cores); with several workers, cores / workers.
-    ort_threads: int = Field(default=0, ge=0, description="onnxruntime intra-op threads")
+    # onnxruntime defaults to 1: its thread pool doubled the CPU of a re-rank at micro-batches
+    # of 1 and 8 (docs/benchmarks.md, "Serving at the floor"), and throughput per core is what
+    # a server of one-core workers sells; raise it for large POST /recommend batches.
+    ort_threads: int = Field(default=1, ge=0, description="onnxruntime intra-op threads")
     faiss_threads: int = Field(default=0, ge=0, description="FAISS OpenMP threads")
     use_gpu: bool | None = Field(default=None, description="None: use a GPU when one is found")
 
