@@ -169,7 +169,7 @@ def measure(loaded: LoadedArtifact, n_users: int, batch: int, rounds: int, store
     out["recommend_many"] = compare(
         {"Recommender.recommend_many": lambda s: rec.recommend_many(queries[sl(s)])},
         n, batch, rounds)
-    calls = rounds * n + min(n, 4 * batch)
+    calls = rounds * n + min(n, 4 * batch)  # requests timed, warm-up included
     out["stages_wall_ms"] = {k: 1000 * v / calls for k, v in times.items()}
     out["serialize"] = compare({
         "pydantic model_dump_json (the service)":
@@ -208,7 +208,7 @@ def main() -> None:
             print(f"\n## batch {b} ({r['users']} users, C={r['C']})")
             for key in ("padding", "rerank", "serialize", "recommend_many"):
                 print_group(key, r[key])
-            print("stages (wall ms per call): "
+            print("stages (wall ms per request, under the machine's load): "
                   + ", ".join(f"{k} {v:.3f}" for k, v in r["stages_wall_ms"].items()))
     result["load_after"] = os.getloadavg()
     print(f"\nload average {os.getloadavg()} after")
