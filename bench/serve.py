@@ -15,10 +15,16 @@ bounded in time:
 - per stage (history, retrieval, re-rank, serialize) from the service's own /metrics, scraped
   from every worker before and after the closed loop, and the server's CPU time per request.
 
+Side by side in one run (issue 18; `bench/serve_arms.py` alternates the phases between the
+servers): the artifact's own C (its manifest's choice, or `--candidates`), C = 200
+(`--compare-c`) and, with `--before TREE`, the code of an earlier checkout at the same C, each
+with its own /healthz ratio; recall@10 against exhaustive exact scoring at each C comes last.
+
 Users are mixed: trained users, trained users with freshly POSTed history and new users known
-only by POSTed history. Optionally profiles the workers with py-spy during the closed loop.
+only by POSTed history. Optionally profiles the first server's workers with py-spy.
 
     python bench/serve.py --items 100000 --cache runs/catalogues
+    git archive BASE | tar -x -C /tmp/before && python bench/serve.py --before /tmp/before
     python bench/serve.py --quick --cache /tmp/cat     # seconds; run by the tests
 """
 
