@@ -15,10 +15,16 @@ bounded in time:
 - per stage (history, retrieval, re-rank, serialize) from the service's own /metrics, scraped
   from every worker before and after the closed loop, and the server's CPU time per request.
 
+Side by side in one run (issue 18; `bench/serve_arms.py` alternates the phases between the
+servers): the artifact's own C (its manifest's choice, or `--candidates`), C = 200
+(`--compare-c`) and, with `--before TREE`, the code of an earlier checkout at the same C, each
+with its own /healthz ratio; recall@10 against exhaustive exact scoring at each C comes last.
+
 Users are mixed: trained users, trained users with freshly POSTed history and new users known
-only by POSTed history. Optionally profiles the workers with py-spy during the closed loop.
+only by POSTed history. Optionally profiles the first server's workers with py-spy.
 
     python bench/serve.py --items 100000 --cache runs/catalogues
+    git archive BASE | tar -x -C /tmp/before && python bench/serve.py --before /tmp/before
     python bench/serve.py --quick --cache /tmp/cat     # seconds; run by the tests
 """
 
@@ -28,14 +34,13 @@ import argparse
 import json
 import os
 import platform
-import re
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
+from typing import Any
 
 import httpx
 import numpy as np
@@ -45,151 +50,24 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
 from catalogue import CatalogueSpec, build_catalogue  # noqa: E402
-from loadgen import closed_loop, open_loop, run_async  # noqa: E402
+from loadgen import closed_loop, run_async  # noqa: E402
 from profile_summary import summarise_profiles  # noqa: E402
 from recall import recall_at_chosen  # noqa: E402
+from serve_server import (  # noqa: E402
+    pinned,
+    relrec_server,
+    scrape_workers,
+    server_counters,
+    split_cores,
+    stage_report,
+)
 
 from models import artifact as art  # noqa: E402
 from models.artifact_arrays import read_arrays, user_history  # noqa: E402
-from tests.redis_process import free_port, redis_server  # noqa: E402
+from service.loader import FALLBACK_N_CANDIDATES  # noqa: E402
+from tests.redis_process import redis_server  # noqa: E402
 
-STAGES = ("history", "retrieval", "rerank", "serialize")
-def split_cores(server_cores: int) -> tuple[set[int], set[int]]:
-    """(server cores, client cores): the first `server_cores` of this process's CPUs serve."""
-    cores = sorted(os.sched_getaffinity(0))
-    if len(cores) < 2:
-        return set(cores), set(cores)
-    n = min(server_cores, len(cores) - 1)
-    return set(cores[:n]), set(cores[n:])
-
-
-def _pinned(cpus: set[int]):  # -> preexec_fn
-    return lambda: os.sched_setaffinity(0, cpus)
-
-
-# -- the server side --------------------------------------------------------------------------
-
-
-@contextmanager
-def relrec_server(
-    artifact: Path, redis_url: str, workers: int, cpus: set[int], env_extra: dict[str, str]
-) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
-    """`relrec serve` (python -m service.cli serve), ready when every worker answers."""
-    port = free_port()
-    env = {
-        **os.environ,
-        "RELREC_RELOAD_POLL_S": "0",
-        "RELREC_LOG_LEVEL": "WARNING",
-        "RELREC_ORT_THREADS": "1",
-        "RELREC_FAISS_THREADS": "1",
-        **env_extra,
-    }
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "service.cli",
-            "serve",
-            "--port",
-            str(port),
-            "--workers",
-            str(workers),
-            "--artifact-dir",
-            str(artifact),
-            "--history-url",
-            redis_url,
-        ],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        preexec_fn=_pinned(cpus),
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        _wait_ready(url, proc, workers)
-        yield url, proc
-    finally:
-        proc.terminate()
-        proc.wait(timeout=60)
-
-
-def _wait_ready(url: str, proc: subprocess.Popen[bytes], workers: int) -> None:
-    deadline = time.monotonic() + 600  # a 1M-item artifact takes a while to load
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"relrec serve exited with {proc.returncode}")
-        try:
-            if (
-                httpx.get(f"{url}/readyz", timeout=2.0).status_code == 200
-                and len(scrape_workers(url, workers)) == workers
-            ):
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.2)
-    raise RuntimeError("relrec serve did not become ready")
-
-
-def scrape_workers(url: str, workers: int, tries: int = 40) -> dict[str, str]:
-    """/metrics text of each worker, by pid: fresh connections until each has answered."""
-    seen: dict[str, str] = {}
-    for _ in range(tries):
-        text = httpx.get(f"{url}/metrics", timeout=5.0, headers={"Connection": "close"}).text
-        m = re.search(r'relrec_worker\{pid="(\d+)"\}', text)
-        if m:
-            seen[m.group(1)] = text
-        if len(seen) >= workers:
-            break
-    return seen
-
-
-def _metric(text: str, name: str, labels: str = "") -> float:
-    m = re.search(
-        rf"^{re.escape(name)}(\{{{re.escape(labels)}\}})? (\S+)$"
-        if labels
-        else rf"^{re.escape(name)} (\S+)$",
-        text,
-        re.M,
-    )
-    return float(m.group(m.lastindex or 1)) if m else 0.0
-
-
-def server_counters(texts: dict[str, str]) -> dict[str, float]:
-    """Totals over workers: stage sums and counts, requests, batches, CPU seconds."""
-    out: dict[str, float] = {}
-    for text in texts.values():
-        for stage in STAGES:
-            for part in ("sum", "count"):
-                key = f"{stage}_{part}"
-                out[key] = out.get(key, 0.0) + _metric(
-                    text, f"relrec_stage_seconds_{part}", f'stage="{stage}"'
-                )
-        out["batches"] = out.get("batches", 0.0) + _metric(text, "relrec_batch_size_count")
-        out["batched"] = out.get("batched", 0.0) + _metric(text, "relrec_batch_size_sum")
-        out["cpu_s"] = out.get("cpu_s", 0.0) + _metric(text, "process_cpu_seconds_total")
-        for m in re.finditer(
-            r'^relrec_request_seconds_(sum|count)\{method="GET",'
-            r'route="/recommend/[^"]*",status="200"\} (\S+)$',
-            text,
-            re.M,
-        ):
-            key = f"request_{m.group(1)}"
-            out[key] = out.get(key, 0.0) + float(m.group(2))
-    return out
-
-
-def stage_report(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
-    """Per-request ms of each stage (batch stages amortised over the batch's requests)."""
-    d = {k: after.get(k, 0.0) - before.get(k, 0.0) for k in after}
-    n = max(d.get("request_count", 0.0), 1.0)
-    report = {f"{s}_ms": 1000 * d[f"{s}_sum"] / n for s in STAGES}
-    report["in_app_ms"] = 1000 * d.get("request_sum", 0.0) / n
-    report["mean_batch"] = d["batched"] / max(d["batches"], 1.0)
-    report["server_cpu_ms"] = 1000 * d["cpu_s"] / n
-    report["requests"] = n
-    return report
-
+__all__ = ["relrec_server", "scrape_workers", "server_counters", "split_cores", "stage_report"]
 
 # -- users ------------------------------------------------------------------------------------
 
@@ -249,7 +127,7 @@ def py_spy(pids: list[str], seconds: float, out: Path | None, cpus: set[int]) ->
                 ],
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL,
-                preexec_fn=_pinned(cpus),
+                preexec_fn=pinned(cpus),
             )
             for pid in pids
         ]
@@ -273,67 +151,61 @@ def machine() -> str:
     return f"{model}, {os.cpu_count()} CPUs, {mem:.0f} GiB"
 
 
-def measure(
-    args: argparse.Namespace, artifact: Path, server_cpus: set[int], client_cpus: set[int]
-) -> dict[str, object]:
-    result: dict[str, object] = {}
+def arms(args: argparse.Namespace, served_c: int) -> dict[str, tuple[dict[str, str], Path]]:
+    """label -> (environment, source tree) of each server measured side by side: the served C
+    (the manifest's, or `--candidates`), `--compare-c` (C = 200 by default) and, with
+    `--before`, the code of an earlier checkout at the served C."""
     env = {"RELREC_BATCH_MAX_SIZE": str(args.batch_max_size)}
     if args.candidates is not None:  # else the artifact's own C (manifest `retrieval`)
         env["RELREC_N_CANDIDATES"] = str(args.candidates)
-    with (
-        tempfile.TemporaryDirectory() as tmp,
-        redis_server(Path(tmp), server_cpus) as (redis_url, _),
-        relrec_server(artifact, redis_url, args.workers, server_cpus, env) as (url, _),
-    ):
+    ours = {**env, **({"RELREC_BATCH_EXECUTOR": args.executor} if args.executor else {})}
+    out = {f"C={served_c}": (ours, ROOT)}
+    if args.compare_c and args.compare_c != served_c:
+        out[f"C={args.compare_c}"] = ({**ours, "RELREC_N_CANDIDATES": str(args.compare_c)}, ROOT)
+    if args.before is not None:
+        out[f"before, C={served_c}"] = (env, args.before.resolve())
+    return out
+
+
+def measure(
+    args: argparse.Namespace,
+    artifact: Path,
+    server_cpus: set[int],
+    client_cpus: set[int],
+    served_c: int,
+) -> dict[str, Any]:
+    """Every arm started up front, then the phases alternated between them (serve_arms)."""
+    result: dict[str, Any] = {}
+    servers = arms(args, served_c)
+    result["arms"] = {k: {"env": e, "source": str(src)} for k, (e, src) in servers.items()}
+    import serve_arms  # imports this module: not at the top
+
+    with tempfile.TemporaryDirectory() as tmp, ExitStack() as stack:
+        redis_url, _ = stack.enter_context(redis_server(Path(tmp), server_cpus))
+        urls = {}
+        for label, (env, source) in servers.items():
+            server = relrec_server(artifact, redis_url, args.workers, server_cpus, env, source)
+            urls[label], _ = stack.enter_context(server)
         os.sched_setaffinity(0, client_cpus)
-        paths, posted = make_users(artifact, url, args.users, args.seed)
+        # One set of histories in the one Redis serves every arm.
+        paths, posted = make_users(artifact, next(iter(urls.values())), args.users, args.seed)
         result["users"] = {"paths": len(paths), "posted_interactions": posted}
-        run_async(closed_loop(url, paths, args.concurrency, args.warmup))  # warm-up
-        run_async(closed_loop(url, ["/healthz"], args.concurrency, min(args.warmup, 2.0)))
-        before = server_counters(scrape_workers(url, args.workers))
-        pids = list(scrape_workers(url, args.workers))
-        with py_spy(pids, args.closed_seconds, args.profile, client_cpus):
-            rec = run_async(closed_loop(url, paths, args.concurrency, args.closed_seconds))
-        after = server_counters(scrape_workers(url, args.workers))
-        health = run_async(closed_loop(url, ["/healthz"], args.concurrency, args.closed_seconds))
-        result["closed_loop"] = {
-            "recommend": rec,
-            "healthz": health,
-            "ratio": rec["rps"] / max(health["rps"], 1e-9),
-        }
-        result["stages"] = stage_report(before, after)
-        report_closed(result, args)
-        result["open_loop"] = []
-        for rate in (float(r) for r in args.rates.split(",")):
-            row = run_async(open_loop(url, paths, rate, args.rate_seconds))
-            result["open_loop"].append(row)  # type: ignore[attr-defined]
-            print(
-                f"open loop {rate:7.0f} req/s: achieved {row['achieved_rps']:7.1f}  "
-                f"p50 {row['p50_ms']:7.2f}  p99 {row['p99_ms']:7.2f}  p99.9 "
-                f"{row['p999_ms']:7.2f}  max {row['max_ms']:7.2f} ms  errors "
-                f"{row['errors']}  late {row['late']}  conns {row['connections']}"
-            )
+        for url in urls.values():
+            run_async(closed_loop(url, paths, args.concurrency, args.warmup))
+            run_async(closed_loop(url, ["/healthz"], args.concurrency, min(args.warmup, 2.0)))
+        health_s = args.healthz_seconds or args.closed_seconds / 2
+        result["closed_loop"] = serve_arms.closed_rounds(args, urls, paths, health_s)
+        result["open_loop"] = serve_arms.open_rates(args, urls, paths)
+        if args.profile is not None:  # the first arm, one more closed loop, not in the table
+            url = next(iter(urls.values()))
+            pids = list(scrape_workers(url, args.workers))
+            with py_spy(pids, args.closed_seconds, args.profile, client_cpus):
+                run_async(closed_loop(url, paths, args.concurrency, args.closed_seconds))
     if args.profile is not None:
         result["profile"] = summarise_profiles(sorted(args.profile.glob("worker-*.txt")))
-        for name, share in result["profile"].items():  # type: ignore[attr-defined]
+        for name, share in result["profile"].items():
             print(f"profile {name:34s} {100 * share:5.1f}% of worker samples")
     return result
-
-
-def report_closed(result: dict[str, object], args: argparse.Namespace) -> None:
-    c = result["closed_loop"]
-    s = result["stages"]
-    for name in ("recommend", "healthz"):
-        r = c[name]  # type: ignore[index]
-        print(
-            f"closed loop {name:9s} concurrency {args.concurrency}: {r['rps']:8.1f} req/s  "
-            f"p50 {r['p50_ms']:6.2f}  p99 {r['p99_ms']:6.2f} ms  errors {r['errors']}"
-        )
-    print(f"recommend / healthz throughput ratio: {c['ratio']:.3f}")  # type: ignore[index]
-    print(
-        "per request (server metrics, batch stages amortised): "
-        + "  ".join(f"{k} {v:.3f}" for k, v in s.items())
-    )  # type: ignore[union-attr]
 
 
 def build_parser(description: str = __doc__.split("\n\n")[0]) -> argparse.ArgumentParser:
@@ -351,6 +223,27 @@ def build_parser(description: str = __doc__.split("\n\n")[0]) -> argparse.Argume
         help="RELREC_N_CANDIDATES (default: unset, the artifact's own C from its manifest)",
     )
     p.add_argument(
+        "--compare-c",
+        type=int,
+        default=200,
+        help="also serve this C side by side (the old default, 200); 0: only the served C",
+    )
+    p.add_argument(
+        "--before",
+        type=Path,
+        help="also serve the code of this source tree (e.g. `git archive` of an earlier "
+        "commit) at the served C, side by side: the before of an optimisation",
+    )
+    p.add_argument(
+        "--executor",
+        choices=("thread", "worker", "inline"),
+        help="RELREC_BATCH_EXECUTOR of this tree's servers (default: the setting's default)",
+    )
+    p.add_argument("--rounds", type=int, default=1, help="closed loops per arm, alternated")
+    p.add_argument(
+        "--healthz-seconds", type=float, default=0.0, help="per round (default: half a loop)"
+    )
+    p.add_argument(
         "--recall-users",
         type=int,
         default=100,
@@ -361,7 +254,7 @@ def build_parser(description: str = __doc__.split("\n\n")[0]) -> argparse.Argume
     p.add_argument("--users", type=int, default=2000)
     p.add_argument("--warmup", type=float, default=5.0)
     p.add_argument("--closed-seconds", type=float, default=20.0)
-    p.add_argument("--rates", default="50,300,600,900")
+    p.add_argument("--rates", default="50,600")
     p.add_argument("--rate-seconds", type=float, default=20.0)
     p.add_argument("--profile", type=Path, help="py-spy the workers in the closed loop, here")
     p.add_argument("--seed", type=int, default=0)
@@ -397,11 +290,12 @@ def main() -> None:
     artifact = resolve_artifact(args)
     server_cpus, client_cpus = split_cores(args.server_cores)
     manifest = art.read_manifest(art.resolve_version_dir(artifact))
-    print(f"machine: {machine()}; load average {os.getloadavg()[0]:.2f} before")
+    load_before = os.getloadavg()
+    print(f"machine: {machine()}; load average {load_before} before")
     print(
         f"artifact {manifest.version}: {manifest.kind}, {manifest.counts.items} items, "
         f"{manifest.counts.users} users, d={manifest.dim}, N={manifest.n_memory}, "
-        f"L_max={manifest.l_max}, index {manifest.index.factory}; C="
+        f"L_max={manifest.l_max}, index {manifest.index.factory}; served C="
         f"{args.candidates or 'from the manifest'} (export chose "
         f"{manifest.retrieval.n_candidates if manifest.retrieval else 'nothing'})"
     )
@@ -411,7 +305,9 @@ def main() -> None:
         f"{' (shared: one CPU only)' if server_cpus == client_cpus else ''}; loopback; "
         f"1 ORT + 1 FAISS thread per worker; micro-batches up to {args.batch_max_size}"
     )
-    result = measure(args, artifact, server_cpus, client_cpus)
+    chosen = manifest.retrieval.n_candidates if manifest.retrieval else FALLBACK_N_CANDIDATES
+    served_c = args.candidates or chosen
+    result = measure(args, artifact, server_cpus, client_cpus, served_c)
     result.update(
         {
             "machine": machine(),
@@ -420,19 +316,26 @@ def main() -> None:
             "artifact": manifest.version,
             "artifact_dir": str(art.resolve_version_dir(artifact)),
             "items": manifest.counts.items,
-            "candidates": args.candidates,
+            "candidates": served_c,
             "workers": args.workers,
-            "load_after": os.getloadavg()[0],
+            "load_before": load_before,
+            "load_after": os.getloadavg(),
         }
     )
-    print(f"load average {os.getloadavg()[0]:.2f} after")
+    import serve_arms
+
+    print(serve_arms.table(result, list(result["closed_loop"])))
+    print(f"load average {os.getloadavg()} after")
     if args.recall_users:  # after the timed phases: exhaustive scoring is CPU-heavy
-        result["recall"] = recall_at_chosen(artifact, args.recall_users, args.candidates)
-        r = result["recall"]
-        print(
-            f"recall@10 at the served C={r['C']}, efSearch={r['ef_search']} against exhaustive "
-            f"exact scoring, {r['users']} users: {r['recall_at_10']:.4f}"
-        )
+        result["recall"] = {}
+        for c in dict.fromkeys(int(a.split("C=")[1]) for a in result["closed_loop"]):
+            r = recall_at_chosen(artifact, args.recall_users, c)
+            result["recall"][str(c)] = r
+            print(
+                f"recall@10 at C={r['C']}{' (the served C)' if c == served_c else ''}, "
+                f"efSearch={r['ef_search']} against exhaustive exact scoring, {r['users']} "
+                f"users: {r['recall_at_10']:.4f}"
+            )
     if args.json:
         args.json.write_text(json.dumps(result, indent=2) + "\n")
 

@@ -1,5 +1,5 @@
-"""Micro-batch executors side by side (issue 7): GET /recommend with RELREC_BATCH_EXECUTOR
-"thread" against "inline", in one invocation.
+"""Micro-batch executors side by side (issues 7, 18): GET /recommend with RELREC_BATCH_EXECUTOR
+"thread", "worker" and "inline", in one invocation.
 
 One catalogue, one redis-server holding one set of POSTed histories, and one `relrec serve`
 per executor, all started up front and pinned to the same server cores (a server that is not
@@ -24,73 +24,26 @@ from contextlib import ExitStack
 from pathlib import Path
 
 import serve  # bench/serve.py: puts the repository root on sys.path
-from loadgen import closed_loop, open_loop, run_async
+from loadgen import closed_loop, run_async
 from profile_summary import summarise_profiles
+from serve_arms import closed_rounds, open_rates, table
 
 from models import artifact as art
 from tests.redis_process import redis_server
 
-EXECUTORS = ("thread", "inline")
+EXECUTORS = ("thread", "worker", "inline")  # service.batching.EXECUTORS
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = serve.build_parser(__doc__.split("\n\n")[0])
-    p.add_argument("--executors", default="thread,inline", help="RELREC_BATCH_EXECUTOR values")
-    p.add_argument("--rounds", type=int, default=2, help="closed loops per executor, alternated")
+    p.add_argument(
+        "--executors", default="thread,worker,inline", help="RELREC_BATCH_EXECUTOR values"
+    )
     args = serve.parse_args(argv, p)
     args.executors = args.executors.split(",")
     if not set(args.executors) <= set(EXECUTORS) or len(set(args.executors)) < 2:
         p.error(f"--executors: two or more of {', '.join(EXECUTORS)}")
     return args
-
-
-def closed_rounds(
-    args: argparse.Namespace, urls: dict[str, str], paths: list[str]
-) -> dict[str, dict[str, float]]:
-    """Closed loops alternated between executors; per executor: mean req/s over the rounds,
-    mean p50/p99 and the server metrics over all its rounds (CPU per request, batch, stages)."""
-    runs: dict[str, list[dict[str, float]]] = {m: [] for m in urls}
-    deltas: dict[str, dict[str, float]] = {m: {} for m in urls}
-    for r in range(args.rounds):
-        for mode, url in urls.items():
-            before = serve.server_counters(serve.scrape_workers(url, args.workers))
-            row = run_async(closed_loop(url, paths, args.concurrency, args.closed_seconds))
-            after = serve.server_counters(serve.scrape_workers(url, args.workers))
-            for key, value in after.items():
-                deltas[mode][key] = deltas[mode].get(key, 0.0) + value - before.get(key, 0.0)
-            runs[mode].append(row)
-            print(
-                f"closed loop round {r + 1} {mode:6s}: {row['rps']:7.1f} req/s  p50 "
-                f"{row['p50_ms']:6.2f}  p99 {row['p99_ms']:6.2f} ms  errors {row['errors']}"
-            )
-    out = {}
-    for mode, rows in runs.items():
-        n = len(rows)
-        out[mode] = {
-            "rps": sum(x["rps"] for x in rows) / n,
-            "rps_rounds": [x["rps"] for x in rows],  # type: ignore[dict-item]
-            "p50_ms": sum(x["p50_ms"] for x in rows) / n,
-            "p99_ms": sum(x["p99_ms"] for x in rows) / n,
-            "errors": sum(x["errors"] for x in rows),
-            **serve.stage_report({}, deltas[mode]),
-        }
-    return out
-
-
-def open_rates(
-    args: argparse.Namespace, urls: dict[str, str], paths: list[str]
-) -> dict[str, list[dict[str, float]]]:
-    out: dict[str, list[dict[str, float]]] = {m: [] for m in urls}
-    for rate in (float(x) for x in args.rates.split(",")):
-        for mode, url in urls.items():
-            row = run_async(open_loop(url, paths, rate, args.rate_seconds))
-            out[mode].append(row)
-            print(
-                f"open loop {rate:6.0f} req/s {mode:6s}: achieved {row['achieved_rps']:7.1f}  "
-                f"p50 {row['p50_ms']:7.2f}  p99 {row['p99_ms']:7.2f}  p99.9 "
-                f"{row['p999_ms']:7.2f} ms  errors {row['errors']}  late {row['late']}"
-            )
-    return out
 
 
 def profiles(
@@ -105,42 +58,6 @@ def profiles(
             run_async(closed_loop(url, paths, args.concurrency, args.closed_seconds))
         out[mode] = summarise_profiles(sorted(where.glob("worker-*.txt")))
     return out
-
-
-def table(result: dict[str, object], modes: list[str]) -> str:
-    """Markdown: one row per figure, one column per executor, then each / the first."""
-    base = modes[0]
-    head = f"| | {' | '.join(modes)} | " + " | ".join(f"{m} / {base}" for m in modes[1:]) + " |"
-    lines = [head, "|---" + "|---:" * (2 * len(modes) - 1) + "|"]
-
-    def row(name: str, values: dict[str, float], fmt: str) -> None:
-        ratios = " | ".join(
-            f"{values[m] / values[base]:.2f}×" if values[base] else "-" for m in modes[1:]
-        )
-        lines.append(
-            f"| {name} | " + " | ".join(format(values[m], fmt) for m in modes) + f" | {ratios} |"
-        )
-
-    closed: dict[str, dict[str, float]] = result["closed_loop"]  # type: ignore[assignment]
-    for key, name, fmt in (
-        ("rps", "closed loop req/s (mean of rounds)", ",.0f"),
-        ("p50_ms", "closed loop p50 ms", ".1f"),
-        ("p99_ms", "closed loop p99 ms", ".1f"),
-        ("server_cpu_ms", "worker CPU per request, ms", ".3f"),
-        ("mean_batch", "mean micro-batch", ".1f"),
-    ):
-        row(name, {m: closed[m][key] for m in modes}, fmt)
-    opened: dict[str, list[dict[str, float]]] = result["open_loop"]  # type: ignore[assignment]
-    for i, first in enumerate(opened[base]):
-        for key in ("achieved_rps", "p50_ms", "p99_ms", "p999_ms"):
-            label = key.removesuffix("_ms").replace("p999", "p99.9").replace("_rps", " req/s")
-            unit = "" if key == "achieved_rps" else " ms"
-            row(
-                f"open loop {first['rate']:.0f} req/s: {label}{unit}",
-                {m: opened[m][i][key] for m in modes},
-                ".1f",
-            )
-    return "\n".join(lines)
 
 
 def main() -> None:
@@ -173,7 +90,7 @@ def main() -> None:
         result["users"] = {"paths": len(paths), "posted_interactions": posted}
         for url in urls.values():
             run_async(closed_loop(url, paths, args.concurrency, args.warmup))
-        result["closed_loop"] = closed_rounds(args, urls, paths)
+        result["closed_loop"] = closed_rounds(args, urls, paths, args.healthz_seconds)
         result["open_loop"] = open_rates(args, urls, paths)
         if args.profile is not None:
             result["profile"] = profiles(args, urls, paths, client_cpus)

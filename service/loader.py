@@ -173,6 +173,7 @@ def _open_session(path: Path, threads: int, use_gpu: bool | None) -> ort.Inferen
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = threads
     opts.inter_op_num_threads = 1
+    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL  # one small graph: no parallel ops
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     try:
         session = ort.InferenceSession(str(path), opts, providers=accel.ort_providers(use_gpu))

@@ -29,7 +29,7 @@ from service.foldin import FoldIn, MeanFoldIn
 from service.history import HistoryStore
 from service.loader import LoadedArtifact
 from service.ranker import Ranked, Ranker
-from service.retriever import Retriever
+from service.retriever import Padded, Retriever, pad_histories
 from service.schemas import (
     ExplainItem,
     RecommendedItem,
@@ -245,21 +245,16 @@ class Recommender:
     def _retrieve_and_rank(
         self, queries: Sequence[Query], states: Sequence[_UserState], positions: Sequence[int]
     ) -> dict[int, Ranked]:
-        l_max = self.tables.l_max
         user_vecs = np.stack([s.vec for s in states if s.vec is not None]).astype(np.float32)
         t0 = time.perf_counter()
-        cands = self._candidates(queries, states, user_vecs)
+        # Padded once: the retriever's probes and the ranker's feed read the same arrays.
+        padded = pad_histories([s.hist for s in states], self.tables.l_max)  # [B, L] x 2
+        cands = self._candidates(queries, states, user_vecs, padded)
         t1 = time.perf_counter()
         self.on_stage("retrieval", t1 - t0)
-        hist_rows = np.zeros((len(states), l_max), np.int64)  # [B, L]
-        hist_mask = np.zeros((len(states), l_max), np.float32)  # [B, L]
-        for b, s in enumerate(states):
-            hist_rows[b, : len(s.hist)] = s.hist
-            hist_mask[b, : len(s.hist)] = 1.0
         ranked = self.ranker.rank(
             user_vecs,
-            hist_rows,
-            hist_mask,
+            *padded,
             cands,
             [q.k + q.offset for q in queries],
         )
@@ -268,7 +263,11 @@ class Recommender:
         return dict(zip(positions, ranked, strict=True))
 
     def _candidates(
-        self, queries: Sequence[Query], states: Sequence[_UserState], user_vecs: np.ndarray
+        self,
+        queries: Sequence[Query],
+        states: Sequence[_UserState],
+        user_vecs: np.ndarray,
+        padded: Padded,
     ) -> list[np.ndarray]:
         """Retrieved rows per request. An allow-list up to the retriever's `selector_min`
         ids is scored exactly as is; a longer one is searched with a FAISS id selector and C
@@ -284,11 +283,13 @@ class Recommender:
             depth = max(queries[i].k + queries[i].offset for i in group)
             n = max(self.retriever.n_candidates, depth)  # k + offset <= C always
             vecs, hists = user_vecs[group], [states[i].hist for i in group]
+            pad = padded if len(group) == len(states) else (padded[0][group], padded[1][group])
             if group is free:
-                found = self.retriever.candidates(vecs, hists, [states[i].seen for i in group], n)
+                seen = [states[i].seen for i in group]
+                found = self.retriever.candidates(vecs, hists, seen, n, padded=pad)
             else:
                 allows = [a for i in group if (a := states[i].allow) is not None]
-                found = self.retriever.candidates_among(vecs, hists, allows, n)
+                found = self.retriever.candidates_among(vecs, hists, allows, n, padded=pad)
             for i, rows in zip(group, found, strict=True):
                 out[i] = rows
         return out

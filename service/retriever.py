@@ -44,9 +44,23 @@ import numpy as np
 
 log = logging.getLogger(__name__)
 
-__all__ = ["ProbeKind", "Retriever"]
+__all__ = ["Padded", "ProbeKind", "Retriever", "pad_histories"]
 
 ProbeKind = Literal["relation", "centroid", "user", "slots"]
+# Histories padded to one width: rows `[B, L]` int64 (pads: row 0) and mask `[B, L]` float32
+# (1 real, 0 pad), newest first. The recommender pads a micro-batch's histories once and hands
+# the same arrays to the retriever's probes and to the ranker's feed (issue 18).
+Padded = tuple[np.ndarray, np.ndarray]
+
+
+def pad_histories(hists: Sequence[np.ndarray], width: int) -> Padded:
+    """`hists` (newest first, each at most `width` long) as rows and mask `[B, width]`."""
+    rows = np.zeros((len(hists), width), np.int64)
+    mask = np.zeros((len(hists), width), np.float32)
+    for i, h in enumerate(hists):
+        rows[i, : len(h)] = h
+        mask[i, : len(h)] = 1.0
+    return rows, mask
 
 
 class Retriever:
@@ -70,37 +84,52 @@ class Retriever:
         self.probes = probes if len(self.memories) else "user"
         self.n_items = int(item_vecs.shape[0])
         self.selector_min = selector_min  # allow-lists longer than this: an id selector
+        # The query parts that depend on no request, computed once per version.
+        self._centroid: np.ndarray = (  # [d]; no memory: the probe is p_u, never this
+            self.memories.mean(axis=0) if len(self.memories) else np.zeros(0, np.float32)
+        )
 
-    def queries(self, user_vecs: np.ndarray, hists: Sequence[np.ndarray]) -> np.ndarray:
-        """Query vectors `[B, P, d]` (P = 1, or N for `slots`)."""
+    def queries(
+        self,
+        user_vecs: np.ndarray,
+        hists: Sequence[np.ndarray],
+        padded: Padded | None = None,
+    ) -> np.ndarray:
+        """Query vectors `[B, P, d]` (P = 1, or N for `slots`). `padded`: the same histories
+        already padded (`pad_histories`), which saves padding them again here."""
         u = np.asarray(user_vecs, np.float32)  # [B, d]
         q: np.ndarray
         if self.probes == "user":
             q = u[:, None, :]
         elif self.probes == "centroid":
-            q = (u + self.memories.mean(axis=0))[:, None, :]
+            q = (u + self._centroid)[:, None, :]
         elif self.probes == "slots":
             q = u[:, None, :] + self.memories[None, :, :]  # [B, N, d]
         else:
-            q = (u + self.relation_weights(u, hists) @ self.memories)[:, None, :]
+            q = (u + self.relation_weights(u, hists, padded) @ self.memories)[:, None, :]
         return np.ascontiguousarray(q, dtype=np.float32)
 
-    def relation_weights(self, user_vecs: np.ndarray, hists: Sequence[np.ndarray]) -> np.ndarray:
-        """w̄ `[B, N]`: mean over history items of softmax((p_u ⊙ q_j) K); uniform if none."""
+    def relation_weights(
+        self,
+        user_vecs: np.ndarray,
+        hists: Sequence[np.ndarray],
+        padded: Padded | None = None,
+    ) -> np.ndarray:
+        """w̄ `[B, N]`: mean over history items of softmax((p_u ⊙ q_j) K); uniform if none.
+        One pass over the whole micro-batch; `padded` (rows, mask) replaces `hists`."""
         b, n = len(user_vecs), len(self.memories)
-        width = max((len(h) for h in hists), default=0)
+        if padded is None:
+            padded = pad_histories(hists, max((len(h) for h in hists), default=0))
+        count = padded[1].sum(axis=1, keepdims=True)  # [B, 1]
+        width = int(count.max(initial=0.0))  # real slots come first: the pads past it go
         if width == 0:
             return np.full((b, n), 1.0 / n, np.float32)
-        rows = np.zeros((b, width), np.int64)  # [B, L]
-        mask = np.zeros((b, width), np.float32)  # [B, L]
-        for i, h in enumerate(hists):
-            rows[i, : len(h)], mask[i, : len(h)] = h, 1.0
+        rows, mask = padded[0][:, :width], padded[1][:, :width]  # [B, L]
         hist = self.item_vecs[rows]  # [B, L, d]
         logits = (user_vecs[:, None, :] * hist) @ self.keys  # [B, L, N]
         logits -= logits.max(axis=-1, keepdims=True)
         w = np.exp(logits)
         w /= w.sum(axis=-1, keepdims=True)  # [B, L, N]
-        count = mask.sum(axis=1, keepdims=True)  # [B, 1]
         mean = (w * mask[..., None]).sum(axis=1) / np.maximum(count, 1.0)  # [B, N]
         return np.where(count > 0, mean, 1.0 / n).astype(np.float32)
 
@@ -110,10 +139,11 @@ class Retriever:
         hists: Sequence[np.ndarray],  # B arrays of history item rows, newest first
         seen: Sequence[np.ndarray],  # B arrays of item rows to exclude
         n: int | None = None,
+        padded: Padded | None = None,  # `hists` already padded, if the caller has them
     ) -> list[np.ndarray]:
         """Up to n unseen item rows per user, nearest first (probes interleaved by rank)."""
         n = self.n_candidates if n is None else n
-        queries = self.queries(user_vecs, hists)  # [B, P, d]
+        queries = self.queries(user_vecs, hists, padded)  # [B, P, d]
         b, p, d = queries.shape
         per_probe = -(-n // p)
         # Seen items take places in a probe's list, so each asks for its share plus the
@@ -138,11 +168,12 @@ class Retriever:
         hists: Sequence[np.ndarray],  # B arrays of history item rows, newest first
         allows: Sequence[np.ndarray],  # B arrays of allowed item rows, seen ones removed
         n: int | None = None,
+        padded: Padded | None = None,  # `hists` already padded, if the caller has them
     ) -> list[np.ndarray]:
         """Up to n rows of each user's allow-list, nearest to the probes first: one FAISS
         call per user (a selector applies to a whole call), over that user's probes."""
         n = self.n_candidates if n is None else n
-        queries = self.queries(user_vecs, hists)  # [B, P, d]
+        queries = self.queries(user_vecs, hists, padded)  # [B, P, d]
         out = []
         for q, allow in zip(queries, allows, strict=True):
             k = min(len(allow), -(-n // len(q)))

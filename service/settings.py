@@ -92,7 +92,10 @@ class Settings(BaseSettings):
         default=None, ge=1, le=100_000, description="HNSW efSearch; None: the manifest's"
     )
     # Threads: 0 is the library's default (all cores); with several workers, cores / workers.
-    ort_threads: int = Field(default=0, ge=0, description="onnxruntime intra-op threads")
+    # onnxruntime defaults to 1: its thread pool doubled the CPU of a re-rank at micro-batches
+    # of 1 and 8 (docs/benchmarks.md, "Serving at the floor"), and throughput per core is what
+    # a server of one-core workers sells; raise it for large POST /recommend batches.
+    ort_threads: int = Field(default=1, ge=0, description="onnxruntime intra-op threads")
     faiss_threads: int = Field(default=0, ge=0, description="FAISS OpenMP threads")
     use_gpu: bool | None = Field(default=None, description="None: use a GPU when one is found")
 
@@ -108,11 +111,12 @@ class Settings(BaseSettings):
     batch_max_size: int = Field(default=8, ge=1, le=4096)
     batch_max_wait_ms: float = Field(default=0.0, ge=0.0, le=1000.0)
     batch_in_flight: int = Field(default=2, ge=1, le=64)
-    # Where a micro-batch runs. "thread": in a worker thread, up to batch_in_flight at once, so
-    # one batch's store I/O overlaps another's compute. "inline": on the event loop, blocking it
-    # for the batch (store read + FAISS + ONNX) but saving the thread hand-off, the right trade
-    # when workers are processes pinned one per core (docs/benchmarks.md, "Serving").
-    batch_executor: Literal["thread", "inline"] = "thread"
+    # Where a micro-batch runs. "thread": in a pool thread, up to batch_in_flight at once, so
+    # one batch's store I/O overlaps another's compute. "worker": on one long-lived thread per
+    # process fed by a queue (a cheaper hand-off; batches one at a time). "inline": on the event
+    # loop, blocking it for the batch (store read + FAISS + ONNX) but saving the hand-off, the
+    # right trade when workers are processes pinned one per core (docs/benchmarks.md, "Serving").
+    batch_executor: Literal["thread", "worker", "inline"] = "thread"
 
     # Admission control, per worker process: past this many requests in progress, API requests
     # are answered 503 `overloaded` (Retry-After: 1) at once instead of queueing without bound.

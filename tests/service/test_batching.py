@@ -16,7 +16,7 @@ from service.batching import Executor, MicroBatcher
 from service.settings import Settings
 from tests.service.conftest import make_settings, running
 
-EXECUTORS = pytest.mark.parametrize("executor", ["thread", "inline"])
+EXECUTORS = pytest.mark.parametrize("executor", ["thread", "worker", "inline"])
 
 
 @EXECUTORS
