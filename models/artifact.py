@@ -25,7 +25,9 @@ __all__ = [
     "CURRENT", "FORMAT_VERSION", "HISTORY_INDPTR", "HISTORY_ITEMS", "INDEX", "ITEM_IDS",
     "MANIFEST", "PAYLOAD_FILES", "POPULARITY", "SCORER", "TENSORS", "USER_IDS",
     "ArtifactError", "Counts", "FoldInInfo", "IndexInfo", "Manifest",
-    "OnnxInfo", "RecallPoint", "RetrievalInfo", "TensorSpec", "TextItemsInfo", "TrainingInfo",
+    "OnnxInfo", "RecallPoint", "RetrievalInfo", "SCORER_VECTORS", "TEXT_ENCODER",
+    "TEXT_PROJECTION", "TOKENIZER", "TensorSpec", "TextItemsInfo", "TextModelInfo",
+    "TrainingInfo",
     "file_sha256", "list_versions", "open_version", "point_current",
     "read_manifest", "resolve_current", "resolve_version_dir", "verify",
     "write_manifest",
@@ -44,6 +46,12 @@ POPULARITY = "popularity.npy"
 HISTORY_INDPTR = "history_indptr.npy"
 HISTORY_ITEMS = "history_items.npy"
 CURRENT = "current"
+# Optional files of a model trained with item text (`Manifest.text_model`, issue 20): what the
+# service needs to place an item from its text alone (PUT /items/{id}).
+TEXT_ENCODER = "text_encoder.onnx"  # the pretrained sentence encoder (MiniLM), mean-pooled
+TOKENIZER = "tokenizer.json"  # its tokenizer, read by the `tokenizers` package
+TEXT_PROJECTION = "text_projection.onnx"  # text vector [B, D] -> item vector [B, d]
+SCORER_VECTORS = "scorer_vectors.onnx"  # scorer.onnx with item vectors as inputs, not rows
 # Every file of a version besides the manifest; each one is checksummed in `Manifest.files`.
 PAYLOAD_FILES: tuple[str, ...] = (
     SCORER, TENSORS, INDEX, USER_IDS, ITEM_IDS, POPULARITY, HISTORY_INDPTR, HISTORY_ITEMS,
@@ -130,6 +138,30 @@ class TextItemsInfo(BaseModel):
     encoder: str
 
 
+class TextModelInfo(BaseModel):
+    """How the service places an item from its text (PUT /items/{id}, issue 20).
+
+    The text goes through the sentence encoder the model was trained with (`encoder`:
+    `minilm`, run from `text_encoder` and `tokenizer` by onnxruntime and `tokenizers`; or
+    `hashing`, a numpy function of `models/text_hashing.py`, no file), then the projection
+    learned in training (`projection`, an ONNX graph `[B, text_dim] -> [B, d]`, clipped into the
+    unit ball as trained rows are). `scorer` scores such items: `scorer.onnx`'s arithmetic with
+    item vectors as inputs (`models/graphs.py` `VectorInputGraph`), since `scorer.onnx` holds
+    the trained item table only. File names are keys of `Manifest.files` (checksummed).
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    encoder: Literal["minilm", "hashing"]
+    encoder_name: str  # as training named it: "all-MiniLM-L6-v2@…", "hashing-256"
+    text_dim: int = Field(gt=0)
+    max_tokens: int | None = None  # MiniLM: the tokens read per text (longer ones truncated)
+    text_encoder: str | None = None  # file names; None for the hashing encoder
+    tokenizer: str | None = None
+    projection: str = TEXT_PROJECTION
+    scorer: str = SCORER_VECTORS
+
+
 class FoldInInfo(BaseModel):
     """How the service fits a vector for a user known only by their history (issue 16).
 
@@ -205,6 +237,8 @@ class Manifest(BaseModel):
     files: dict[str, str]  # file name -> sha256 hex
     sizes: dict[str, int] = Field(default_factory=dict)  # file name -> bytes (truncation check)
     text_items: TextItemsInfo | None = None  # None: every item was trained on interactions
+    # None: trained without item text (or before issue 20): no item can be placed from text
+    text_model: TextModelInfo | None = None
     # None (versions before issue 16): a relational model, fold-in by the hinge
     fold_in: FoldInInfo | None = None
     training: TrainingInfo | None = None  # None: trained on the train split (before issue 16)
