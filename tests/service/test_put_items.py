@@ -114,6 +114,9 @@ def test_a_put_item_lands_where_the_export_put_the_same_text(
         item, words = line.split(",", 1)
         text[item] = words
     arrays = read_arrays(text_artifacts / "artifacts" / "current")
+    user = arrays.user_ids.to_list()[0]
+    r = client.post("/recommend", json={"users": [user], "k": 1, "candidates": ["i5-b0"]})
+    before = r.json()["results"][0]["items"][0]["distance"]  # by scorer.onnx: nothing PUT
     for item in ("i5-b0", "i42-b1"):  # withheld from the log: exported from their text
         assert client.put(f"/items/copy-{item}", json={"text": text[item]},
                           headers=ADMIN).status_code == 201
@@ -121,6 +124,14 @@ def test_a_put_item_lands_where_the_export_put_the_same_text(
         (nearest,) = r.json()["items"]
         assert nearest["item_id"] == item and nearest["distance"] < 1e-6, nearest
     assert arrays.item_ids.get("copy-i5-b0") < 0
+    # With items PUT, scorer_vectors.onnx scores: the item and its copy are as far from a
+    # user as scorer.onnx put the item before (an HLR: the user's history enters it).
+    r = client.post("/recommend", json={"users": [user], "k": 2,
+                                        "candidates": ["i5-b0", "copy-i5-b0"]})
+    (result,) = r.json()["results"]
+    distances = [i["distance"] for i in result["items"]]
+    assert len(distances) == 2, result
+    np.testing.assert_allclose(distances, [before, before], atol=1e-4)
 
 
 def test_putting_again_replaces_the_text(
