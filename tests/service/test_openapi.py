@@ -176,8 +176,8 @@ def _expected_errors(route: APIRoute, keys: dict[str, bool]) -> set[int]:
     """The error statuses a route can answer, from what it is rather than from its document:
     its guards and the configured keys (401), its parameters (422), a body or a list
     parameter under a bound (413), admission control or readiness (503), an item id in the
-    path (404), a version swap that can be refused or an item that cannot be placed (409); 500 everywhere (the middleware's
-    last resort)."""
+    path (404), a version swap that can be refused or an item that cannot be placed (409);
+    500 everywhere (the middleware's last resort)."""
     calls = set(_calls(route.dependant))
     params = list(_params(route.dependant))
     codes = {500}
