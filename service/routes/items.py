@@ -68,14 +68,9 @@ async def put_item(
     return item
 
 
-@router.delete(
-    "/{item_id:any}",
-    status_code=status.HTTP_204_NO_CONTENT,
-    response_class=Response,
-    responses=_DELETE_ERRORS,
-)
-async def delete_item(service: ItemsDep, _: AdminKeyDep, item_id: ItemId) -> Response:
+@router.delete("/{item_id:any}", response_model=ItemResponse, responses=_DELETE_ERRORS)
+async def delete_item(service: ItemsDep, _: AdminKeyDep, item_id: ItemId) -> ItemResponse:
     """Hide an item (trained or PUT) from every list: recommendations, batch recommend,
-    similar items, the popular fallback; kept hidden across restarts and reloads."""
-    await service.delete(item_id)
-    return Response(status_code=status.HTTP_204_NO_CONTENT)
+    similar items, the popular fallback; kept hidden across restarts and reloads. Deleting a
+    hidden trained item again answers the same."""
+    return await service.delete(item_id)
