@@ -48,8 +48,8 @@ from training.torch_scorer import ModelScorer  # noqa: E402
 METRICS = ("recall", "ndcg")
 
 
-def run_seed(args: argparse.Namespace, seed: int) -> dict:
-    """Hold out, train, and score every placement on both catalogues for one seed."""
+def seed_config(args: argparse.Namespace, seed: int):  # -> TrainConfig
+    """The training configuration of one seed."""
     overrides = [f"data.min_rating={json.dumps(None if args.no_threshold else args.min_rating)}",
                  *args.set]
     cfg = load_config(None, overrides, algorithm=args.model,
@@ -62,6 +62,12 @@ def run_seed(args: argparse.Namespace, seed: int) -> dict:
                       text={"item_text": args.item_text, "encoder": args.encoder,
                             "cache_dir": args.cache},
                       eval={"k": args.k, "sampled": False})
+    return cfg
+
+
+def run_seed(args: argparse.Namespace, seed: int) -> dict:
+    """Hold out, train, and score every placement on both catalogues for one seed."""
+    cfg = seed_config(args, seed)
     inter = load_interactions(cfg)
     texts = read_item_text(args.item_text)
     cold = hold_out_items(inter, texts.item_ids, args.fraction, "per-user", seed)
@@ -93,6 +99,24 @@ def run_seed(args: argparse.Namespace, seed: int) -> dict:
         text_of = dict(zip(texts.item_ids.tolist(), texts.texts, strict=True))
         doc["api"] = api_report(model, cold, fit.text_items, text_of, placements, args.k,
                                 Path(args.out) / f"api-seed{seed}")
+    return doc
+
+
+def remeasure_api(args: argparse.Namespace, seed: int, doc: dict) -> dict:
+    """Re-measure the API part of a seed's JSON against the artifact it exported, without
+    retraining (the held-out split is drawn again from the seed; text placed by PUT, the
+    baselines drawn from the artifact's trained rows as `placement_vectors` draws them)."""
+    from cold_start_api import artifact_placements, measure
+
+    inter = load_interactions(seed_config(args, seed))
+    texts = read_item_text(args.item_text)
+    cold = hold_out_items(inter, texts.item_ids, args.fraction, "per-user", seed)
+    artifacts = Path(args.api_artifacts)
+    placements = {"text": np.zeros((len(cold.cold_ids), 0)),
+                  **artifact_placements(artifacts, cold.cold_ids, seed)}
+    text_of = dict(zip(texts.item_ids.tolist(), texts.texts, strict=True))
+    api = measure(artifacts, cold, text_of, placements, args.k, artifacts.parent)
+    doc["api"] = {**doc["api"], **api}
     return doc
 
 
@@ -154,6 +178,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--quick", action="store_true", help="planted data, hashing encoder, seconds")
     p.add_argument("--no-api", dest="api", action="store_false",
                    help="skip the measurement through the API (bench/cold_start_api.py)")
+    p.add_argument("--api-artifacts", help="re-measure the API part of --out's seed JSON "
+                   "against this exported artifact (one seed), without retraining")
     return p.parse_args(argv)
 
 
@@ -183,7 +209,10 @@ def main(argv: list[str] | None = None) -> int:
         sys.exit("--data and --item-text are required (or --quick)")
     docs = []
     for seed in args.seeds:
-        doc = run_seed(args, seed)
+        if args.api_artifacts:
+            doc = remeasure_api(args, seed, json.loads((out / f"seed{seed}.json").read_text()))
+        else:
+            doc = run_seed(args, seed)
         (out / f"seed{seed}.json").write_text(json.dumps(doc, indent=2) + "\n")
         print(f"seed {seed}: " + ", ".join(f"{key} {v['recall']:.4f}"
                                            for key, v in doc["cold"].items()), flush=True)

@@ -40,13 +40,20 @@ def api_report(model: RelationalModel, cold: ColdStartSplit, text_items: TextIte
                out: Path) -> dict[str, Any]:
     """Recall@k through the API per placement ("text" by PUT; the others installed) and
     catalogue ("cold": the held-out items only; "all": the whole catalogue)."""
+    artifacts = _export_without(model, cold, text_items, out / "artifacts")
+    return measure(artifacts, cold, texts, placements, k, out)
+
+
+def measure(artifacts: Path, cold: ColdStartSplit, texts: dict[str, str],
+            placements: dict[str, np.ndarray], k: int, out: Path) -> dict[str, Any]:
+    """`api_report` on an exported artifact (without the held-out items): serve, PUT, rank."""
     from fastapi.testclient import TestClient
 
     from service.app import create_app
     from service.item_catalogue import Catalogue
     from service.settings import Settings
 
-    artifacts = _export_without(model, cold, text_items, out / "artifacts")
+    (out / "api-history.db").unlink(missing_ok=True)  # a fresh store: nothing PUT before
     settings = Settings(_env_file=None, artifact_dir=artifacts,  # type: ignore[call-arg]
                         history_url=f"sqlite:///{out / 'api-history.db'}", reload_poll_s=0.0,
                         ort_threads=1, faiss_threads=1, max_k=max(100, k))
@@ -64,29 +71,53 @@ def api_report(model: RelationalModel, cold: ColdStartSplit, text_items: TextIte
         doc["put_ms_per_item"] = 1000 * (time.perf_counter() - started) / len(cold.cold_ids)
         engine = client.app.state.runtime.versions.current
         placed = engine.catalogue.vectors[[engine.catalogue.ids.index(i) for i in cold.cold_ids]]
-        doc["text_vs_offline_max_abs"] = float(np.abs(placed - placements["text"]).max())
+        # Text-only items an artifact was exported with are hidden: the offline catalogue.
+        hidden = frozenset(_text_only_ids(engine.artifact))
+        doc["hidden_text_only"] = len(hidden)
+        text = Catalogue(engine.catalogue.placer, engine.catalogue.vector_session,
+                         tuple(cold.cold_ids), placed, hidden)
+        if placements["text"].shape == placed.shape:  # the offline projection, when given
+            doc["text_vs_offline_max_abs"] = float(np.abs(placed - placements["text"]).max())
         for how in placements:
-            if how != "text":
-                _install(client, Catalogue(engine.catalogue.placer,
-                                           engine.catalogue.vector_session,
-                                           tuple(cold.cold_ids), placements[how]))
+            _install(client, text if how == "text" else Catalogue(
+                text.placer, text.vector_session, tuple(cold.cold_ids), placements[how],
+                hidden))
             for catalogue in ("cold", "all"):
                 doc["recall"][f"{how}/{catalogue}"] = _recall(client, users, truth, cold, k,
                                                               catalogue)
     return doc
 
 
+def artifact_placements(artifacts: Path, cold_ids: Sequence[str], seed: int
+                        ) -> dict[str, np.ndarray]:
+    """The random and popular placements of `training.text.cold_start.placement_vectors`,
+    drawn the same way from an exported artifact's trained rows (to re-measure without
+    retraining; `--api-artifacts`)."""
+    from models.artifact import read_manifest, resolve_version_dir
+    from models.artifact_arrays import read_arrays
+
+    vdir = resolve_version_dir(artifacts)
+    manifest, arrays = read_manifest(vdir), read_arrays(vdir)
+    info = manifest.text_items
+    trained = info.first_row if info is not None else len(arrays.items)
+    q = arrays.items[:trained]
+    rng = np.random.default_rng(seed)
+    random = q[rng.integers(0, len(q), len(cold_ids))]
+    rng = np.random.default_rng(seed)
+    top = int(np.argmax(arrays.popularity[:trained]))
+    popular = (q[top] + rng.normal(0.0, 1e-4, (len(cold_ids), q.shape[1]))).astype(np.float32)
+    return {"random": random, "popular": popular}
+
+
 def _export_without(model: RelationalModel, cold: ColdStartSplit, text_items: TextItems,
                     root: Path) -> Path:
-    """Export the model with its text model and the text-only items that are not held out
-    (held-out items must be new to the artifact); train + validation as the seen history."""
+    """Export the model with its text model and no text-only item: the catalogue is the
+    offline protocol's (the warm items, then the held-out ones PUT), not the thousands of
+    movies with a title and no interaction left; train + validation as the seen history."""
     from training.exporter import export
 
-    held = set(cold.cold_ids)
-    keep = [i for i, x in enumerate(text_items.ids) if x not in held]
-    kept = TextItems([text_items.ids[i] for i in keep], text_items.vectors[keep],
-                     text_items.encoder, text_items.projection_weight,
-                     text_items.projection_bias)
+    kept = TextItems([], text_items.vectors[:0], text_items.encoder,
+                     text_items.projection_weight, text_items.projection_bias)
     train, valid = cold.split.train, cold.split.valid
     stamps = (None if train.timestamps is None or valid.timestamps is None
               else np.concatenate([train.timestamps, valid.timestamps]))
@@ -96,6 +127,12 @@ def _export_without(model: RelationalModel, cold: ColdStartSplit, text_items: Te
                          train.users, train.items)
     return export(model, train, root, text_items=kept, known=known, parity_check=False,
                   choose_retrieval=False).parent
+
+
+def _text_only_ids(artifact: Any) -> list[str]:
+    info = artifact.manifest.text_items
+    ids = artifact.arrays.item_ids.to_list()
+    return [] if info is None else ids[info.first_row:info.first_row + info.count]
 
 
 def _truth(cold: ColdStartSplit) -> dict[str, set[str]]:
