@@ -11,8 +11,6 @@ stand-ins that the retriever, ranker and recommender take in place of the artifa
 - `VectorSession`: answers `run` like the scorer's session, gathering candidate and history
   vectors from the extended table and running `scorer_vectors.onnx` (the same arithmetic with
   vectors as inputs), since `scorer.onnx` can only read trained rows;
-- `OverlayRetriever`: retrieval as before, plus the placed items (up to C of them) scored
-  exactly for every user, since the relation probes were fitted to trained items only;
 - the tables with the ids, zero popularity and the hidden rows (`Tables.hidden_rows`, which
   the recommender adds to every user's seen set: recommendations, popular fallback, lists).
 
@@ -31,10 +29,8 @@ import numpy as np
 from models.idmap import IdMap
 from service.loader import LoadedArtifact
 from service.recommender import Tables
-from service.retriever import Retriever
 
-__all__ = ["OverlayIndex", "OverlayRetriever", "ServingParts", "VectorSession",
-           "serving_parts"]
+__all__ = ["OverlayIndex", "ServingParts", "VectorSession", "serving_parts"]
 
 
 @dataclass(frozen=True, eq=False)
@@ -170,42 +166,3 @@ class VectorSession:
     def get_outputs(self) -> Any:
         return self.session.get_outputs()
 
-
-class OverlayRetriever(Retriever):
-    """The retriever, plus the placed items (rows >= `base_n`) as candidates of every user.
-
-    The probes approximate each user's relation (service/retriever.py); the trained items were
-    placed by training with it, items placed from text were not, and C probe-nearest rows of
-    the whole catalogue miss many of those that exact scoring ranks in a top 10 (measured on
-    ml-latest-small, docs/benchmarks.md "Cold-start items": Recall@10 0.013 against 0.040
-    offline). So, beside the C retrieved rows, each user's unseen placed items go to the exact
-    re-rank too: all of them up to `max_extra`, else the `max_extra` nearest to the probes.
-    """
-
-    def __init__(self, *args: Any, base_n: int, max_extra: int, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.base_n = base_n
-        self.max_extra = max_extra
-
-    def candidates(
-        self,
-        user_vecs: np.ndarray,
-        hists: Sequence[np.ndarray],
-        seen: Sequence[np.ndarray],
-        n: int | None = None,
-    ) -> list[np.ndarray]:
-        found = super().candidates(user_vecs, hists, seen, n)
-        extra = np.arange(self.base_n, self.n_items, dtype=np.int64)  # [K]
-        if not len(extra):
-            return found
-        per_user: list[np.ndarray] | np.ndarray = [extra] * len(found)
-        if len(extra) > self.max_extra:  # the K' nearest to the user's probes
-            queries = self.queries(user_vecs, hists)  # [B, P, d]
-            vecs = self.item_vecs[extra]  # [K, d]
-            dist = ((queries[:, :, None, :] - vecs[None, None]) ** 2).sum(-1).min(1)  # [B, K]
-            per_user = extra[np.argsort(dist, axis=1, kind="stable")[:, : self.max_extra]]
-        out = []
-        for rows, unseen, mine in zip(found, seen, per_user, strict=True):
-            add = mine[~np.isin(mine, unseen) & ~np.isin(mine, rows)]
-            out.append(np.concatenate([rows, add]).astype(np.int64))
-        return out

@@ -19,7 +19,7 @@ from service.foldin import build_fold_in
 from service.history import HistoryStore, open_history_store
 from service.ingest import IngestService
 from service.item_catalogue import Catalogue, ItemsService, load_catalogue
-from service.item_overlay import OverlayRetriever, serving_parts
+from service.item_overlay import serving_parts
 from service.limits import Limits
 from service.loader import LoadedArtifact, load_artifact
 from service.metrics import Metrics
@@ -121,12 +121,14 @@ class Runtime:
         parts = serving_parts(artifact, catalogue.ids, catalogue.vectors, catalogue.hidden,
                               catalogue.vector_session)
         arrays = parts.arrays
-        args = (parts.index, arrays.items, arrays.keys, arrays.memories, artifact.n_candidates)
-        retriever = (
-            Retriever(*args, probes=s.probes, selector_min=s.selector_min_candidates)
-            if not catalogue.ids  # else the placed items are scored for every user too
-            else OverlayRetriever(*args, probes=s.probes, selector_min=s.selector_min_candidates,
-                                  base_n=artifact.n_items, max_extra=artifact.n_candidates)
+        retriever = Retriever(
+            parts.index,
+            arrays.items,
+            arrays.keys,
+            arrays.memories,
+            artifact.n_candidates,
+            probes=s.probes,
+            selector_min=s.selector_min_candidates,
         )
         recommender = Recommender(
             parts.tables,

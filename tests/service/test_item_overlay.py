@@ -51,26 +51,3 @@ def test_overlay_search_honours_an_id_selector_and_pads_like_faiss() -> None:
         assert (np.diff(dist[q][: len(got)]) >= 0).all()
     assert (rows[:, 4:] == -1).all() and np.isinf(dist[:, 4:]).all()
 
-
-def test_overlay_retriever_adds_the_unseen_placed_items_to_every_users_candidates() -> None:
-    from service.item_overlay import OverlayRetriever
-
-    base, extra, queries = _tables(3)
-    index = faiss.IndexFlatL2(8)
-    index.add(base)
-    overlay = OverlayIndex(index, extra, 60, np.zeros(0, np.int64))
-    table = np.concatenate([base, extra])
-    no_memory = (np.zeros((8, 0), np.float32), np.zeros((0, 8), np.float32))
-    retriever = OverlayRetriever(overlay, table, *no_memory, 10, base_n=60, max_extra=5)
-    seen = [np.array([61, 2], np.int64)] + [np.zeros(0, np.int64)] * 6
-    found = retriever.candidates(queries, [np.zeros(0, np.int64)] * 7, seen, 10)
-    for rows, s in zip(found, seen, strict=True):
-        assert set(range(60, 65)) - set(s) <= set(rows)  # every unseen placed item
-        assert not np.isin(rows, s).any() and len(set(rows)) == len(rows)
-        assert (rows < 60).sum() >= 10 - 5  # the C retrieved stay (placed ones among them)
-    # Over max_extra placed items, the nearest to the user's probe are added.
-    capped = OverlayRetriever(overlay, table, *no_memory, 3, base_n=60, max_extra=2)
-    (rows,) = capped.candidates(queries[:1], [np.zeros(0, np.int64)], [np.zeros(0, np.int64)],
-                                3)
-    nearest = 60 + np.argsort(((queries[0] - extra) ** 2).sum(1))[:2]
-    assert set(nearest) <= set(rows)
