@@ -237,3 +237,22 @@ def test_a_model_without_item_text_says_it_cannot_place_items(
         r = c.put("/items/brand-new", json={"text": "jazz saxophone"})
         body = assert_error(r, 409, "no_text_projection")
         assert "text projection" in body["error"]["message"]
+
+
+def test_an_item_the_export_includes_is_served_from_the_artifact(
+        text_artifacts: Path, tmp_path: Path) -> None:
+    """An item PUT before an export that includes it (here: i5-b0, exported from its text)
+    is served by the new version's own row, not placed a second time."""
+    from service.history import open_history_store
+
+    url = f"sqlite:///{tmp_path / 'h.db'}"
+    store = open_history_store(url, max_len=50)
+    store.put_item("i5-b0", "jazz saxophone")  # as a PUT before this version was exported
+    store.put_item("later-b0", "jazz saxophone live")
+    store.close()
+    with open_client(text_artifacts, url) as c:
+        engine = c.app.state.runtime.versions.current
+        assert engine.catalogue.ids == ("later-b0",)
+        ids = engine.recommender.tables.item_ids.to_list()
+        assert ids.count("i5-b0") == 1 and ids[-1] == "later-b0"
+        assert c.get("/items/later-b0/similar").status_code == 200
