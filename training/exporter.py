@@ -39,7 +39,7 @@ from training.candidates import choose_for_version
 from training.interactions import Interactions
 from training.run_dir import Run, TextItems, load_run
 from training.scorer_graph import export_onnx, io_spec
-from training.text.export import has_projection, write_text_model
+from training.text.export import has_projection, text_model_files, write_text_model
 from training.text.items import extend_with_text_items
 
 __all__ = ["ExportError", "ParityError", "build_index", "export", "export_run", "export_trained",
@@ -177,10 +177,8 @@ def _write_version(vdir: Path, version: str, created: datetime, model: Relationa
                    text_info: art.TextItemsInfo | None,
                    known: Interactions | None, choose_retrieval: bool,
                    text_model: TextItems | None = None) -> art.Manifest:
-    """Every file of the version, then the manifest with their checksums (last).
-
-    `text_model`: a run's learned text projection, written with the encoder and the vector
-    scorer so that the service places items from their text (training/text/export.py)."""
+    """Every file of the version, then the manifest with their checksums (last); with
+    `text_model`, what places items from their text (training/text/export.py)."""
     tensors = _model_tensors(model)
     graph = build_scorer_graph(model)
     log.info("writing %s (%s graph)", art.SCORER, type(graph).__name__)
@@ -195,7 +193,7 @@ def _write_version(vdir: Path, version: str, created: datetime, model: Relationa
                  if choose_retrieval else None)
     text_model_info = (None if text_model is None
                        else write_text_model(vdir, text_model, graph))
-    names = [*art.PAYLOAD_FILES, *_text_model_files(text_model_info)]
+    names = [*art.PAYLOAD_FILES, *text_model_files(text_model_info)]
     files = {name: art.file_sha256(vdir / name) for name in names}
     manifest = art.Manifest(
         format_version=art.FORMAT_VERSION, version=version, relrec_version=relrec_version(),
@@ -213,14 +211,6 @@ def _write_version(vdir: Path, version: str, created: datetime, model: Relationa
 
 
 # -- the pieces -------------------------------------------------------------------------------
-
-
-def _text_model_files(info: art.TextModelInfo | None) -> list[str]:
-    """The text model's file names, checksummed with the rest (none without item text)."""
-    if info is None:
-        return []
-    return [name for name in (info.text_encoder, info.tokenizer, info.projection, info.scorer)
-            if name is not None]
 
 
 def _model_tensors(model: RelationalModel) -> dict[str, np.ndarray]:

@@ -31,7 +31,8 @@ from models.text_hashing import HASHING_PREFIX
 from training.run_dir import TextItems
 from training.scorer_graph import example_inputs
 
-__all__ = ["TextExportError", "VECTOR_INPUTS", "has_projection", "write_text_model"]
+__all__ = ["TextExportError", "VECTOR_INPUTS", "has_projection", "text_model_files",
+           "write_text_model"]
 
 VECTOR_INPUTS = ("user_vecs", "hist_vecs", "hist_mask", "cand_vecs")
 PARITY_ATOL = 1e-4  # vector vs row scorer, absolute on distances of order 1
@@ -67,6 +68,14 @@ def write_text_model(vdir: Path, text_items: TextItems, graph: ScorerGraph) -> a
     check_vector_scorer(graph, vdir / art.SCORER, vdir / art.SCORER_VECTORS)
     return art.TextModelInfo(encoder=kind, encoder_name=text_items.encoder,
                              text_dim=int(weight.shape[1]), **encoder_files)  # type: ignore[arg-type]
+
+
+def text_model_files(info: art.TextModelInfo | None) -> list[str]:
+    """The text model's file names, checksummed with the rest (none without item text)."""
+    if info is None:
+        return []
+    return [name for name in (info.text_encoder, info.tokenizer, info.projection, info.scorer)
+            if name is not None]
 
 
 class ClippedProjection(nn.Module):
