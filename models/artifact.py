@@ -19,13 +19,23 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from models.artifact_text import (
+    SCORER_VECTORS,
+    TEXT_ENCODER,
+    TEXT_PROJECTION,
+    TOKENIZER,
+    TextItemsInfo,
+    TextModelInfo,
+)
 from models.durable import atomic_path, fsync_path
 
 __all__ = [
     "CURRENT", "FORMAT_VERSION", "HISTORY_INDPTR", "HISTORY_ITEMS", "INDEX", "ITEM_IDS",
     "MANIFEST", "PAYLOAD_FILES", "POPULARITY", "SCORER", "TENSORS", "USER_IDS",
     "ArtifactError", "Counts", "FoldInInfo", "IndexInfo", "Manifest",
-    "OnnxInfo", "RecallPoint", "RetrievalInfo", "TensorSpec", "TextItemsInfo", "TrainingInfo",
+    "OnnxInfo", "RecallPoint", "RetrievalInfo", "SCORER_VECTORS", "TEXT_ENCODER",
+    "TEXT_PROJECTION", "TOKENIZER", "TensorSpec", "TextItemsInfo", "TextModelInfo",
+    "TrainingInfo",
     "file_sha256", "list_versions", "open_version", "point_current",
     "read_manifest", "resolve_current", "resolve_version_dir", "verify",
     "write_manifest",
@@ -115,21 +125,6 @@ class RetrievalInfo(BaseModel):
     curve: list[RecallPoint] = Field(default_factory=list)  # every point measured
 
 
-class TextItemsInfo(BaseModel):
-    """Items that have text and no interaction: rows `[first_row, first_row + count)`.
-
-    Their vectors were projected from their text by a map learned in training (the sentence
-    encoder named here); they are scored, indexed and recommendable like any other item, have
-    popularity 0 and appear in no training history. The service needs no text for them.
-    """
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    first_row: int = Field(ge=0)
-    count: int = Field(ge=0)
-    encoder: str
-
-
 class FoldInInfo(BaseModel):
     """How the service fits a vector for a user known only by their history (issue 16).
 
@@ -205,6 +200,8 @@ class Manifest(BaseModel):
     files: dict[str, str]  # file name -> sha256 hex
     sizes: dict[str, int] = Field(default_factory=dict)  # file name -> bytes (truncation check)
     text_items: TextItemsInfo | None = None  # None: every item was trained on interactions
+    # None: trained without item text (or before issue 20): no item can be placed from text
+    text_model: TextModelInfo | None = None
     # None (versions before issue 16): a relational model, fold-in by the hinge
     fold_in: FoldInInfo | None = None
     training: TrainingInfo | None = None  # None: trained on the train split (before issue 16)

@@ -24,8 +24,8 @@ from models.base import RelationalModel
 from models.scorer_io import ATTENTION, DISTANCES
 
 __all__ = ["SAFE_SHIFT", "AdaCMLGraph", "CMLGraph", "DotGraph", "HLRGraph", "LRMLGraph",
-           "ScorerGraph", "adacml_graph", "cml_graph", "hlr_graph", "hlr_plus_graph",
-           "lrml_graph", "masked_softmax", "shift_bound"]
+           "ScorerGraph", "VectorInputGraph", "adacml_graph", "cml_graph", "hlr_graph",
+           "hlr_plus_graph", "lrml_graph", "masked_softmax", "shift_bound"]
 
 # Largest logit shift for which exp(logit - shift) cannot underflow for a whole row
 # (shifted logits >= -2 * shift > -87, the smallest normal float32's log).
@@ -71,13 +71,41 @@ class ScorerGraph(nn.Module):
         return dist if attn is None else (dist, attn)
 
     def history(self, hist_rows: Tensor, hist_mask: Tensor) -> tuple[Tensor, Tensor]:
-        """History vectors `[B, L, d]` (pads and bad rows -> zero row) and the float mask."""
+        """History vectors `[B, L, d]` (pads and bad rows -> zero row) and the float mask.
+
+        Float `hist_rows` `[B, L, d]` are the vectors themselves (`VectorInputGraph`)."""
+        if hist_rows.is_floating_point():
+            real = (hist_mask > 0.5).float()  # [B, L]
+            return hist_rows * real[..., None], real
         ok = (hist_mask > 0.5) & (hist_rows >= 0) & (hist_rows < self.n_items)  # [B, L]
         return self.items[torch.where(ok, hist_rows, self.pad_row)], ok.float()
 
     def score(self, user_vecs: Tensor, hist_rows: Tensor, hist_mask: Tensor,
               cand: Tensor) -> tuple[Tensor, Tensor | None]:
         raise NotImplementedError
+
+
+class VectorInputGraph(nn.Module):
+    """A scorer graph fed item vectors instead of rows: (user_vecs `[B, d]`, hist_vecs
+    `[B, L, d]`, hist_mask `[B, L]`, cand_vecs `[B, C, d]`) -> distances (and attention).
+
+    The same `score` arithmetic as the row graph; what differs is where q_v comes from. The
+    service scores items placed from their text at run time with it (PUT /items, issue 20),
+    which the row graph cannot: its item table is a constant of the trained catalogue.
+    """
+
+    def __init__(self, graph: ScorerGraph) -> None:
+        super().__init__()
+        self.graph = graph
+
+    @property
+    def output_names(self) -> tuple[str, ...]:
+        return self.graph.output_names
+
+    def forward(self, user_vecs: Tensor, hist_vecs: Tensor, hist_mask: Tensor,
+                cand_vecs: Tensor) -> Tensor | tuple[Tensor, Tensor]:
+        dist, attn = self.graph.score(user_vecs, hist_vecs, hist_mask, cand_vecs)
+        return dist if attn is None else (dist, attn)
 
 
 def _distance(user_vecs: Tensor, relation: Tensor | None, cand: Tensor) -> Tensor:

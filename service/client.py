@@ -28,6 +28,7 @@ from pydantic import BaseModel
 from service.interaction_schemas import InteractionsResponse
 from service.schemas import (
     ErasureResponse,
+    ItemResponse,
     ModelResponse,
     ReadyResponse,
     RecommendBatchResponse,
@@ -39,7 +40,7 @@ from service.schemas import (
 __all__ = ["AsyncRelrecClient", "Interaction", "RelrecApiError", "RelrecClient"]
 
 M = TypeVar("M", bound=BaseModel)
-Method = Literal["GET", "POST", "DELETE"]
+Method = Literal["GET", "POST", "PUT", "DELETE"]
 
 
 class RelrecApiError(Exception):
@@ -158,6 +159,11 @@ class _Calls:
         return _Call("POST", "/interactions", InteractionsResponse, body=body)
 
 
+    @staticmethod
+    def put_item(item_id: str, text: str) -> _Call[ItemResponse]:
+        return _Call("PUT", f"/items/{_segment(item_id)}", ItemResponse, body={"text": text})
+
+
 class RelrecClient:
     """Sync client; use as a context manager or call `close()`."""
 
@@ -248,6 +254,14 @@ class RelrecClient:
         call = _Call("POST", "/admin/reload", ReloadResponse, {"force": force})
         return self._send(call)
 
+    def put_item(self, item_id: str, text: str) -> ItemResponse:
+        """`PUT /items/{item_id}`: place a new item from its text (admin key)."""
+        return self._send(_Calls.put_item(item_id, text))
+
+    def delete_item(self, item_id: str) -> ItemResponse:
+        """`DELETE /items/{item_id}`: hide an item from every list (admin key)."""
+        return self._send(_Call("DELETE", f"/items/{_segment(item_id)}", ItemResponse))
+
 
 class AsyncRelrecClient:
     """Async client with the methods of `RelrecClient` as coroutines."""
@@ -330,3 +344,9 @@ class AsyncRelrecClient:
     async def reload(self, force: bool = False) -> ReloadResponse:
         call = _Call("POST", "/admin/reload", ReloadResponse, {"force": force})
         return await self._send(call)
+
+    async def put_item(self, item_id: str, text: str) -> ItemResponse:
+        return await self._send(_Calls.put_item(item_id, text))
+
+    async def delete_item(self, item_id: str) -> ItemResponse:
+        return await self._send(_Call("DELETE", f"/items/{_segment(item_id)}", ItemResponse))

@@ -19,6 +19,7 @@ from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBea
 
 from service.errors import UnauthorizedError
 from service.ingest import IngestService
+from service.item_catalogue import ItemsService
 from service.recommend_service import RecommendService
 from service.versions import Readiness, Versions
 
@@ -27,6 +28,7 @@ __all__ = [
     "ApiKeys",
     "EraseKeyDep",
     "IngestDep",
+    "ItemsDep",
     "ReadKeyDep",
     "ReadinessDep",
     "RecommendDep",
@@ -87,6 +89,11 @@ async def get_ingest(request: Request) -> IngestService:
     return service
 
 
+async def get_items(request: Request) -> ItemsService:
+    service: ItemsService = request.app.state.runtime.items
+    return service
+
+
 async def get_versions(request: Request) -> Versions:
     versions: Versions = request.app.state.runtime.versions
     return versions
@@ -105,6 +112,7 @@ async def get_keys(request: Request) -> ApiKeys:
 RecommendDep = Annotated[RecommendService, Depends(get_recommend)]
 IngestDep = Annotated[IngestService, Depends(get_ingest)]
 VersionsDep = Annotated[Versions, Depends(get_versions)]
+ItemsDep = Annotated[ItemsService, Depends(get_items)]
 ReadinessDep = Annotated[Readiness, Depends(get_readiness)]
 _KeysDep = Annotated[ApiKeys, Depends(get_keys)]
 

@@ -28,6 +28,8 @@ log = logging.getLogger(__name__)
 __all__ = [
     "ArtifactRejectedError",
     "InvalidInputError",
+    "ItemExistsError",
+    "NoTextModelError",
     "NotFoundError",
     "NotReadyError",
     "OverloadedError",
@@ -111,6 +113,22 @@ class ArtifactRejectedError(RelrecError):
     code = "artifact_rejected"
 
 
+class ItemExistsError(RelrecError):
+    """PUT /items of an id the serving version was trained or exported with: it has a vector
+    already; DELETE hides it, a new export replaces it."""
+
+    status_code = 409
+    code = "item_exists"
+
+
+class NoTextModelError(RelrecError):
+    """PUT /items on a version trained without item text: its artifact has no text projection
+    (`manifest.text_model`), so no vector can be placed from text."""
+
+    status_code = 409
+    code = "no_text_projection"
+
+
 class NotReadyError(RelrecError):
     """A part the request needs (artifact, history store) is not up yet: retry later."""
 
@@ -149,7 +167,8 @@ _MEANINGS: dict[int, str] = {
     401: "no valid API key (X-API-Key or Authorization: Bearer); only when keys of the "
     "operation's kind are configured",
     404: "an id in the path is not in the serving model version",
-    409: "the new version was refused; the serving version stays",
+    409: "a conflict with the serving state: a version refused (the serving one stays), or "
+    "an item that cannot be placed (already in the version, or no text projection)",
     413: "over a size bound: the body (RELREC_MAX_BODY_BYTES) or a list in the request",
     422: "a value of the wrong kind or out of bounds (ids are strings)",
     503: "not ready, the history store unavailable, or overloaded: retry after Retry-After s",

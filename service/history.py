@@ -35,6 +35,7 @@ __all__ = [
     "Event",
     "Feedback",
     "HistoryStore",
+    "ItemRecords",
     "LogEntry",
     "dedupe",
     "open_history_store",
@@ -81,6 +82,16 @@ class LogEntry:
 
 
 @dataclass(frozen=True)
+class ItemRecords:
+    """Items changed through the API since training (PUT/DELETE /items, issue 20): the text
+    of each item PUT (re-placed by every version loaded, until an export includes it) and the
+    ids hidden by DELETE."""
+
+    texts: dict[str, str]
+    hidden: frozenset[str]
+
+
+@dataclass(frozen=True)
 class Erasure:
     """What `HistoryStore.erase` removed for one user."""
 
@@ -117,6 +128,18 @@ class HistoryStore(Protocol):
 
     def erase(self, user_id: str) -> Erasure:
         """Remove the user's history, log entries and event-id markers (DELETE /users)."""
+        ...
+
+    def put_item(self, item_id: str, text: str) -> None:
+        """Keep an item's text (PUT /items) and un-hide it, in one durable write."""
+        ...
+
+    def hide_item(self, item_id: str) -> None:
+        """Hide an item (DELETE /items) and drop its PUT text if any, in one durable write."""
+        ...
+
+    def item_records(self) -> ItemRecords:
+        """Every item PUT and every item hidden, for loading a version."""
         ...
 
     def ping(self) -> None:

@@ -22,6 +22,7 @@ from service.history import (
     NEGATIVES_MAX,
     Erasure,
     Event,
+    ItemRecords,
     LogEntry,
     dedupe,
 )
@@ -29,6 +30,8 @@ from service.history import (
 __all__ = [
     "EVENT_KEY",
     "HIST_KEY",
+    "ITEM_HIDDEN_KEY",
+    "ITEM_TEXT_KEY",
     "LOG_EVENT_KEY",
     "LOG_KEY",
     "NEG_KEY",
@@ -47,6 +50,10 @@ LOG_KEY = "relrec:log"  # stream: XADD MAXLEN ~ log_max_len * user item ts w eid
 # like "relrec:log"); the user's length prefix keeps (user, event) pairs apart.
 LOG_EVENT_KEY = "{{relrec:log}}:ev:{n}:{user_id}:{event_id}"
 READY_KEY = "{relrec:log}:ready"  # readiness write probe (SET EX), on the log's node
+# PUT/DELETE /items (issue 20), on one slot so that one MULTI updates both: item id -> text of
+# the items placed at run time (hash), and the hidden item ids (set).
+ITEM_TEXT_KEY = "{relrec:items}:text"
+ITEM_HIDDEN_KEY = "{relrec:items}:hidden"
 
 # One batch (or, on a Cluster, one slot's part of it) in one script. Redis runs a script whole:
 # when it is out of memory the first write (a marker SET) is refused and nothing is written,
@@ -279,6 +286,34 @@ class RedisHistoryStore:
                 removed += int(self.client.xdel(LOG_KEY, *mine))
             start = "(" + rows[-1][0]
         return removed
+
+    def put_item(self, item_id: str, text: str) -> None:
+        try:
+            pipe = self.client.pipeline(transaction=True)
+            pipe.hset(ITEM_TEXT_KEY, item_id, text)
+            pipe.srem(ITEM_HIDDEN_KEY, item_id)
+            pipe.execute()
+        except redis.RedisError as exc:
+            raise StoreUnavailableError(f"redis item write failed: {exc}") from exc
+
+    def hide_item(self, item_id: str) -> None:
+        try:
+            pipe = self.client.pipeline(transaction=True)
+            pipe.sadd(ITEM_HIDDEN_KEY, item_id)
+            pipe.hdel(ITEM_TEXT_KEY, item_id)
+            pipe.execute()
+        except redis.RedisError as exc:
+            raise StoreUnavailableError(f"redis item write failed: {exc}") from exc
+
+    def item_records(self) -> ItemRecords:
+        try:
+            pipe = self.client.pipeline(transaction=False)
+            pipe.hgetall(ITEM_TEXT_KEY)
+            pipe.smembers(ITEM_HIDDEN_KEY)
+            texts, hidden = pipe.execute()
+        except redis.RedisError as exc:
+            raise StoreUnavailableError(f"redis item read failed: {exc}") from exc
+        return ItemRecords({k: texts[k] for k in sorted(texts)}, frozenset(hidden))
 
     def ping(self) -> None:
         """Up and taking writes: a full Redis (maxmemory, noeviction) answers PING but

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from service.errors import StoreUnavailableError
-from service.history import NEGATIVES_MAX, Erasure, Event, LogEntry, dedupe
+from service.history import NEGATIVES_MAX, Erasure, Event, ItemRecords, LogEntry, dedupe
 
 __all__ = ["SqliteHistoryStore"]
 
@@ -27,6 +27,9 @@ class SqliteHistoryStore:
         " type TEXT NOT NULL DEFAULT 'positive',"
         " UNIQUE (user_id, event_id))",
         "CREATE INDEX IF NOT EXISTS events_user_seq ON events (user_id, seq)",
+        # PUT/DELETE /items (issue 20): texts of items placed at run time, hidden item ids
+        "CREATE TABLE IF NOT EXISTS put_items (item_id TEXT PRIMARY KEY, text TEXT NOT NULL)",
+        "CREATE TABLE IF NOT EXISTS hidden_items (item_id TEXT PRIMARY KEY)",
     )
     # Files created before issue 22 lack the `type` column: every row of theirs is a positive.
     _MIGRATE = "ALTER TABLE events ADD COLUMN type TEXT NOT NULL DEFAULT 'positive'"
@@ -184,6 +187,37 @@ class SqliteHistoryStore:
                 conn.execute("ROLLBACK")
             raise StoreUnavailableError(f"sqlite history erase failed: {exc}") from exc
         return Erasure(history=int(positives), log=n, markers=0)
+
+    def put_item(self, item_id: str, text: str) -> None:
+        self._write_items(
+            ("INSERT OR REPLACE INTO put_items (item_id, text) VALUES (?, ?)", (item_id, text)),
+            ("DELETE FROM hidden_items WHERE item_id = ?", (item_id,)))
+
+    def hide_item(self, item_id: str) -> None:
+        self._write_items(
+            ("INSERT OR IGNORE INTO hidden_items (item_id) VALUES (?)", (item_id,)),
+            ("DELETE FROM put_items WHERE item_id = ?", (item_id,)))
+
+    def _write_items(self, *statements: tuple[str, tuple[str, ...]]) -> None:
+        conn = self._conn()
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            for sql, args in statements:
+                conn.execute(sql, args)
+            conn.execute("COMMIT")
+        except sqlite3.Error as exc:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise StoreUnavailableError(f"sqlite item write failed: {exc}") from exc
+
+    def item_records(self) -> ItemRecords:
+        try:
+            conn = self._conn()
+            texts = dict(conn.execute("SELECT item_id, text FROM put_items ORDER BY item_id"))
+            hidden = frozenset(r[0] for r in conn.execute("SELECT item_id FROM hidden_items"))
+        except sqlite3.Error as exc:
+            raise StoreUnavailableError(f"sqlite item read failed: {exc}") from exc
+        return ItemRecords(texts, hidden)
 
     def ping(self) -> None:
         try:

@@ -77,6 +77,8 @@ class Tables:
     history_indptr: np.ndarray  # [U + 1]
     history_items: np.ndarray  # [nnz] item rows, newest first within a user
     index_metric: str = "L2"  # of the FAISS index: "L2" (squared distance) or "IP" (ALS)
+    # rows DELETE /items hid: seen by every user, so never served (service/item_overlay.py)
+    hidden_rows: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
 
     @classmethod
     def from_artifact(cls, loaded: LoadedArtifact) -> Tables:
@@ -210,7 +212,8 @@ class Recommender:
         unknown: list[UnknownFilterId] = []
         excluded = self._filter_rows(q.exclude, "exclude", unknown)
         # Negative feedback is never history, and its items are never recommended again.
-        seen = np.unique(np.concatenate([both, excluded, self._rows(negative_ids)]))
+        seen = np.unique(np.concatenate([both, excluded, self._rows(negative_ids),
+                                         t.hidden_rows]))
         allow = None
         if q.candidates is not None:
             allow = _first_occurrences(self._filter_rows(q.candidates, "candidates", unknown))

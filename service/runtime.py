@@ -18,12 +18,14 @@ from service.errors import ArtifactRejectedError, NotReadyError
 from service.foldin import build_fold_in
 from service.history import HistoryStore, open_history_store
 from service.ingest import IngestService
+from service.item_catalogue import Catalogue, ItemsService, load_catalogue
+from service.item_overlay import serving_parts
 from service.limits import Limits
-from service.loader import load_artifact
+from service.loader import LoadedArtifact, load_artifact
 from service.metrics import Metrics
 from service.ranker import Ranker
 from service.recommend_service import RecommendService
-from service.recommender import Recommender, Tables
+from service.recommender import Recommender
 from service.retriever import Retriever
 from service.settings import Settings
 from service.versions import Engine, Readiness, Versions
@@ -58,6 +60,11 @@ class Runtime:
             self.history_store,
             lambda: self.versions.current.recommender.tables.item_ids,
             metrics,
+        )
+
+        self.items = ItemsService(
+            self.versions, self.history_store, self.assemble, self.limits,
+            settings.max_item_text_chars,
         )
 
     async def start(self) -> None:
@@ -104,9 +111,18 @@ class Runtime:
             ef_search=s.ef_search,
             n_candidates=s.n_candidates,
         )
-        arrays = artifact.arrays
+        catalogue = load_catalogue(artifact, self.history_store(), s.ort_threads)
+        return self.assemble(artifact, catalogue)
+
+    def assemble(self, artifact: LoadedArtifact, catalogue: Catalogue) -> Engine:
+        """The engine serving `artifact` with the items of `catalogue` (service/item_overlay.py);
+        called at load and on every PUT/DELETE /items."""
+        s = self.settings
+        parts = serving_parts(artifact, catalogue.ids, catalogue.vectors, catalogue.hidden,
+                              catalogue.vector_session)
+        arrays = parts.arrays
         retriever = Retriever(
-            artifact.index,
+            parts.index,
             arrays.items,
             arrays.keys,
             arrays.memories,
@@ -115,10 +131,10 @@ class Runtime:
             selector_min=s.selector_min_candidates,
         )
         recommender = Recommender(
-            Tables.from_artifact(artifact),
+            parts.tables,
             self.history_store(),
             retriever,
-            Ranker(artifact.session, artifact.l_max, artifact.has_attention),
+            Ranker(parts.session, artifact.l_max, artifact.has_attention),
             s.history_max_len,
             on_stage=self._observe_stage,
             on_store_error=self.metrics.store_errors.labels("recent").inc,
@@ -131,7 +147,7 @@ class Runtime:
                 steps=s.fold_in_steps,
             ),
         )
-        return Engine(artifact, recommender)
+        return Engine(artifact, recommender, catalogue)
 
     def _observe_stage(self, stage: str, seconds: float) -> None:
         self.metrics.stage_seconds.labels(stage).observe(seconds)

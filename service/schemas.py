@@ -277,3 +277,23 @@ class ReloadResponse(BaseModel):
     version: str
     previous: str | None
     changed: bool
+
+
+class ItemPutRequest(BaseModel):
+    """PUT /items/{item_id}: the item's text (title, description, tags), which places it."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={"examples": [{"text": "Heat (1995) Action|Crime|Thriller"}]},
+    )
+
+    # strict: a number or a list is not text; the length bound is RELREC_MAX_ITEM_TEXT_CHARS
+    text: Annotated[str, Field(min_length=1, strict=True)]
+
+
+class ItemResponse(BaseModel):
+    """The item as the serving version now has it: placed (hidden false) or hidden."""
+
+    item_id: str
+    model_version: str
+    hidden: bool

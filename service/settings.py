@@ -65,6 +65,9 @@ class Settings(BaseSettings):
     max_batch: int = Field(default=1000, ge=1, le=100_000, description="interactions per POST")
     max_body_bytes: int = Field(default=1 << 20, ge=1024)
     max_id_length: int = Field(default=128, ge=1, le=4096)
+    max_item_text_chars: int = Field(
+        default=2000, ge=1, le=100_000, description="text of PUT /items/{id}, in characters"
+    )
     max_recommend_users: int = Field(
         default=64, ge=1, le=4096, description="users per POST /recommend (one micro-batch)"
     )

@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from models import artifact as art
 from models.version import relrec_version
@@ -40,6 +41,8 @@ class Engine:
 
     artifact: LoadedArtifact
     recommender: Recommender
+    # service.item_catalogue.Catalogue: items PUT and hidden through the API (None: none)
+    catalogue: Any = None
 
     @property
     def version(self) -> str:
@@ -115,6 +118,16 @@ class Versions:
             self._swap(engine, previous)
             old = previous.version if previous else None
             return ReloadResponse(version=engine.version, previous=old, changed=True)
+
+    async def update(self, change: Callable[[Engine], Engine]) -> Engine:
+        """Swap in `change(current)`, an engine of the same version with its items changed
+        (PUT/DELETE /items). Under the reload lock: a reload reads the store after the change
+        was written, or the change applies to the reloaded engine; never lost in between.
+        `change` runs in a thread (it may place text and write the store) and may raise."""
+        async with self._lock:
+            engine = await asyncio.to_thread(change, self.current)
+            self._engine = engine
+            return engine
 
     def _target(self, previous: Engine | None) -> Path:
         try:

@@ -39,6 +39,7 @@ from training.candidates import choose_for_version
 from training.interactions import Interactions
 from training.run_dir import Run, TextItems, load_run
 from training.scorer_graph import export_onnx, io_spec
+from training.text.export import has_projection, text_model_files, write_text_model
 from training.text.items import extend_with_text_items
 
 __all__ = ["ExportError", "ParityError", "build_index", "export", "export_run", "export_trained",
@@ -134,10 +135,12 @@ def export(model: RelationalModel, train: Interactions, out_dir: str | Path, *,
     content = (t.detach().float().cpu().numpy().tobytes()
                for _, t in sorted(model.state_dict().items()))
 
+    text_model = text_items if has_projection(text_items) else None
+
     def write(tmp: Path, version: str, created: datetime) -> art.Manifest:
         return _write_version(tmp, version, created, model, train, metrics or {}, config,
                               index, parity_check, ef_construction, text_info, known,
-                              choose_retrieval)
+                              choose_retrieval, text_model)
 
     return publish(out_dir, train, content, write)
 
@@ -172,8 +175,10 @@ def _write_version(vdir: Path, version: str, created: datetime, model: Relationa
                    train: Interactions, metrics: dict[str, Any], config: dict[str, Any] | None,
                    index: str, parity_check: bool, ef_construction: int,
                    text_info: art.TextItemsInfo | None,
-                   known: Interactions | None, choose_retrieval: bool) -> art.Manifest:
-    """Every file of the version, then the manifest with their checksums (last)."""
+                   known: Interactions | None, choose_retrieval: bool,
+                   text_model: TextItems | None = None) -> art.Manifest:
+    """Every file of the version, then the manifest with their checksums (last); with
+    `text_model`, what places items from their text (training/text/export.py)."""
     tensors = _model_tensors(model)
     graph = build_scorer_graph(model)
     log.info("writing %s (%s graph)", art.SCORER, type(graph).__name__)
@@ -186,7 +191,10 @@ def _write_version(vdir: Path, version: str, created: datetime, model: Relationa
     write_interactions(vdir, train, known)
     retrieval = (choose_for_version(vdir, faiss_index, model.config.l_max)
                  if choose_retrieval else None)
-    files = {name: art.file_sha256(vdir / name) for name in art.PAYLOAD_FILES}
+    text_model_info = (None if text_model is None
+                       else write_text_model(vdir, text_model, graph))
+    names = [*art.PAYLOAD_FILES, *text_model_files(text_model_info)]
+    files = {name: art.file_sha256(vdir / name) for name in names}
     manifest = art.Manifest(
         format_version=art.FORMAT_VERSION, version=version, relrec_version=relrec_version(),
         created_at=created, model=model.config.model_dump(mode="json"), dim=model.config.dim,
@@ -194,8 +202,8 @@ def _write_version(vdir: Path, version: str, created: datetime, model: Relationa
         counts=art.Counts(users=model.n_users, items=model.n_items, interactions=len(train)),
         data_fingerprint=train.fingerprint(), metrics=metrics, config=config,
         index=index_info, onnx=_onnx_info(graph), files=files,
-        sizes={name: (vdir / name).stat().st_size for name in art.PAYLOAD_FILES},
-        text_items=text_info,
+        sizes={name: (vdir / name).stat().st_size for name in names},
+        text_items=text_info, text_model=text_model_info,
         fold_in=art.FoldInInfo(method="hinge", params={"margin": float(model.config.margin)}),
         training=training_info(metrics, known is not None), retrieval=retrieval)
     art.write_manifest(vdir, manifest)

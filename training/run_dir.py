@@ -70,6 +70,10 @@ class TextItems:
     ids: list[str]
     vectors: np.ndarray  # [K, d] float32, inside the unit ball
     encoder: str
+    # The learned text projection W [d, D], b [d] (issue 20: the export writes it so that the
+    # service places new items); None in runs saved before it.
+    projection_weight: np.ndarray | None = None
+    projection_bias: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -119,9 +123,12 @@ def save_run(run_dir: str | Path, run: Run) -> Path:
         _save_interactions(out / KNOWN_FILE, run.known)
     if run.text_items is not None:
         items = run.text_items
+        projection = ({} if items.projection_weight is None or items.projection_bias is None
+                      else {"projection_weight": items.projection_weight,
+                            "projection_bias": items.projection_bias})
         _atomic(out / TEXT_ITEMS_FILE, lambda p: _savez(p, {
             "ids": np.array(json.dumps(items.ids)), "vectors": items.vectors,
-            "encoder": np.array(items.encoder)}))
+            "encoder": np.array(items.encoder), **projection}))
     _write_json(out / METRICS_FILE, run.metrics)
     _write_json(out / CONFIG_FILE, run.config)
     return out
@@ -271,8 +278,11 @@ def _load_text_items(root: Path) -> TextItems | None:
     if not path.is_file():
         return None
     arrays = _load_npz(path)
+    weight, bias = arrays.get("projection_weight"), arrays.get("projection_bias")
     return TextItems(json.loads(str(arrays["ids"])), arrays["vectors"].astype(np.float32),
-                     str(arrays["encoder"]))
+                     str(arrays["encoder"]),
+                     None if weight is None else weight.astype(np.float32),
+                     None if bias is None else bias.astype(np.float32))
 
 
 # -- files -----------------------------------------------------------------------------------------

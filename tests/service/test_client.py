@@ -50,6 +50,12 @@ def test_sync_client_covers_every_endpoint(
         assert admin.reload().changed is False
         erased = write.erase_user("new/1")
         assert (erased.history_removed, erased.log_removed) == (3, 4)
+        hidden = admin.delete_item(items[2])
+        assert hidden.item_id == items[2] and hidden.hidden
+        assert items[2] not in {it.item_id for it in read.recommend("nobody", k=50).items}
+        with pytest.raises(RelrecApiError) as err:
+            admin.put_item("brand/new", "jazz saxophone")  # the tiny HLR has no item text
+        assert (err.value.status, err.value.code) == (409, "no_text_projection")
         with pytest.raises(RelrecApiError) as err:
             read.similar("no-such-item")
         assert (err.value.status, err.value.code) == (404, "unknown_item")
@@ -82,6 +88,10 @@ def test_async_client_covers_every_endpoint(
             assert (await relrec.ready()).status == "ready"
             assert (await relrec.reload(force=True)).changed is True
             assert (await relrec.erase_user("a")).history_removed == 2
+            assert (await relrec.delete_item(items[1])).hidden
+            with pytest.raises(RelrecApiError) as err:
+                await relrec.put_item(items[0], "a trained item")
+            assert (err.value.status, err.value.code) == (409, "item_exists")
             with pytest.raises(RelrecApiError) as err:
                 await relrec.recommend_batch([], k=3)
             assert err.value.status == 422 and err.value.details

@@ -98,6 +98,8 @@ def test_openapi_document_declares_the_key_schemes_on_guarded_operations(
         "POST /interactions": [{"WriteKey": []}, {"WriteBearer": []}],
         "DELETE /users/{user_id}": [{"WriteKey": []}, {"WriteBearer": []}],
         "POST /admin/reload": [{"AdminKey": []}, {"AdminBearer": []}],
+        "PUT /items/{item_id}": [{"AdminKey": []}, {"AdminBearer": []}],
+        "DELETE /items/{item_id}": [{"AdminKey": []}, {"AdminBearer": []}],
         "GET /healthz": None,
         "GET /readyz": None,
     }
@@ -174,8 +176,8 @@ def _expected_errors(route: APIRoute, keys: dict[str, bool]) -> set[int]:
     """The error statuses a route can answer, from what it is rather than from its document:
     its guards and the configured keys (401), its parameters (422), a body or a list
     parameter under a bound (413), admission control or readiness (503), an item id in the
-    path (404), a version swap that can be refused (409); 500 everywhere (the middleware's
-    last resort)."""
+    path (404), a version swap that can be refused or an item that cannot be placed (409);
+    500 everywhere (the middleware's last resort)."""
     calls = set(_calls(route.dependant))
     params = list(_params(route.dependant))
     codes = {500}
@@ -192,6 +194,8 @@ def _expected_errors(route: APIRoute, keys: dict[str, bool]) -> set[int]:
         codes.add(404)
     if deps.get_versions in calls and "POST" in route.methods:
         codes.add(409)
+    if deps.get_items in calls and "PUT" in route.methods:
+        codes.add(409)  # the item is in the version already, or it has no text projection
     return codes
 
 

