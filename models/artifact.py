@@ -74,7 +74,9 @@ class IndexInfo(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    factory: str  # faiss.index_factory string: "Flat" or "HNSW32"
+    # faiss.index_factory string: "Flat", "HNSW32" or "IVF<nlist>,PQ<m>x<nbits>" (issue 21);
+    # `params` also records the memory budget, the estimate and why the kind was chosen
+    factory: str
     metric: Literal["L2", "IP"] = "L2"  # IP: inner product (ALS, most popular)
     params: dict[str, Any] = Field(default_factory=dict)  # efConstruction, efSearch ...
     recall_at_c: float | None = None  # vs exact search, measured on the users' own vectors
@@ -88,6 +90,7 @@ class RecallPoint(BaseModel):
 
     c: int = Field(ge=1)
     ef_search: int | None = None  # None: exact (Flat) index
+    nprobe: int | None = None  # IVF lists probed (an IVF-PQ index, issue 21)
     recall: float = Field(ge=0.0, le=1.0)
 
 
@@ -106,6 +109,7 @@ class RetrievalInfo(BaseModel):
 
     n_candidates: int = Field(ge=1)
     ef_search: int | None = None  # None: exact (Flat) index, nothing to tune
+    nprobe: int | None = None  # IVF lists probed; None: not an IVF index (issue 21)
     probes: str = "relation"  # the probe set it was measured with (RELREC_PROBES)
     k: int = Field(10, ge=1)
     target_recall: float = Field(ge=0.0, le=1.0)
