@@ -81,10 +81,12 @@ def load_artifact(
     ef_search: int | None = None,
     n_candidates: int | None = None,
     check_hashes: bool = True,
+    with_index: bool = True,
 ) -> LoadedArtifact:
     """Load and check one version directory; `ArtifactRejectedError` says what is wrong.
 
-    `n_candidates` and `ef_search` given win; None takes the manifest's (`retrieval_params`)."""
+    `n_candidates` and `ef_search` given win; None takes the manifest's (`retrieval_params`).
+    `with_index=False` leaves `items.faiss` unread (index None): another engine retrieves."""
     started = time.perf_counter()
     path = Path(path).resolve()
     try:
@@ -101,8 +103,10 @@ def load_artifact(
     if faiss_threads:
         faiss.omp_set_num_threads(faiss_threads)
     n_candidates, ef_search = retrieval_params(manifest, n_candidates, ef_search)
-    index = _open_index(path / INDEX_FILE, arrays.items, ef_search, use_gpu)
-    _set_nprobe(index, manifest)
+    index = None
+    if with_index:
+        index = _open_index(path / INDEX_FILE, arrays.items, ef_search, use_gpu)
+        _set_nprobe(index, manifest)
     loaded = LoadedArtifact(
         version=str(manifest.version or path.name),
         path=path,

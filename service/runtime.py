@@ -19,12 +19,13 @@ from service.foldin import build_fold_in
 from service.history import HistoryStore, open_history_store
 from service.ingest import IngestService
 from service.limits import Limits
-from service.loader import load_artifact
+from service.loader import LoadedArtifact, load_artifact
 from service.metrics import Metrics
 from service.ranker import Ranker
 from service.recommend_service import RecommendService
 from service.recommender import Recommender, Tables
 from service.retriever import Retriever
+from service.retriever_milvus import MilvusIndex, open_index
 from service.settings import Settings
 from service.versions import Engine, Readiness, Versions
 
@@ -103,10 +104,11 @@ class Runtime:
             use_gpu=s.use_gpu,
             ef_search=s.ef_search,
             n_candidates=s.n_candidates,
+            with_index=s.retriever == "faiss",
         )
         arrays = artifact.arrays
         retriever = Retriever(
-            artifact.index,
+            artifact.index if s.retriever == "faiss" else self._milvus_index(artifact),
             arrays.items,
             arrays.keys,
             arrays.memories,
@@ -132,6 +134,14 @@ class Runtime:
             ),
         )
         return Engine(artifact, recommender)
+
+    def _milvus_index(self, artifact: LoadedArtifact) -> MilvusIndex:
+        """The version's Milvus collection (issue 21): a new one per version, swapped with
+        the engine, so a reload switches collections as atomically as it switches files."""
+        s = self.settings
+        return open_index(s.milvus_uri, s.milvus_token.get_secret_value(), artifact.version,
+                          artifact.dim, artifact.n_items, artifact.manifest.index.metric,
+                          artifact.ef_search, prefix=s.milvus_collection_prefix)
 
     def _observe_stage(self, stage: str, seconds: float) -> None:
         self.metrics.stage_seconds.labels(stage).observe(seconds)
