@@ -16,7 +16,9 @@ served by `relrec serve` with 1 and then 2 uvicorn workers (SQLite history). Rep
   against exhaustive exact scoring, on `--recall-users` sampled users, at the C, efSearch or
   nprobe the service uses for the version;
 - closed-loop req/s of one client (side by side, 1 and 2 workers; not a capacity figure on
-  a shared machine).
+  a shared machine);
+- with `--milvus FILE`: the publish time into Milvus Lite and the share of sampled users whose
+  served top 10 through Milvus equals the local index's.
 
     python bench/scale.py --items 100000,1000000 --index-memory-mb 256 --cache runs/scale
 
@@ -95,6 +97,38 @@ def served_recall(root: Path, n_users: int) -> dict[str, float | int | None]:
             "ef_search": loaded.ef_search}
 
 
+def milvus_side_by_side(root: Path, uri: str, n_users: int) -> dict[str, float | int]:
+    """Publish into Milvus (Lite: a local file) and compare the served top 10 (candidates
+    re-ranked by the scorer) with the local index's on `n_users` sampled users."""
+    from service.ranker import Ranker
+    from service.retriever_milvus import open_index, publish
+
+    vdir = art.resolve_current(root)
+    t0 = time.perf_counter()
+    publish(vdir, uri)
+    publish_s = time.perf_counter() - t0
+    loaded = load_artifact(vdir, ort_threads=1, faiss_threads=1)
+    remote = open_index(uri, "", loaded.version, loaded.dim, loaded.n_items,
+                        loaded.manifest.index.metric, loaded.ef_search)
+    users = sample_users(loaded.arrays, loaded.l_max, n_users, seed=2)
+    ranker = Ranker(loaded.session, loaded.l_max, loaded.has_attention)
+    tops = []
+    for index in (loaded.index, remote):
+        retriever = Retriever(index, loaded.arrays.items, loaded.arrays.keys,
+                              loaded.arrays.memories, loaded.n_candidates)
+        rows = []
+        for s in range(0, len(users), 32):
+            sl = slice(s, s + 32)
+            cands = retriever.candidates(users.vecs[sl], users.hists[sl], users.seen[sl])
+            ranked = ranker.rank(users.vecs[sl], users.hist_rows[sl], users.hist_mask[sl],
+                                 cands, [10] * len(cands))
+            rows += [r.rows.tolist() for r in ranked]
+        tops.append(rows)
+    same = sum(a == b for a, b in zip(*tops, strict=True))
+    return {"publish_s": round(publish_s, 1), "users": len(users),
+            "same_top10": round(same / len(users), 4)}
+
+
 def serve(root: Path, workers: int, requests: int) -> dict[str, object]:
     """Ready time, req/s of one closed-loop client, and every worker's memory after."""
     vdir = art.resolve_current(root)
@@ -153,6 +187,9 @@ def main() -> None:
     p.add_argument("--requests", type=int, default=200)
     p.add_argument("--cache", type=Path, required=True)
     p.add_argument("--json", type=Path, help="write the results here too")
+    p.add_argument("--milvus", type=Path, help="a Milvus Lite file: publish each catalogue "
+                   "there and compare its top 10 with the local index's (the milvus extra)")
+    p.add_argument("--milvus-users", type=int, default=300)
     args = p.parse_args()
     logging.basicConfig(level=logging.WARNING)
     results = []
@@ -167,7 +204,14 @@ def main() -> None:
         recall = info["recall"]
         runs = [serve(root, w, args.requests) for w in (1, 2)]
         report(n, root, info, recall, runs)
-        results.append({"items": n, "export": info, "recall": recall, "serve": runs})
+        milvus = None
+        if args.milvus:
+            milvus = milvus_side_by_side(root, str(args.milvus), args.milvus_users)
+            print(f"  Milvus Lite (FLAT): published in {milvus['publish_s']} s; the same top 10 "
+                  f"as the local index for {milvus['same_top10']:.2%} of {milvus['users']} "
+                  f"users")
+        results.append({"items": n, "export": info, "recall": recall, "serve": runs,
+                        "milvus": milvus})
     print(f"\nload average {os.getloadavg()[0]:.1f} (2 vCPU shared machine)")
     if args.json:
         args.json.write_text(json.dumps(results, indent=2) + "\n")

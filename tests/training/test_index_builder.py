@@ -4,6 +4,7 @@ measured recall@10 against exhaustive exact scoring, and what the manifest recor
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -106,6 +107,8 @@ def test_ivfpq_export_records_the_choice_and_its_recall(tmp_path: Path, planted)
     assert retrieval.nprobe is not None and 1 <= retrieval.nprobe <= params["nlist"]
     assert retrieval.met and retrieval.recall >= retrieval.target_recall
     assert {p.nprobe for p in retrieval.curve} > {retrieval.nprobe}  # nprobe was measured
+    raw = json.loads((vdir / art.MANIFEST).read_text())
+    assert raw["retrieval"]["nprobe"] == retrieval.nprobe
     # the service probes the lists the export chose
     loaded = load_artifact(vdir)
     import faiss
@@ -148,3 +151,15 @@ def test_cli_index_flags(tmp_path: Path, planted, capsys: pytest.CaptureFixture[
     assert len(err) == 1 and "raise --index-memory-mb" in err[0]
     with pytest.raises(SystemExit):
         main(["export", str(tmp_path / "run"), "--out", str(out), "--index", "lsh"])
+
+
+def test_flat_manifest_stays_readable_by_the_previous_relrec(tmp_path: Path, planted) -> None:
+    """No `nprobe` key unless there is one: the retrieval record of a Flat (or HNSW) version
+    is what a relrec from before issue 21 validates (its models forbid unknown keys)."""
+    model, train = planted
+    vdir = exporter.export(model, train, tmp_path, index="flat")
+    raw = json.loads((vdir / art.MANIFEST).read_text())
+    assert raw["index"]["factory"] == "Flat"
+    assert "nprobe" not in raw["retrieval"]
+    assert all("nprobe" not in point for point in raw["retrieval"]["curve"])
+    assert art.read_manifest(vdir).retrieval.nprobe is None
