@@ -8,10 +8,10 @@ served by `relrec serve` with 1 and then 2 uvicorn workers (SQLite history). Rep
   its exhaustive HLR scoring costs ~35 µs a pair on the shared 2-core machine) and the
   artifact's size, by file;
 - ready time (process start to /readyz 200 with every worker answering);
-- each worker's memory after `--requests` requests, from /proc/PID/smaps_rollup: RSS, PSS
-  (shared pages split among the processes mapping them: the sum over workers is what the
-  machine holds), and anonymous bytes (the worker's own heap: interpreter, sessions, id maps;
-  mapped artifact pages are file pages, counted "private" while one process maps them);
+- each worker's memory after `--requests` requests, from /proc/PID/smaps: its own heap
+  (anonymous: interpreter, sessions, id maps), the artifact's mapped pages (resident, and
+  PSS: split among the workers mapping them) and the libraries; what the workers hold
+  together is their heaps, plus the artifact's pages and the libraries once;
 - recall@10 of the served two-stage result (the index's candidates re-ranked by the scorer)
   against exhaustive exact scoring, on `--recall-users` sampled users, at the C, efSearch or
   nprobe the service uses for the version;
@@ -29,6 +29,7 @@ again without exporting.
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import logging
 import os
@@ -54,15 +55,35 @@ from training.exporter import export  # noqa: E402
 INFO = "scale.json"
 
 
-def smaps(pid: int | str) -> dict[str, int]:
-    """Memory of a process from /proc/PID/smaps_rollup, in bytes."""
-    out = {}
-    for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines()[1:]:
-        key, value = line.split()[:2]
-        out[key.rstrip(":")] = int(value) * 1024
-    return {"rss": out["Rss"], "pss": out["Pss"], "anonymous": out["Anonymous"],
-            "private": out["Private_Clean"] + out["Private_Dirty"],
-            "shared": out["Shared_Clean"] + out["Shared_Dirty"]}
+def smaps(pid: int | str, vdir: Path) -> dict[str, int]:
+    """A process's memory from /proc/PID/smaps, in bytes: its own heap (anonymous), the
+    artifact's mapped files (RSS, and PSS: split among the workers mapping them), and the
+    other file mappings (the libraries, shared with every Python process of the venv)."""
+    out = {"anonymous": 0, "artifact_rss": 0, "artifact_pss": 0, "libs_rss": 0}
+    where = None
+    version = str(vdir.resolve())
+    for line in Path(f"/proc/{pid}/smaps").read_text().splitlines():
+        parts = line.split()
+        if not parts[0].endswith(":"):  # a mapping's header: address perms offset dev inode path
+            path = parts[5] if len(parts) > 5 else ""
+            where = "artifact" if path.startswith(version) else "libs" if path.startswith("/") \
+                else "anon"
+            continue
+        key, value = parts[0].rstrip(":"), int(parts[1]) * 1024 if len(parts) > 1 else 0
+        if key == "Anonymous":
+            out["anonymous"] += value
+        elif key == "Rss" and where in ("artifact", "libs"):
+            out[f"{where}_rss"] += value
+        elif key == "Pss" and where == "artifact":
+            out["artifact_pss"] += value
+    return out
+
+
+def held(memory: list[dict[str, int]]) -> int:
+    """What N workers hold together: their heaps, the artifact pages once (the PSS sum), and
+    the libraries once."""
+    return (sum(m["anonymous"] + m["artifact_pss"] for m in memory)
+            + max(m["libs_rss"] for m in memory))
 
 
 def build(spec: CatalogueSpec, index: str, memory_mb: float | None, choose: bool,
@@ -130,8 +151,16 @@ def milvus_side_by_side(root: Path, uri: str, n_users: int) -> dict[str, float |
 
 
 def serve(root: Path, workers: int, requests: int) -> dict[str, object]:
-    """Ready time, req/s of one closed-loop client, and every worker's memory after."""
+    """Ready time, req/s of one closed-loop client, and every worker's memory after.
+
+    PSS splits a page among every process mapping it, this one included: the bench must not
+    map the version itself while it measures (an export or recall check in this process
+    would), or the workers' PSS would leave out the bench's share."""
     vdir = art.resolve_current(root)
+    gc.collect()
+    if str(vdir.resolve()) in Path("/proc/self/maps").read_text():
+        raise RuntimeError(f"this process maps {vdir}: run the bench again (cached) to "
+                           f"measure the workers alone")
     from models.artifact_arrays import read_arrays
 
     ids = read_arrays(vdir).user_ids.ids
@@ -146,7 +175,7 @@ def serve(root: Path, workers: int, requests: int) -> dict[str, object]:
                 client.get(path).raise_for_status()
             rps = requests / (time.perf_counter() - t1)
         pids = list(scrape_workers(url, workers))
-        memory = {pid: smaps(pid) for pid in pids}
+        memory = {pid: smaps(pid, vdir) for pid in pids}
     return {"workers": workers, "ready_s": round(ready_s, 1), "req_per_s": round(rps, 1),
             "memory": memory}
 
@@ -166,13 +195,12 @@ def report(n_items: int, root: Path, info: dict, recall: dict, runs: list[dict])
           f"{recall['c']}")
     for run in runs:
         mem = list(run["memory"].values())
-        total_pss = sum(m["pss"] for m in mem)
         print(f"  {run['workers']} worker(s): ready {run['ready_s']} s, {run['req_per_s']} "
-              f"req/s; per worker RSS {'/'.join(mb(m['rss']) for m in mem)} MB, anonymous "
-              f"(the worker's own heap) {'/'.join(mb(m['anonymous']) for m in mem)} MB; PSS "
-              f"total {mb(total_pss)} MB")
-    one, two = (sum(m["pss"] for m in r["memory"].values()) for r in runs[:2])
-    print(f"  two workers hold {two / one:.2f}x the memory of one (PSS)")
+              f"req/s; per worker: own heap {'/'.join(mb(m['anonymous']) for m in mem)} MB, "
+              f"artifact pages {'/'.join(mb(m['artifact_rss']) for m in mem)} MB resident; "
+              f"all workers hold {mb(held(mem))} MB")
+    one, two = (held(list(r["memory"].values())) for r in runs[:2])
+    print(f"  two workers hold {two / one:.2f}x the memory of one")
 
 
 def main() -> None:
@@ -198,11 +226,11 @@ def main() -> None:
                        ef_construction=args.ef_construction)
         root = build(spec, args.index, args.index_memory_mb, args.choose, args.cache)
         info = json.loads((root / INFO).read_text())
+        runs = [serve(root, w, args.requests) for w in (1, 2)]  # before this process maps it
         if info.get("recall", {}).get("users") != args.recall_users:  # measured once
             info["recall"] = served_recall(root, args.recall_users)
             (root / INFO).write_text(json.dumps(info, indent=2) + "\n")
         recall = info["recall"]
-        runs = [serve(root, w, args.requests) for w in (1, 2)]
         report(n, root, info, recall, runs)
         milvus = None
         if args.milvus:
