@@ -69,7 +69,9 @@ def smaps(pid: int | str, vdir: Path) -> dict[str, int]:
             where = "artifact" if path.startswith(version) else "libs" if path.startswith("/") \
                 else "anon"
             continue
-        key, value = parts[0].rstrip(":"), int(parts[1]) * 1024 if len(parts) > 1 else 0
+        if len(parts) < 2 or not parts[1].isdigit():  # VmFlags, THPeligible ...
+            continue
+        key, value = parts[0].rstrip(":"), int(parts[1]) * 1024
         if key == "Anonymous":
             out["anonymous"] += value
         elif key == "Rss" and where in ("artifact", "libs"):
