@@ -163,8 +163,8 @@ class _StepClock(logging.Handler):
         self.marks.append((time.perf_counter(), record.getMessage().split(" ")[0]))
 
     def steps(self) -> dict[str, float]:
-        """Seconds from each record to the next: "start" = scorer graph, "writing" = ONNX
-        export and parity check, "parity:" = tensors file plus the index build and its recall
+        """Seconds from each record to the next: "start" = tensors file and scorer graph,
+        "writing" = ONNX export and parity check, "parity:" = the index build and its recall
         check, "index" = id maps, histories, checksums and manifest."""
         return {
             name: round(t1 - t0, 2)
@@ -182,9 +182,10 @@ def build_catalogue(spec: CatalogueSpec, cache: Path) -> Path:
     model, log = plant_model(spec, rng)
     t1 = time.perf_counter()
     clock = _StepClock()
-    exporter_log = logging.getLogger("training.exporter")
-    exporter_log.addHandler(clock)
-    exporter_log.setLevel(logging.INFO)
+    loggers = [logging.getLogger(n) for n in ("training.exporter", "training.index_builder")]
+    for exporter_log in loggers:  # the index is built and logged by its own module (issue 21)
+        exporter_log.addHandler(clock)
+        exporter_log.setLevel(logging.INFO)
     try:
         export(
             model,
@@ -195,7 +196,8 @@ def build_catalogue(spec: CatalogueSpec, cache: Path) -> Path:
             config={"catalogue": asdict(spec)},
         )
     finally:
-        exporter_log.removeHandler(clock)
+        for exporter_log in loggers:
+            exporter_log.removeHandler(clock)
     t2 = time.perf_counter()
     info = {
         "spec": asdict(spec),

@@ -19,6 +19,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from models.artifact_index import IndexInfo, RecallPoint, RetrievalInfo
 from models.artifact_text import (
     SCORER_VECTORS,
     TEXT_ENCODER,
@@ -77,52 +78,6 @@ class Counts(BaseModel):
     users: int = Field(ge=0)
     items: int = Field(ge=0)
     interactions: int = Field(ge=0)
-
-
-class IndexInfo(BaseModel):
-    """The FAISS index over item vectors, as autofaiss's `index_infos.json` records it."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    factory: str  # faiss.index_factory string: "Flat" or "HNSW32"
-    metric: Literal["L2", "IP"] = "L2"  # IP: inner product (ALS, most popular)
-    params: dict[str, Any] = Field(default_factory=dict)  # efConstruction, efSearch ...
-    recall_at_c: float | None = None  # vs exact search, measured on the users' own vectors
-    c: int | None = None  # the C of recall_at_c
-
-
-class RecallPoint(BaseModel):
-    """One measurement behind `RetrievalInfo`: recall@k of the two-stage result at (C, ef)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    c: int = Field(ge=1)
-    ef_search: int | None = None  # None: exact (Flat) index
-    recall: float = Field(ge=0.0, le=1.0)
-
-
-class RetrievalInfo(BaseModel):
-    """The candidate count C and HNSW efSearch the service uses for this version (issue 18).
-
-    Chosen at export by `training/candidates.py`: the smallest C (then the smallest efSearch at
-    that C) whose two-stage result (FAISS probes, C candidates, exact re-rank) reaches
-    `target_recall` recall@k against exhaustive exact scoring of every item, on `users`
-    sampled users. The service reads them unless RELREC_N_CANDIDATES / RELREC_EF_SEARCH are
-    set. `met` is False when no measured C reached the target: the index caps recall, and
-    the smallest C and efSearch reaching the best recall measured are kept.
-    """
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    n_candidates: int = Field(ge=1)
-    ef_search: int | None = None  # None: exact (Flat) index, nothing to tune
-    probes: str = "relation"  # the probe set it was measured with (RELREC_PROBES)
-    k: int = Field(10, ge=1)
-    target_recall: float = Field(ge=0.0, le=1.0)
-    recall: float = Field(ge=0.0, le=1.0)  # measured at (n_candidates, ef_search)
-    met: bool
-    users: int = Field(ge=0)
-    curve: list[RecallPoint] = Field(default_factory=list)  # every point measured
 
 
 class FoldInInfo(BaseModel):

@@ -27,6 +27,7 @@ from models.artifact import (
     ArtifactError,
 )
 from models.idmap import IdMap
+from models.mapped_tables import map_tables
 
 __all__ = ["ArtifactArrays", "read_arrays", "user_history"]
 
@@ -35,8 +36,9 @@ __all__ = ["ArtifactArrays", "read_arrays", "user_history"]
 class ArtifactArrays:
     """The numeric content of a version besides the graph and the index.
 
-    Tables are read fully (an .npz cannot be memory-mapped); popularity and the CSR histories
-    are memory-mapped, so that several workers share their pages.
+    Everything is memory-mapped read-only where the files allow (the tables of a
+    `models/mapped_tables.py` `tensors.npz`, popularity and the CSR histories), so that several
+    workers share one copy; tables of an older, unaligned `tensors.npz` are read into memory.
     """
 
     users: np.ndarray  # [U, d] float32
@@ -77,6 +79,14 @@ def user_history(arrays: ArtifactArrays, user_row: int) -> np.ndarray:
 
 def _load_tensors(vdir: Path) -> dict[str, np.ndarray]:
     path = vdir / TENSORS
+    try:
+        mapped = map_tables(path, TENSOR_NAMES)
+        if mapped is not None:
+            return mapped
+    except KeyError as exc:
+        raise ArtifactError(f"{path} lacks {exc}: re-export the version") from None
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile):
+        pass  # not mappable: np.load below reads it, or says what is wrong with it
     try:
         with np.load(path, allow_pickle=False) as npz:
             missing = [n for n in TENSOR_NAMES if n not in npz.files]

@@ -10,8 +10,10 @@ The graphs compute what `RelationalModel.distance` computes, in an order chosen 
 (docs/benchmarks.md): for HLR the LRAM logits (q_v ⊙ x_k) K of every candidate and slot are one
 matmul q_v @ (x_k ⊙ K), laid out `[N, S, C]` so that every later reduction runs over long
 contiguous rows, and the relation is read from M once per candidate. Pad and out-of-range rows
-map to a zero row appended to the item table (no out-of-range gather); an out-of-range
-candidate gets distance +inf so that it never ranks.
+gather row 0 (no out-of-range gather) and are replaced by a zero vector; an out-of-range
+candidate gets distance +inf so that it never ranks. The item table is held exactly as the
+artifact's `tensors.npz` holds it (no appended row), so that the exporter can make it ONNX
+external data over those bytes and every worker maps one copy (issue 21).
 """
 
 from __future__ import annotations
@@ -45,18 +47,23 @@ def masked_softmax(logits: Tensor, mask: Tensor, dim: int) -> Tensor:
 
 
 class ScorerGraph(nn.Module):
-    """Shared part: the item table with its zero row, row validation, the +inf for bad rows."""
+    """Shared part: the item table, row validation, zero vectors and +inf for bad rows."""
 
     has_attention = False
     items: Tensor  # buffers, declared for the type checker
-    pad_row: Tensor
+    first_row: Tensor
 
     def __init__(self, items: Tensor, l_max: int) -> None:
         super().__init__()
         n_items, dim = items.shape
         self.n_items, self.dim, self.l_max = n_items, dim, l_max
-        self.register_buffer("items", torch.cat([items, items.new_zeros(1, dim)]))  # [V+1, d]
-        self.register_buffer("pad_row", torch.tensor(n_items, dtype=torch.int64))
+        self.register_buffer("items", items.contiguous())  # [V, d]: the artifact's own table
+        self.register_buffer("first_row", torch.tensor(0, dtype=torch.int64))
+
+    def gather(self, rows: Tensor, ok: Tensor) -> Tensor:
+        """Item vectors of `rows` `[..., d]` where `ok`, zero vectors elsewhere."""
+        vecs = self.items[torch.where(ok, rows, self.first_row)]
+        return torch.where(ok[..., None], vecs, torch.zeros_like(vecs))
 
     @property
     def output_names(self) -> tuple[str, ...]:
@@ -65,7 +72,7 @@ class ScorerGraph(nn.Module):
     def forward(self, user_vecs: Tensor, hist_rows: Tensor, hist_mask: Tensor,
                 cand_rows: Tensor) -> Tensor | tuple[Tensor, Tensor]:
         cand_ok = (cand_rows >= 0) & (cand_rows < self.n_items)  # [B, C]
-        cand = self.items[torch.where(cand_ok, cand_rows, self.pad_row)]  # [B, C, d]
+        cand = self.gather(cand_rows, cand_ok)  # [B, C, d]
         dist, attn = self.score(user_vecs, hist_rows, hist_mask, cand)
         dist = torch.where(cand_ok, dist, torch.full_like(dist, float("inf")))
         return dist if attn is None else (dist, attn)
@@ -78,7 +85,7 @@ class ScorerGraph(nn.Module):
             real = (hist_mask > 0.5).float()  # [B, L]
             return hist_rows * real[..., None], real
         ok = (hist_mask > 0.5) & (hist_rows >= 0) & (hist_rows < self.n_items)  # [B, L]
-        return self.items[torch.where(ok, hist_rows, self.pad_row)], ok.float()
+        return self.gather(hist_rows, ok), ok.float()
 
     def score(self, user_vecs: Tensor, hist_rows: Tensor, hist_mask: Tensor,
               cand: Tensor) -> tuple[Tensor, Tensor | None]:

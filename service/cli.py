@@ -11,7 +11,7 @@ import logging
 import sys
 
 OFFLINE = ("train", "tune", "export", "sample", "demo", "report")
-SERVING = ("serve", "export-interactions")
+SERVING = ("serve", "export-interactions", "publish-milvus")
 
 
 def _serving_parser() -> argparse.ArgumentParser:
@@ -33,6 +33,14 @@ def _serving_parser() -> argparse.ArgumentParser:
     p.add_argument("--negatives", default=None,
                    help="CSV file for negative feedback (not written without it)")
     p.add_argument("--history-url", default=None, help="default: RELREC_HISTORY_URL")
+    p = sub.add_parser("publish-milvus",
+                       help="write a version's item vectors into its Milvus collection "
+                       "(before serving it with RELREC_RETRIEVER=milvus)")
+    p.add_argument("version", help="a version directory, or an artifacts root (its current)")
+    p.add_argument("--milvus-uri", default=None, help="default: RELREC_MILVUS_URI")
+    p.add_argument("--index-type", default=None,
+                   help="Milvus index of the collection: FLAT, HNSW, IVF_PQ, AUTOINDEX ... "
+                   "(default: AUTOINDEX on a server, FLAT in a Milvus Lite file)")
     for name in OFFLINE:
         sub.add_parser(name, help=f"offline: see `relrec {name} --help`", add_help=False)
     return parser
@@ -54,7 +62,8 @@ def _settings(args: argparse.Namespace):
         "host": getattr(args, "host", None), "port": getattr(args, "port", None),
         "workers": getattr(args, "workers", None),
         "artifact_dir": getattr(args, "artifact_dir", None),
-        "history_url": getattr(args, "history_url", None)}.items() if v is not None}
+        "history_url": getattr(args, "history_url", None),
+        "milvus_uri": getattr(args, "milvus_uri", None)}.items() if v is not None}
     return Settings(**overrides)
 
 
@@ -86,12 +95,36 @@ def main(argv: list[str] | None = None) -> int:
 
         serve(settings)
         return 0
+    if args.command == "publish-milvus":
+        return _publish_milvus(args, settings)
     from service.export_interactions import export_interactions
 
     summary = export_interactions(settings.history_url, args.out, negatives_out=args.negatives)
     sys.stdout.write(f"wrote {summary.rows} interactions to {summary.path}\n")
     if args.negatives:
         sys.stdout.write(f"wrote {summary.negatives} negatives to {args.negatives}\n")
+    return 0
+
+
+def _publish_milvus(args: argparse.Namespace, settings) -> int:
+    from pathlib import Path
+
+    from models.artifact import ArtifactError
+    from service.errors import ArtifactRejectedError
+    from service.retriever_milvus import publish
+
+    if not settings.milvus_uri:
+        sys.stderr.write("relrec publish-milvus: error: no Milvus to publish to: pass "
+                         "--milvus-uri or set RELREC_MILVUS_URI\n")
+        return 2
+    try:
+        name = publish(Path(args.version), settings.milvus_uri,
+                       settings.milvus_token.get_secret_value(),
+                       prefix=settings.milvus_collection_prefix, index_type=args.index_type)
+    except (ArtifactError, ArtifactRejectedError) as exc:
+        sys.stderr.write(f"relrec publish-milvus: error: {' '.join(str(exc).split())}\n")
+        return 2
+    sys.stdout.write(f"published {args.version} into Milvus collection {name}\n")
     return 0
 
 

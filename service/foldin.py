@@ -133,13 +133,17 @@ class LeastSquaresFoldIn:
     """ALS's user step in closed form: x = (YᵀY + λI + Σ_j (c − 1) y_j y_jᵀ)⁻¹ Σ_j c y_j."""
 
     def __init__(self, items: np.ndarray, regularization: float, confidence: float) -> None:
-        self.items = np.asarray(items, np.float64)
-        dim = self.items.shape[1]
-        self.gram = self.items.T @ self.items + regularization * np.eye(dim)  # [d, d]
+        self.items = items  # the artifact's mapped table: no float64 copy per worker (issue 21)
+        dim = items.shape[1]
+        gram = np.zeros((dim, dim), np.float64)
+        for start in range(0, len(items), 65536):  # YᵀY in float64, a chunk at a time
+            part = np.asarray(items[start:start + 65536], np.float64)
+            gram += part.T @ part
+        self.gram = gram + regularization * np.eye(dim)  # [d, d]
         self.confidence = float(confidence)
 
     def vector(self, hist: np.ndarray) -> np.ndarray:
-        y = self.items[np.asarray(hist, np.int64)]  # [L, d]
+        y = np.asarray(self.items[np.asarray(hist, np.int64)], np.float64)  # [L, d]
         a = self.gram + (self.confidence - 1.0) * (y.T @ y)
         b = self.confidence * y.sum(axis=0)
         return np.linalg.solve(a, b).astype(np.float32)

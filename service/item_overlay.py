@@ -43,14 +43,16 @@ class ServingParts:
     session: Any  # the scorer's ORT session, or a VectorSession
 
 
-def serving_parts(artifact: LoadedArtifact, ids: Sequence[str], vectors: np.ndarray,
-                  hidden: frozenset[str], vector_session: Any) -> ServingParts:
+def serving_parts(artifact: LoadedArtifact, base_index: Any, ids: Sequence[str],
+                  vectors: np.ndarray, hidden: frozenset[str],
+                  vector_session: Any) -> ServingParts:
     """The parts serving `artifact` plus the items `ids` at `vectors` `[K, d]`, without the
-    items named in `hidden` (ids of either kind; unknown ones are ignored)."""
+    items named in `hidden` (ids of either kind; unknown ones are ignored). `base_index`
+    answers for the artifact's items: its FAISS index, or its Milvus collection."""
     tables = Tables.from_artifact(artifact)
     arrays = artifact.arrays
     if not len(ids) and not hidden:
-        return ServingParts(tables, arrays, artifact.index, artifact.session)
+        return ServingParts(tables, arrays, base_index, artifact.session)
     base_n = artifact.n_items
     item_ids = arrays.item_ids
     popularity = arrays.popularity
@@ -67,7 +69,7 @@ def serving_parts(artifact: LoadedArtifact, ids: Sequence[str], vectors: np.ndar
         tables, item_ids=item_ids, popularity=popularity,
         popular_rows=popular[~np.isin(popular, hidden_rows)], hidden_rows=hidden_rows)
     arrays = dataclasses.replace(arrays, items=items, item_ids=item_ids, popularity=popularity)
-    index = OverlayIndex(artifact.index, items[base_n:], base_n, hidden_rows,
+    index = OverlayIndex(base_index, items[base_n:], base_n, hidden_rows,
                          artifact.manifest.index.metric)
     session = artifact.session
     if len(ids):

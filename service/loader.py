@@ -3,7 +3,8 @@
 Reads what `training/exporter.py` wrote (docs/architecture.md "Artifact"): checks the manifest
 and the files' hashes (`models.artifact.verify`), reads the arrays, opens `scorer.onnx` in an
 onnxruntime session (providers from `accel`), loads the FAISS index (memory-mapped where FAISS
-can, so that uvicorn workers share its pages) and runs one smoke inference. Anything wrong
+can, so that uvicorn workers share its pages; the tables and the scorer's item table are
+mapped too, issue 21) and runs one smoke inference. Anything wrong
 raises `ArtifactRejectedError` naming the file and the fix, so that a broken version is never
 swapped in (the runtime keeps the old one serving).
 """
@@ -80,10 +81,12 @@ def load_artifact(
     ef_search: int | None = None,
     n_candidates: int | None = None,
     check_hashes: bool = True,
+    with_index: bool = True,
 ) -> LoadedArtifact:
     """Load and check one version directory; `ArtifactRejectedError` says what is wrong.
 
-    `n_candidates` and `ef_search` given win; None takes the manifest's (`retrieval_params`)."""
+    `n_candidates` and `ef_search` given win; None takes the manifest's (`retrieval_params`).
+    `with_index=False` leaves `items.faiss` unread (index None): another engine retrieves."""
     started = time.perf_counter()
     path = Path(path).resolve()
     try:
@@ -100,7 +103,10 @@ def load_artifact(
     if faiss_threads:
         faiss.omp_set_num_threads(faiss_threads)
     n_candidates, ef_search = retrieval_params(manifest, n_candidates, ef_search)
-    index = _open_index(path / INDEX_FILE, arrays.items, ef_search, use_gpu)
+    index = None
+    if with_index:
+        index = _open_index(path / INDEX_FILE, arrays.items, ef_search, use_gpu)
+        _set_nprobe(index, manifest)
     loaded = LoadedArtifact(
         version=str(manifest.version or path.name),
         path=path,
@@ -218,6 +224,19 @@ def _open_index(path: Path, items: np.ndarray, ef_search: int, use_gpu: bool | N
         except RuntimeError:
             log.info("%s has no efSearch parameter; searched as built", path.name)
     return accel.faiss_to_gpu(index, use_gpu)
+
+
+def _set_nprobe(index: Any, manifest: art.Manifest) -> None:
+    """IVF lists probed: the export's measured choice (manifest `retrieval.nprobe`, issue
+    21), else the index's own. A no-op for indexes without lists."""
+    chosen = manifest.retrieval.nprobe if manifest.retrieval is not None else None
+    try:
+        ivf = faiss.extract_index_ivf(index)
+    except RuntimeError:
+        return
+    if chosen is not None:
+        ivf.nprobe = int(chosen)
+    log.info("IVF index: nprobe=%d of %d lists", ivf.nprobe, ivf.nlist)
 
 
 def _smoke_test(loaded: LoadedArtifact) -> None:

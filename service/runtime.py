@@ -27,6 +27,7 @@ from service.ranker import Ranker
 from service.recommend_service import RecommendService
 from service.recommender import Recommender
 from service.retriever import Retriever
+from service.retriever_milvus import MilvusIndex, open_index
 from service.settings import Settings
 from service.versions import Engine, Readiness, Versions
 
@@ -110,6 +111,7 @@ class Runtime:
             use_gpu=s.use_gpu,
             ef_search=s.ef_search,
             n_candidates=s.n_candidates,
+            with_index=s.retriever == "faiss",
         )
         catalogue = load_catalogue(artifact, self.history_store(), s.ort_threads)
         return self.assemble(artifact, catalogue)
@@ -118,8 +120,9 @@ class Runtime:
         """The engine serving `artifact` with the items of `catalogue` (service/item_overlay.py);
         called at load and on every PUT/DELETE /items."""
         s = self.settings
-        parts = serving_parts(artifact, catalogue.ids, catalogue.vectors, catalogue.hidden,
-                              catalogue.vector_session)
+        base = artifact.index if s.retriever == "faiss" else self._milvus_index(artifact)
+        parts = serving_parts(artifact, base, catalogue.ids, catalogue.vectors,
+                              catalogue.hidden, catalogue.vector_session)
         arrays = parts.arrays
         retriever = Retriever(
             parts.index,
@@ -148,6 +151,14 @@ class Runtime:
             ),
         )
         return Engine(artifact, recommender, catalogue)
+
+    def _milvus_index(self, artifact: LoadedArtifact) -> MilvusIndex:
+        """The version's Milvus collection (issue 21): a new one per version, swapped with
+        the engine, so a reload switches collections as atomically as it switches files."""
+        s = self.settings
+        return open_index(s.milvus_uri, s.milvus_token.get_secret_value(), artifact.version,
+                          artifact.dim, artifact.n_items, artifact.manifest.index.metric,
+                          artifact.ef_search, prefix=s.milvus_collection_prefix)
 
     def _observe_stage(self, stage: str, seconds: float) -> None:
         self.metrics.stage_seconds.labels(stage).observe(seconds)

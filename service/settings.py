@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from service.history import URL_PREFIXES
@@ -94,6 +94,13 @@ class Settings(BaseSettings):
     ef_search: int | None = Field(
         default=None, ge=1, le=100_000, description="HNSW efSearch; None: the manifest's"
     )
+    # Where candidates come from (issue 21): "faiss", the artifact's own index mapped by every
+    # worker; "milvus", the version's collection on a Milvus server, cluster or Lite file
+    # (milvus_uri), published with `relrec publish-milvus` (service/retriever_milvus.py).
+    retriever: Literal["faiss", "milvus"] = "faiss"
+    milvus_uri: str = Field(default="", description="http://host:19530, or a Milvus Lite file")
+    milvus_token: SecretStr = Field(default=SecretStr(""), description="user:password or key")
+    milvus_collection_prefix: str = Field(default="relrec_", pattern=r"^[A-Za-z_][0-9A-Za-z_]*$")
     # Threads: 0 is the library's default (all cores); with several workers, cores / workers.
     # onnxruntime defaults to 1: its thread pool doubled the CPU of a re-rank at micro-batches
     # of 1 and 8 (docs/benchmarks.md, "Serving at the floor"), and throughput per core is what
@@ -165,6 +172,13 @@ class Settings(BaseSettings):
                 f"history_url must start with one of {', '.join(URL_PREFIXES)}; got scheme "
                 f"{value.split(':', 1)[0]!r}"
             )
+        return value
+
+    @field_validator("milvus_uri")
+    @classmethod
+    def _check_milvus_uri(cls, value: str, info: ValidationInfo) -> str:
+        if info.data.get("retriever") == "milvus" and not value:
+            raise ValueError("retriever=milvus needs milvus_uri (RELREC_MILVUS_URI)")
         return value
 
     def write_keys(self) -> list[str]:

@@ -78,7 +78,8 @@ def _fold_in(fitted: dict[str, Any]) -> art.FoldInInfo:
 
 
 def export_baseline(run: Run, out_dir: str | Path, *, index: str = "auto",
-                    parity_check: bool = True, **_: Any) -> Path:
+                    parity_check: bool = True, index_memory_mb: float | None = None,
+                    **_: Any) -> Path:
     """Export a baseline run as a new current artifact version; returns its directory."""
     from training.exporter import publish
 
@@ -88,7 +89,7 @@ def export_baseline(run: Run, out_dir: str | Path, *, index: str = "auto",
 
     def write(tmp: Path, version: str, created: datetime) -> art.Manifest:
         return _write_version(tmp, version, created, fitted, train, run.known, tensors,
-                              run.metrics, run.config, index, parity_check)
+                              run.metrics, run.config, (index, index_memory_mb), parity_check)
 
     return publish(out_dir, train, (t.tobytes() for t in tensors.values()), write)
 
@@ -96,21 +97,26 @@ def export_baseline(run: Run, out_dir: str | Path, *, index: str = "auto",
 def _write_version(vdir: Path, version: str, created: datetime, fitted: dict[str, Any],
                    train: Interactions, known: Interactions | None,
                    tensors: dict[str, np.ndarray], metrics: dict[str, Any],
-                   config: dict[str, Any] | None, index: str,
+                   config: dict[str, Any] | None, index: tuple[str, float | None],
                    parity_check: bool) -> art.Manifest:
     from models.graphs import DotGraph
     from training import exporter as ex
-    from training.scorer_graph import export_onnx
+    from training.scorer_graph import export_onnx, externalize_table
 
+    ex._write_tensors(vdir / art.TENSORS, tensors)
     graph = DotGraph(torch.from_numpy(tensors["items"]), L_MAX).eval()
     export_onnx(graph, vdir / art.SCORER)
+    external = externalize_table(vdir / art.SCORER, "items", tensors["items"],
+                                 vdir / art.TENSORS)
     if parity_check:
         err = check_dot_parity(tensors, vdir / art.SCORER)
         log.info("parity: max relative error %.2e (tolerance %.0e)", err, ex.PARITY_RTOL)
-    with open(vdir / art.TENSORS, "wb") as f:
-        np.savez(f, **tensors)
     queries = tensors["users"][:500]
-    faiss_index, index_info = ex.build_index(tensors["items"], queries, index, metric="IP")
+    try:
+        faiss_index, index_info = ex.build_index(tensors["items"], queries, index[0],
+                                                 metric="IP", memory_mb=index[1])
+    except ex.IndexChoiceError as exc:
+        raise ex.ExportError(str(exc)) from None
     import faiss
 
     faiss.write_index(faiss_index, str(vdir / art.INDEX))
@@ -128,7 +134,7 @@ def _write_version(vdir: Path, version: str, created: datetime, fitted: dict[str
         created_at=created, model=model, dim=dim, n_memory=0, l_max=L_MAX,
         counts=art.Counts(users=train.n_users, items=train.n_items, interactions=len(train)),
         data_fingerprint=train.fingerprint(), metrics=metrics, config=config,
-        index=index_info, onnx=ex._onnx_info(graph), files=files,
+        index=index_info, onnx=ex._onnx_info(graph, external), files=files,
         sizes={name: (vdir / name).stat().st_size for name in art.PAYLOAD_FILES},
         fold_in=_fold_in(fitted), training=ex.training_info(metrics, known is not None))
     art.write_manifest(vdir, manifest)

@@ -1,4 +1,4 @@
-"""Candidate count C and HNSW efSearch chosen per artifact at export (issue 18).
+"""Candidate count C and HNSW efSearch (IVF nprobe) chosen per artifact at export (issue 18).
 
 Stage: a step of the export, after `scorer.onnx` and the FAISS index are written. Reads the
 exported tables, histories, scorer and index; returns the `RetrievalInfo` the manifest records
@@ -10,7 +10,8 @@ k-th best (tie-aware, as faiss `contrib` evaluates). The re-rank of C candidates
 equals the exact distances restricted to them, so one exhaustive pass serves every (C, ef).
 
 The rule: the smallest C on `C_GRID` that reaches the target at the largest efSearch, then the
-smallest efSearch reaching it at that C. C first, because the exact re-rank of a candidate
+smallest efSearch reaching it at that C; on an IVF-PQ index (issue 21) nprobe takes
+efSearch's place, over powers of two up to nlist. C first, because the exact re-rank of a candidate
 costs more than an HNSW step (docs/benchmarks.md "Serving": re-rank 26.6% of a request's CPU
 at C = 200, the whole FAISS search 13.2% at efSearch 256). Where no C reaches the target (an
 HNSW graph that misses items at every efSearch, as on the grown catalogues of
@@ -47,6 +48,7 @@ C_GRID: tuple[int, ...] = (10, 15, 20, 25, 30, 40, 50, 75, 100, 150, 200, 300, 5
                            1500, 2000)
 EF_GRID: tuple[int, ...] = (16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512, 768, 1024, 1536,
                            2048)
+NPROBE_GRID: tuple[int, ...] = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048)
 N_USERS = 500
 # Exhaustive scoring costs users x items scorer evaluations (HLR, d 100, L 50, N 20: ~35 µs
 # each on the shared 2-core dev machine, 500 users x 20k items in 349 s): past this many the
@@ -137,6 +139,29 @@ def is_hnsw(index: Any) -> bool:
     return hasattr(faiss.downcast_index(index), "hnsw")
 
 
+def ivf_lists(index: Any) -> int | None:
+    """nlist of an IVF index (IVF-PQ, issue 21); None for any other."""
+    try:
+        return int(faiss.extract_index_ivf(index).nlist)
+    except RuntimeError:
+        return None
+
+
+def set_nprobe(index: Any, nprobe: int) -> None:
+    faiss.extract_index_ivf(index).nprobe = nprobe
+
+
+def search_knob(index: Any) -> tuple[str | None, list[int | None]]:
+    """What trades search time for recall on `index`, and the grid to measure: efSearch
+    (HNSW), nprobe (IVF: powers of two up to nlist), nothing (Flat)."""
+    if is_hnsw(index):
+        return "ef_search", list(EF_GRID)
+    nlist = ivf_lists(index)
+    if nlist is not None:
+        return "nprobe", [p for p in NPROBE_GRID if p < nlist] + [nlist]
+    return None, [None]
+
+
 def choose_retrieval(session: ort.InferenceSession, index: Any, arrays: ArtifactArrays,
                      l_max: int, *, target: float = TARGET_RECALL, k: int = K,
                      n_users: int = N_USERS, probes: ProbeKind = "relation",
@@ -151,20 +176,24 @@ def choose_retrieval(session: ort.InferenceSession, index: Any, arrays: Artifact
     exact = exact_distances(session, users, n_items)
     retriever = Retriever(index, arrays.items, arrays.keys, arrays.memories, 0, probes=probes)
     cs = sorted({min(c, n_items) for c in c_grid})
-    efs: list[int | None] = list(EF_GRID) if is_hnsw(index) else [None]
+    knob, efs = search_knob(index)
+    setter = set_ef_search if knob == "ef_search" else set_nprobe
     curve: list[art.RecallPoint] = []
 
-    def measure(c: int, ef: int | None) -> float:
-        if ef is not None:
-            set_ef_search(index, ef)
+    def measure(c: int, value: int | None) -> float:
+        if value is not None:
+            setter(index, value)
         r = recall_at(retriever, users, exact, c, k)
-        curve.append(art.RecallPoint(c=c, ef_search=ef, recall=r))
+        curve.append(art.RecallPoint.model_validate({"c": c, "recall": r, knob or "": value}
+                                                    if knob else {"c": c, "recall": r}))
         return r
 
-    best_c, best_ef, recall = pick(measure, cs, efs, target)
-    if best_ef is not None:
-        set_ef_search(index, best_ef)
-    info = art.RetrievalInfo(n_candidates=best_c, ef_search=best_ef, probes=probes, k=k,
+    best_c, best_value, recall = pick(measure, cs, efs, target)
+    if best_value is not None:
+        setter(index, best_value)
+    info = art.RetrievalInfo(n_candidates=best_c, probes=probes, k=k,
+                             ef_search=best_value if knob == "ef_search" else None,
+                             nprobe=best_value if knob == "nprobe" else None,
                              target_recall=target, recall=recall, met=recall >= target,
                              users=len(users), curve=curve)
     log_choice(info)
@@ -205,7 +234,8 @@ def choose_for_version(vdir: Path, index: Any, l_max: int, **kwargs: Any) -> art
 
 def log_choice(info: art.RetrievalInfo) -> None:
     """The export log line: what was chosen, and the measurements that rule out less."""
-    ef = "exact index" if info.ef_search is None else f"efSearch={info.ef_search}"
+    ef = ("exact index" if info.ef_search is None and info.nprobe is None
+          else f"efSearch={info.ef_search}" if info.nprobe is None else f"nprobe={info.nprobe}")
     if not info.met:
         largest = max(p.c for p in info.curve)
         log.warning("retrieval: no C up to %d reached recall@%d %.3f on %d users; recall "

@@ -21,6 +21,7 @@ from training.config import (
     FORMATS,
     ConfigError,
     DataConfig,
+    ExportConfig,
     TextConfig,
     TrainerConfig,
     load_config,
@@ -49,13 +50,15 @@ _FLAG_MAP = {
     "gamma": ("model", "gamma"), "reviews": ("text", "reviews"),
     "item_text": ("text", "item_text"), "text_encoder": ("text", "encoder"),
     "text_cache_dir": ("text", "cache_dir"),
+    "index": ("export", "index"), "index_memory_mb": ("export", "index_memory_mb"),
 }
 # Earlier spellings, still accepted (README commands and users' scripts) but hidden from --help.
 _OLD_FLAGS = {"n-memory": "memories", "l-max": "max-history", "text-cache-dir": "text-cache"}
 # The config class of each section: help text and defaults come from its fields, so that
 # `--help` cannot drift from what a run does.
 _SECTIONS: dict[str, type[BaseModel]] = {"data": DataConfig, "trainer": TrainerConfig,
-                                         "model": ModelConfig, "text": TextConfig}
+                                         "model": ModelConfig, "text": TextConfig,
+                                         "export": ExportConfig}
 _COLUMNS_HELP = ("role=column pairs for a file with a header (user=member,item=show,"
                  "rating=stars,timestamp=ts; roles left out are found by name), or the names "
                  "of a headerless file's columns in order (user,item,rating)")
@@ -119,6 +122,7 @@ def add_train_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser
                    help="production run: select epochs on validation, then refit on every "
                    "interaction (whole catalogue, no k-core) and save that model for export")
     _add_config_flag(p, "min-item-interactions", int)
+    _add_index_flags(p)
     for flag, typ in (("epochs", int), ("lr", float), ("batch-size", int), ("margin", float),
                       ("dim", int), ("n-memory", int), ("l-max", int),
                       ("patience", int), ("eval-users", int)):
@@ -145,6 +149,12 @@ def add_train_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser
                    help="set any config key, e.g. trainer.compile=true (repeatable)")
     p.set_defaults(func=cmd_train)
     return p
+
+
+def _add_index_flags(p: argparse.ArgumentParser) -> None:
+    """The export's index choice (issue 21); `train --export-to` and `export` share them."""
+    _add_config_flag(p, "index", choices=["auto", "flat", "hnsw", "ivfpq"])
+    _add_config_flag(p, "index-memory-mb", float, metavar="MB")
 
 
 def parse_columns(raw: str) -> list[str] | dict[str, str]:
@@ -251,7 +261,13 @@ def cmd_tune(args: argparse.Namespace) -> int:
 def cmd_export(args: argparse.Namespace) -> int:
     from training.exporter import export_run
 
-    version_dir = export_run(args.run_dir, args.out)
+    flags = {k: getattr(args, k) for k in ("index", "index_memory_mb")
+             if getattr(args, k) is not None}
+    try:
+        ExportConfig.model_validate(flags)
+    except ValueError as exc:
+        raise ConfigError(f"invalid export option: {exc}") from None
+    version_dir = export_run(args.run_dir, args.out, **flags)
     sys.stdout.write(f"exported {version_dir}; {Path(args.out) / 'current'} -> "
                      f"{version_dir.name}\n")
     return 0
@@ -291,6 +307,7 @@ def add_subcommands(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("export", help="export a training run as a served artifact version")
     p.add_argument("run_dir", help="a `relrec train` run directory")
     p.add_argument("--out", required=True, help="artifacts directory (versions + current)")
+    _add_index_flags(p)
     p.set_defaults(func=cmd_export)
     p = sub.add_parser("sample", help="write a synthetic interaction log with planted structure")
     p.add_argument("--out", required=True, help="CSV file to write (user,item,rating,timestamp)")

@@ -161,6 +161,17 @@ class TextConfig(_Section):
     lrd_hidden: int = Field(128, ge=1)
 
 
+class ExportConfig(_Section):
+    """How a run becomes an artifact: the FAISS index (training/index_builder.py, issue 21)."""
+
+    index: Literal["auto", "flat", "hnsw", "ivfpq"] = Field(
+        "auto", description="FAISS index kind; auto: flat for small catalogues, then hnsw, "
+        "then ivfpq (IVF-PQ), the first fitting --index-memory-mb")
+    index_memory_mb: float | None = Field(
+        None, gt=0, description="memory budget of the index in MB (shared by the workers); "
+        "unset: flat up to 50k items, hnsw above")
+
+
 class TrainConfig(_Section):
     algorithm: Algorithm = "hlr"
     data: DataConfig = Field(default_factory=DataConfig)
@@ -170,6 +181,7 @@ class TrainConfig(_Section):
     eval: EvalConfig = Field(default_factory=EvalConfig)
     baseline: BaselineConfig = Field(default_factory=BaselineConfig)
     text: TextConfig = Field(default_factory=TextConfig)
+    export: ExportConfig = Field(default_factory=ExportConfig)
     # Production run: select on validation as usual, then refit on every interaction (all
     # splits, the whole catalogue) for the selected epochs; that model is what gets exported.
     final: bool = False

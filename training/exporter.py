@@ -32,26 +32,33 @@ from models import artifact as art
 from models.base import RelationalModel
 from models.durable import fsync_path
 from models.graphs import ScorerGraph
+from models.mapped_tables import write_tables
 from models.registry import build_scorer_graph
 from models.scorer_io import OPSET, scorer_feed
 from models.version import relrec_version
 from training.candidates import choose_for_version
+from training.index_builder import (
+    FLAT_MAX_ITEMS,
+    HNSW_EF_CONSTRUCTION,
+    HNSW_EF_SEARCH,
+    HNSW_M,
+    RECALL_C,
+    IndexChoiceError,
+    build_index,
+)
 from training.interactions import Interactions
 from training.run_dir import Run, TextItems, load_run
-from training.scorer_graph import export_onnx, io_spec
+from training.scorer_graph import export_onnx, externalize_table, io_spec
 from training.text.export import has_projection, text_model_files, write_text_model
 from training.text.items import extend_with_text_items
 
-__all__ = ["ExportError", "ParityError", "build_index", "export", "export_run", "export_trained",
-           "history_csr", "publish", "training_info", "write_interactions"]
+__all__ = ["FLAT_MAX_ITEMS", "HNSW_EF_CONSTRUCTION", "HNSW_EF_SEARCH", "HNSW_M", "RECALL_C",
+           "ExportError", "IndexChoiceError", "ParityError", "build_index", "export",
+           "export_run", "export_trained", "history_csr", "publish", "training_info",
+           "write_interactions"]
 
 log = logging.getLogger(__name__)
 
-FLAT_MAX_ITEMS = 50_000  # exact search up to here; HNSW above (autofaiss's rule of thumb)
-HNSW_M = 32
-HNSW_EF_CONSTRUCTION = 200
-HNSW_EF_SEARCH = 256  # saved in the index; the service sets manifest.retrieval's efSearch
-RECALL_C = 300  # the C of IndexInfo.recall_at_c (index vs exact search, not the served C)
 PARITY_RTOL = 1e-5
 # Absolute slack for distances near 0: the float32 rounding of p + r − q (|·| ≲ 3 in the unit
 # ball) is ~3e-7 per coordinate, so a squared distance carries ~2‖p + r − q‖·√d·3e-7 absolute
@@ -77,6 +84,9 @@ def export_trained(run: Run, out_dir: str | Path, **kwargs: Any) -> Path:
     if run.model is None:
         raise ExportError(f"a {run.config.get('algorithm', 'baseline')} run has no model to "
                           f"serve (an evaluation baseline); train pop, als or a relational model")
+    chosen = (run.config or {}).get("export") or {}  # the run's config; flags given win
+    kwargs.setdefault("index", chosen.get("index", "auto"))
+    kwargs.setdefault("index_memory_mb", chosen.get("index_memory_mb"))
     kwargs.setdefault("text_items", run.text_items)
     kwargs.setdefault("known", run.known)
     return export(run.model, run.train, out_dir, metrics=run.metrics, config=run.config,
@@ -104,13 +114,14 @@ def training_info(metrics: dict[str, Any], history_is_all: bool) -> art.Training
 def export(model: RelationalModel, train: Interactions, out_dir: str | Path, *,
            metrics: dict[str, Any] | None = None, config: dict[str, Any] | None = None,
            index: str = "auto", parity_check: bool = True,
-           ef_construction: int = HNSW_EF_CONSTRUCTION,
+           ef_construction: int = HNSW_EF_CONSTRUCTION, index_memory_mb: float | None = None,
            text_items: TextItems | None = None, known: Interactions | None = None,
            choose_retrieval: bool = True) -> Path:
     """Write a new artifact version of `model` under `out_dir` and make it current.
 
-    `index` is "auto" (exact `Flat` up to FLAT_MAX_ITEMS items, `HNSW32` above), "flat" or
-    "hnsw"; `ef_construction` trades HNSW build time for graph quality (the manifest records
+    `index` is "auto", "flat", "hnsw" or "ivfpq" and `index_memory_mb` the budget "auto" picks
+    under (training/index_builder.py; no budget: `Flat` up to FLAT_MAX_ITEMS items, `HNSW32`
+    above); `ef_construction` trades HNSW build time for graph quality (the manifest records
     it; bench/catalogue.py lowers it to build 1M-item catalogues on two cores). Returns the
     version directory. `text_items` (items with text and no interaction, from a run trained
     with item text) are appended to the item table and named in `manifest.text_items`.
@@ -139,8 +150,8 @@ def export(model: RelationalModel, train: Interactions, out_dir: str | Path, *,
 
     def write(tmp: Path, version: str, created: datetime) -> art.Manifest:
         return _write_version(tmp, version, created, model, train, metrics or {}, config,
-                              index, parity_check, ef_construction, text_info, known,
-                              choose_retrieval, text_model)
+                              (index, index_memory_mb), parity_check, ef_construction,
+                              text_info, known, choose_retrieval, text_model)
 
     return publish(out_dir, train, content, write)
 
@@ -173,21 +184,23 @@ def publish(out_dir: str | Path, train: Interactions, content: Iterable[bytes],
 
 def _write_version(vdir: Path, version: str, created: datetime, model: RelationalModel,
                    train: Interactions, metrics: dict[str, Any], config: dict[str, Any] | None,
-                   index: str, parity_check: bool, ef_construction: int,
-                   text_info: art.TextItemsInfo | None,
+                   index: tuple[str, float | None], parity_check: bool,
+                   ef_construction: int, text_info: art.TextItemsInfo | None,
                    known: Interactions | None, choose_retrieval: bool,
                    text_model: TextItems | None = None) -> art.Manifest:
     """Every file of the version, then the manifest with their checksums (last); with
     `text_model`, what places items from their text (training/text/export.py)."""
     tensors = _model_tensors(model)
+    _write_tensors(vdir / art.TENSORS, tensors)
     graph = build_scorer_graph(model)
     log.info("writing %s (%s graph)", art.SCORER, type(graph).__name__)
     export_onnx(graph, vdir / art.SCORER)
+    external = externalize_table(vdir / art.SCORER, "items", tensors["items"],
+                                 vdir / art.TENSORS)
     if parity_check:
         err = check_parity(model, vdir / art.SCORER)
         log.info("parity: max relative error %.2e (tolerance %.0e)", err, PARITY_RTOL)
-    _write_tensors(vdir / art.TENSORS, tensors)
-    faiss_index, index_info = _write_index(vdir / art.INDEX, tensors, index, ef_construction)
+    faiss_index, index_info = _write_index(vdir / art.INDEX, tensors, *index, ef_construction)
     write_interactions(vdir, train, known)
     retrieval = (choose_for_version(vdir, faiss_index, model.config.l_max)
                  if choose_retrieval else None)
@@ -201,7 +214,7 @@ def _write_version(vdir: Path, version: str, created: datetime, model: Relationa
         n_memory=tensors["keys"].shape[1], l_max=model.config.l_max,
         counts=art.Counts(users=model.n_users, items=model.n_items, interactions=len(train)),
         data_fingerprint=train.fingerprint(), metrics=metrics, config=config,
-        index=index_info, onnx=_onnx_info(graph), files=files,
+        index=index_info, onnx=_onnx_info(graph, external), files=files,
         sizes={name: (vdir / name).stat().st_size for name in names},
         text_items=text_info, text_model=text_model_info,
         fold_in=art.FoldInInfo(method="hinge", params={"margin": float(model.config.margin)}),
@@ -227,8 +240,8 @@ def _model_tensors(model: RelationalModel) -> dict[str, np.ndarray]:
 
 
 def _write_tensors(path: Path, tensors: dict[str, np.ndarray]) -> None:
-    with open(path, "wb") as f:  # uncompressed: the service loads it at start and on reload
-        np.savez(f, **tensors)
+    """Uncompressed, page-aligned members: every worker maps the tables (issue 21)."""
+    write_tables(path, tensors)
 
 
 def write_interactions(vdir: Path, train: Interactions, known: Interactions | None) -> None:
@@ -262,44 +275,15 @@ def history_csr(train: Interactions) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _write_index(path: Path, tensors: dict[str, np.ndarray], kind: str,
-                 ef_construction: int) -> tuple[faiss.Index, art.IndexInfo]:
-    queries = _recall_queries(tensors)
-    index, info = build_index(tensors["items"], queries, kind, ef_construction)
+                 memory_mb: float | None, ef_construction: int
+                 ) -> tuple[faiss.Index, art.IndexInfo]:
+    try:
+        index, info = build_index(tensors["items"], _recall_queries(tensors), kind,
+                                  ef_construction, memory_mb=memory_mb)
+    except IndexChoiceError as exc:
+        raise ExportError(str(exc)) from None
     faiss.write_index(index, str(path))
-    log.info("index %s over %d items (recall@%s %.3f)", info.factory, index.ntotal, info.c,
-             info.recall_at_c or 0.0)
     return index, info
-
-
-def build_index(items: np.ndarray, queries: np.ndarray | None = None,
-                kind: str = "auto", ef_construction: int = HNSW_EF_CONSTRUCTION,
-                metric: str = "L2") -> tuple[faiss.Index, art.IndexInfo]:
-    """FAISS index over item vectors, and what the manifest records of it.
-
-    Exact `Flat` search up to FLAT_MAX_ITEMS items; HNSW32 (efConstruction 200 by default)
-    above, its recall@C measured against exact search on `queries`. `metric` is "L2" (the
-    relational models' distance) or "IP" (inner product: ALS, most popular).
-    """
-    if kind not in ("auto", "flat", "hnsw"):
-        raise ExportError(f"index must be 'auto', 'flat' or 'hnsw', got {kind!r}")
-    items = np.ascontiguousarray(items, dtype=np.float32)
-    n_items, dim = items.shape
-    faiss_metric = faiss.METRIC_INNER_PRODUCT if metric == "IP" else faiss.METRIC_L2
-    if kind == "flat" or (kind == "auto" and n_items <= FLAT_MAX_ITEMS):
-        index = faiss.IndexFlat(dim, faiss_metric)
-        index.add(items)
-        return index, art.IndexInfo(factory="Flat", metric=metric, recall_at_c=1.0,
-                                    c=min(RECALL_C, n_items))
-    index = faiss.IndexHNSWFlat(dim, HNSW_M, faiss_metric)
-    index.hnsw.efConstruction = ef_construction
-    index.add(items)
-    index.hnsw.efSearch = HNSW_EF_SEARCH
-    c = min(RECALL_C, n_items)
-    recall = (None if queries is None or len(queries) == 0
-              else _recall(index, items, queries, c, faiss_metric))
-    params = {"M": HNSW_M, "efConstruction": ef_construction, "efSearch": HNSW_EF_SEARCH}
-    return index, art.IndexInfo(factory=f"HNSW{HNSW_M}", metric=metric, params=params,
-                                recall_at_c=recall, c=c)
 
 
 def _recall_queries(tensors: dict[str, np.ndarray], n: int = 500) -> np.ndarray:
@@ -313,20 +297,12 @@ def _recall_queries(tensors: dict[str, np.ndarray], n: int = 500) -> np.ndarray:
     return np.ascontiguousarray(users, dtype=np.float32)
 
 
-def _recall(index: faiss.Index, items: np.ndarray, queries: np.ndarray, c: int,
-            metric: int = faiss.METRIC_L2) -> float:
-    exact = faiss.IndexFlat(items.shape[1], metric)
-    exact.add(items)
-    _, truth = exact.search(queries, c)
-    _, found = index.search(queries, c)
-    hits = sum(len(np.intersect1d(t, f)) for t, f in zip(truth, found, strict=True))
-    return float(hits / truth.size)
-
-
-def _onnx_info(graph: ScorerGraph) -> art.OnnxInfo:
+def _onnx_info(graph: ScorerGraph, external: dict[str, str] | None = None) -> art.OnnxInfo:
+    """The scorer's signature; `external` names the initializers read from another file."""
     inputs, outputs = io_spec(graph)
     details: dict[str, Any] = {"family": type(graph).__name__, "pad_row": graph.n_items,
-                               "invalid_candidate_distance": "inf"}
+                               "invalid_candidate_distance": "inf",
+                               "external_data": external or {}}
     if hasattr(graph, "shift_mode"):
         details["softmax_shift"] = graph.shift_mode
     return art.OnnxInfo.model_validate({"opset": OPSET, "inputs": inputs, "outputs": outputs,

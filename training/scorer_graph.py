@@ -2,24 +2,33 @@
 
 Stage: export. `models.registry.build_scorer_graph` builds the graph of a trained model's kind;
 this module traces it with the I/O contract of `models/scorer_io.py` (names, dtypes, opset),
-declaring every input even where a graph does not read it, and checks the ONNX file.
+declaring every input even where a graph does not read it, and checks the ONNX file. The item
+table is then made ONNX external data over the artifact's `tensors.npz` (`externalize_table`):
+ONNX Runtime maps it from there, so the scorer holds no copy of its own and every worker shares
+the page cache's (issue 21).
 """
 
 from __future__ import annotations
 
+import logging
 import warnings
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import onnx
 import torch
+from onnx import numpy_helper
 from torch import Tensor
 
 from models import scorer_io
 from models.graphs import ScorerGraph
+from models.mapped_tables import member_extent
 from models.scorer_io import INPUTS, OPSET
 
-__all__ = ["example_inputs", "export_onnx", "io_spec"]
+__all__ = ["example_inputs", "export_onnx", "externalize_table", "io_spec"]
+
+log = logging.getLogger(__name__)
 
 
 def io_spec(graph: ScorerGraph) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -77,3 +86,35 @@ def _declare_all_inputs(proto: onnx.ModelProto, graph: ScorerGraph) -> None:
                                                               spec["shape"]))
     del proto.graph.input[:]
     proto.graph.input.extend(ordered)
+
+
+def externalize_table(path: Path, name: str, table: np.ndarray, tensors_path: Path
+                      ) -> dict[str, str]:
+    """Point initializer `name` of the ONNX file at member `name` of `tensors_path` (same
+    directory) instead of holding the bytes; returns {name: file} where it did, {} where the
+    graph's table is not `table` bit for bit (then the file is left whole, and the export's
+    parity check judges the graph as it is)."""
+    proto = onnx.load(str(path))
+    init = next((i for i in proto.graph.initializer if i.name == name), None)
+    if init is None or tuple(init.dims) != table.shape:
+        log.warning("%s has no initializer %r of shape %s: the table stays inside the graph",
+                    path.name, name, table.shape)
+        return {}
+    if not np.array_equal(numpy_helper.to_array(init), table):
+        log.warning("%s: initializer %r differs from %s's; kept inside the graph", path.name,
+                    name, tensors_path.name)
+        return {}
+    offset, length, shape, _ = member_extent(tensors_path, name)
+    if shape != table.shape:
+        raise ValueError(f"{tensors_path.name}:{name} is {shape}, the graph's table {table.shape}")
+    init.ClearField("raw_data")
+    init.ClearField("float_data")
+    init.data_location = onnx.TensorProto.EXTERNAL
+    del init.external_data[:]
+    for key, value in (("location", tensors_path.name), ("offset", str(offset)),
+                       ("length", str(length))):
+        entry = init.external_data.add()
+        entry.key, entry.value = key, value
+    onnx.save(proto, str(path))
+    onnx.checker.check_model(str(path))
+    return {name: tensors_path.name}

@@ -178,11 +178,15 @@ def test_arrays_hold_the_graph_values(exported, train: Interactions, kind: str) 
         np.testing.assert_array_equal(arrays.memories, model.lram.memories.detach().numpy())
     else:
         assert arrays.keys.shape == (DIM, 0) and arrays.memories.shape == (0, DIM)
+    proto = onnx.load(str(vdir / art.SCORER), load_external_data=False)
+    (table,) = [i for i in proto.graph.initializer if i.name == "items"]
+    # the graph's table is tensors.npz's own bytes (ONNX external data), not a copy
+    assert table.data_location == onnx.TensorProto.EXTERNAL
+    assert {e.key: e.value for e in table.external_data}["location"] == art.TENSORS
+    assert art.read_manifest(vdir).onnx.graph["external_data"] == {"items": art.TENSORS}
     inits = {i.name: numpy_helper.to_array(i)
              for i in onnx.load(str(vdir / art.SCORER)).graph.initializer}
-    table = next(v for v in inits.values() if v.shape == (N_ITEMS + 1, DIM))
-    np.testing.assert_array_equal(table[:N_ITEMS], arrays.items)
-    assert not table[N_ITEMS].any()  # the pad row
+    np.testing.assert_array_equal(inits["items"], arrays.items)
     assert arrays.user_ids.to_list() == train.users.to_list()
     assert arrays.item_ids.to_list() == train.items.to_list()
     np.testing.assert_array_equal(arrays.popularity, train.item_popularity())

@@ -143,7 +143,7 @@ def _vector_inputs(graph: ScorerGraph) -> tuple[Tensor, Tensor, Tensor, Tensor]:
 
 def _as_vectors(graph: ScorerGraph, user_vecs: Tensor, hist_rows: Tensor, hist_mask: Tensor,
                 cand_rows: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    items = graph.items  # [V + 1, d], the last row zero
+    items = graph.items  # [V, d]
     return user_vecs, items[hist_rows], hist_mask, items[cand_rows]
 
 

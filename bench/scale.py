@@ -1,0 +1,251 @@
+"""Catalogue scale (issue 21): export, artifact size, memory per worker, ready time, recall.
+
+For each catalogue size, a planted HLR (bench/catalogue.py's `plant_model`) is exported with
+the index that `--index` and `--index-memory-mb` choose (training/index_builder.py), then
+served by `relrec serve` with 1 and then 2 uvicorn workers (SQLite history). Reported:
+
+- export time (the retrieval choice of training/candidates.py is skipped unless `--choose`:
+  its exhaustive HLR scoring costs ~35 µs a pair on the shared 2-core machine) and the
+  artifact's size, by file;
+- ready time (process start to /readyz 200 with every worker answering);
+- each worker's memory after `--requests` requests, from /proc/PID/smaps: its own heap
+  (anonymous: interpreter, sessions, id maps), the artifact's mapped pages (resident, and
+  PSS: split among the workers mapping them) and the libraries; what the workers hold
+  together is their heaps, plus the artifact's pages and the libraries once;
+- recall@10 of the served two-stage result (the index's candidates re-ranked by the scorer)
+  against exhaustive exact scoring, on `--recall-users` sampled users, at the C, efSearch or
+  nprobe the service uses for the version;
+- closed-loop req/s of one client (side by side, 1 and 2 workers; not a capacity figure on
+  a shared machine);
+- with `--milvus FILE`: the publish time into Milvus Lite and the share of sampled users whose
+  served top 10 through Milvus equals the local index's.
+
+    python bench/scale.py --items 100000,1000000 --index-memory-mb 256 --cache runs/scale
+
+Catalogues are cached under `--cache` by size and index settings; a second run serves them
+again without exporting.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import logging
+import os
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import httpx
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from bench.catalogue import CatalogueSpec, plant_model  # noqa: E402
+from bench.serve import relrec_server, scrape_workers  # noqa: E402
+from models import artifact as art  # noqa: E402
+from service.loader import load_artifact  # noqa: E402
+from service.retriever import Retriever  # noqa: E402
+from training.candidates import exact_distances, recall_at, sample_users  # noqa: E402
+from training.exporter import export  # noqa: E402
+
+INFO = "scale.json"
+
+
+def smaps(pid: int | str, vdir: Path) -> dict[str, int]:
+    """A process's memory from /proc/PID/smaps, in bytes: its own heap (anonymous), the
+    artifact's mapped files (RSS, and PSS: split among the workers mapping them), and the
+    other file mappings (the libraries, shared with every Python process of the venv)."""
+    out = {"anonymous": 0, "artifact_rss": 0, "artifact_pss": 0, "libs_rss": 0}
+    where = None
+    version = str(vdir.resolve())
+    for line in Path(f"/proc/{pid}/smaps").read_text().splitlines():
+        parts = line.split()
+        if not parts[0].endswith(":"):  # a mapping's header: address perms offset dev inode path
+            path = parts[5] if len(parts) > 5 else ""
+            where = "artifact" if path.startswith(version) else "libs" if path.startswith("/") \
+                else "anon"
+            continue
+        if len(parts) < 2 or not parts[1].isdigit():  # VmFlags, THPeligible ...
+            continue
+        key, value = parts[0].rstrip(":"), int(parts[1]) * 1024
+        if key == "Anonymous":
+            out["anonymous"] += value
+        elif key == "Rss" and where in ("artifact", "libs"):
+            out[f"{where}_rss"] += value
+        elif key == "Pss" and where == "artifact":
+            out["artifact_pss"] += value
+    return out
+
+
+def held(memory: list[dict[str, int]]) -> int:
+    """What N workers hold together: their heaps, the artifact pages once (the PSS sum), and
+    the libraries once."""
+    return (sum(m["anonymous"] + m["artifact_pss"] for m in memory)
+            + max(m["libs_rss"] for m in memory))
+
+
+def build(spec: CatalogueSpec, index: str, memory_mb: float | None, choose: bool,
+          cache: Path) -> Path:
+    """The artifacts root of a catalogue exported with this index choice, built once."""
+    root = cache / f"{spec.name}-index{index}-mb{memory_mb}-choose{int(choose)}"
+    if (root / INFO).is_file():
+        return root
+    t0 = time.perf_counter()
+    model, log = plant_model(spec, np.random.default_rng(spec.seed))
+    t1 = time.perf_counter()
+    vdir = export(model, log, root, index=index, index_memory_mb=memory_mb,
+                  ef_construction=spec.ef_construction, choose_retrieval=choose,
+                  metrics={"synthetic": True})
+    t2 = time.perf_counter()
+    sizes = {p.name: p.stat().st_size for p in vdir.iterdir()}
+    info = {"plant_s": round(t1 - t0, 1), "export_s": round(t2 - t1, 1), "sizes": sizes,
+            "artifact_bytes": sum(sizes.values()), "version": vdir.name}
+    (root / INFO).write_text(json.dumps(info, indent=2) + "\n")
+    return root
+
+
+def served_recall(root: Path, n_users: int) -> dict[str, float | int | None]:
+    """recall@10 of the service's two-stage result against exhaustive exact scoring."""
+    loaded = load_artifact(art.resolve_current(root), ort_threads=1, faiss_threads=1)
+    users = sample_users(loaded.arrays, loaded.l_max, n_users, seed=1)
+    exact = exact_distances(loaded.session, users, loaded.n_items)
+    retriever = Retriever(loaded.index, loaded.arrays.items, loaded.arrays.keys,
+                          loaded.arrays.memories, loaded.n_candidates)
+    r = recall_at(retriever, users, exact, loaded.n_candidates)
+    return {"recall_at_10": round(r, 4), "users": len(users), "c": loaded.n_candidates,
+            "ef_search": loaded.ef_search}
+
+
+def milvus_side_by_side(root: Path, uri: str, n_users: int) -> dict[str, float | int]:
+    """Publish into Milvus (Lite: a local file) and compare the served top 10 (candidates
+    re-ranked by the scorer) with the local index's on `n_users` sampled users."""
+    from service.ranker import Ranker
+    from service.retriever_milvus import open_index, publish
+
+    vdir = art.resolve_current(root)
+    t0 = time.perf_counter()
+    publish(vdir, uri)
+    publish_s = time.perf_counter() - t0
+    loaded = load_artifact(vdir, ort_threads=1, faiss_threads=1)
+    remote = open_index(uri, "", loaded.version, loaded.dim, loaded.n_items,
+                        loaded.manifest.index.metric, loaded.ef_search)
+    users = sample_users(loaded.arrays, loaded.l_max, n_users, seed=2)
+    ranker = Ranker(loaded.session, loaded.l_max, loaded.has_attention)
+    tops = []
+    for index in (loaded.index, remote):
+        retriever = Retriever(index, loaded.arrays.items, loaded.arrays.keys,
+                              loaded.arrays.memories, loaded.n_candidates)
+        rows = []
+        for s in range(0, len(users), 32):
+            sl = slice(s, s + 32)
+            cands = retriever.candidates(users.vecs[sl], users.hists[sl], users.seen[sl])
+            ranked = ranker.rank(users.vecs[sl], users.hist_rows[sl], users.hist_mask[sl],
+                                 cands, [10] * len(cands))
+            rows += [r.rows.tolist() for r in ranked]
+        tops.append(rows)
+    same = sum(a == b for a, b in zip(*tops, strict=True))
+    return {"publish_s": round(publish_s, 1), "users": len(users),
+            "same_top10": round(same / len(users), 4)}
+
+
+def serve(root: Path, workers: int, requests: int) -> dict[str, object]:
+    """Ready time, req/s of one closed-loop client, and every worker's memory after.
+
+    PSS splits a page among every process mapping it, this one included: the bench must not
+    map the version itself while it measures (an export or recall check in this process
+    would), or the workers' PSS would leave out the bench's share."""
+    vdir = art.resolve_current(root)
+    gc.collect()
+    if str(vdir.resolve()) in Path("/proc/self/maps").read_text():
+        raise RuntimeError(f"this process maps {vdir}: run the bench again (cached) to "
+                           f"measure the workers alone")
+    from models.artifact_arrays import read_arrays
+
+    ids = read_arrays(vdir).user_ids.ids
+    paths = [f"/recommend/{ids[(i * 7919) % len(ids)]}?k=10" for i in range(requests)]
+    history = f"sqlite:///{root / f'history-{workers}.db'}"
+    t0 = time.perf_counter()
+    with relrec_server(root, history, workers, set(range(os.cpu_count() or 1)), {}) as (url, _):
+        ready_s = time.perf_counter() - t0
+        with httpx.Client(base_url=url, timeout=60.0) as client:
+            t1 = time.perf_counter()
+            for path in paths:
+                client.get(path).raise_for_status()
+            rps = requests / (time.perf_counter() - t1)
+        pids = list(scrape_workers(url, workers))
+        memory = {pid: smaps(pid, vdir) for pid in pids}
+    return {"workers": workers, "ready_s": round(ready_s, 1), "req_per_s": round(rps, 1),
+            "memory": memory}
+
+
+def mb(n: float) -> str:
+    return f"{n / 2**20:.0f}"
+
+
+def report(n_items: int, root: Path, info: dict, recall: dict, runs: list[dict]) -> None:
+    manifest = art.read_manifest(art.resolve_current(root))
+    index = manifest.index
+    files = ", ".join(f"{k} {mb(v)}" for k, v in sorted(info["sizes"].items()) if v > 2**20)
+    print(f"\n{n_items} items: index {index.factory} ({index.params.get('chosen')}), export "
+          f"{info['export_s']} s (plant {info['plant_s']} s), artifact "
+          f"{mb(info['artifact_bytes'])} MB ({files})")
+    print(f"  recall@10 {recall['recall_at_10']} on {recall['users']} users at C="
+          f"{recall['c']}")
+    for run in runs:
+        mem = list(run["memory"].values())
+        print(f"  {run['workers']} worker(s): ready {run['ready_s']} s, {run['req_per_s']} "
+              f"req/s; per worker: own heap {'/'.join(mb(m['anonymous']) for m in mem)} MB, "
+              f"artifact pages {'/'.join(mb(m['artifact_rss']) for m in mem)} MB resident; "
+              f"all workers hold {mb(held(mem))} MB")
+    one, two = (held(list(r["memory"].values())) for r in runs[:2])
+    print(f"  two workers hold {two / one:.2f}x the memory of one")
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--items", default="100000,1000000")
+    p.add_argument("--users", type=int, default=20_000)
+    p.add_argument("--index", default="auto", choices=["auto", "flat", "hnsw", "ivfpq"])
+    p.add_argument("--index-memory-mb", type=float, default=None)
+    p.add_argument("--ef-construction", type=int, default=64)
+    p.add_argument("--choose", action="store_true", help="the export's measured C choice")
+    p.add_argument("--recall-users", type=int, default=20)
+    p.add_argument("--requests", type=int, default=200)
+    p.add_argument("--cache", type=Path, required=True)
+    p.add_argument("--json", type=Path, help="write the results here too")
+    p.add_argument("--milvus", type=Path, help="a Milvus Lite file: publish each catalogue "
+                   "there and compare its top 10 with the local index's (the milvus extra)")
+    p.add_argument("--milvus-users", type=int, default=300)
+    args = p.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+    results = []
+    for n in (int(x) for x in args.items.split(",")):
+        spec = replace(CatalogueSpec(n_items=n, n_users=args.users),
+                       ef_construction=args.ef_construction)
+        root = build(spec, args.index, args.index_memory_mb, args.choose, args.cache)
+        info = json.loads((root / INFO).read_text())
+        runs = [serve(root, w, args.requests) for w in (1, 2)]  # before this process maps it
+        if info.get("recall", {}).get("users") != args.recall_users:  # measured once
+            info["recall"] = served_recall(root, args.recall_users)
+            (root / INFO).write_text(json.dumps(info, indent=2) + "\n")
+        recall = info["recall"]
+        report(n, root, info, recall, runs)
+        milvus = None
+        if args.milvus:
+            milvus = milvus_side_by_side(root, str(args.milvus), args.milvus_users)
+            print(f"  Milvus Lite (FLAT): published in {milvus['publish_s']} s; the same top 10 "
+                  f"as the local index for {milvus['same_top10']:.2%} of {milvus['users']} "
+                  f"users")
+        results.append({"items": n, "export": info, "recall": recall, "serve": runs,
+                        "milvus": milvus})
+    print(f"\nload average {os.getloadavg()[0]:.1f} (2 vCPU shared machine)")
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,165 @@
+"""The index chosen at export by a memory budget (training/index_builder.py, issue 21): the
+choice rule, the compressed IVF-PQ index with the exact re-rank unchanged, nprobe chosen by
+measured recall@10 against exhaustive exact scoring, and what the manifest records."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from models import artifact as art
+from models.config import ModelConfig
+from models.registry import build_model
+from service.loader import load_artifact
+from training import exporter
+from training.cli import main
+from training.index_builder import (
+    FLAT_MAX_ITEMS,
+    IndexChoiceError,
+    choose_index,
+    estimate_bytes,
+)
+from training.interactions import Interactions
+from training.run_dir import Run, save_run
+
+DIM, N_USERS, N_ITEMS, N_CLUSTERS = 16, 300, 6000, 60
+
+
+def test_auto_without_budget_keeps_the_earlier_rule() -> None:
+    assert choose_index("auto", FLAT_MAX_ITEMS, 100, None).kind == "flat"
+    assert choose_index("auto", FLAT_MAX_ITEMS + 1, 100, None).kind == "hnsw"
+
+
+def test_auto_takes_the_first_kind_that_fits_the_budget() -> None:
+    n, d = 1_000_000, 100
+    hnsw_mb = estimate_bytes("hnsw", n, d) / 2**20
+    assert choose_index("auto", n, d, hnsw_mb + 1).kind == "hnsw"
+    chosen = choose_index("auto", n, d, hnsw_mb / 4)
+    assert chosen.kind == "ivfpq" and "hnsw needs" in chosen.reason
+    assert chosen.estimate_bytes <= hnsw_mb / 4 * 2**20
+    assert d % chosen.m == 0 and chosen.m == 50  # the most bytes a vector that fit
+    tight = choose_index("auto", n, d, 20)
+    assert tight.kind == "ivfpq" and tight.m < chosen.m and tight.estimate_bytes <= 20 * 2**20
+    small = choose_index("auto", 10_000, d, 100)
+    assert small.kind == "flat"
+
+
+def test_no_fitting_index_says_what_would() -> None:
+    with pytest.raises(IndexChoiceError, match="raise --index-memory-mb"):
+        choose_index("auto", 10_000_000, 100, 10)
+    with pytest.raises(IndexChoiceError, match="hnsw index over 1000000 items needs"):
+        choose_index("hnsw", 1_000_000, 100, 100)
+    with pytest.raises(IndexChoiceError, match="at least"):
+        choose_index("ivfpq", 500, 100, None)
+    with pytest.raises(IndexChoiceError, match="index must be one of"):
+        choose_index("lsh", 500, 100, None)
+
+
+@pytest.fixture(scope="module")
+def planted() -> tuple[torch.nn.Module, Interactions]:
+    """A CML whose items sit in clusters and whose users sit at their cluster's centre, with
+    histories drawn from it: an IVF list holds a cluster, so nprobe matters and recall is
+    meaningful."""
+    rng = np.random.default_rng(0)
+    centres = rng.standard_normal((N_CLUSTERS, DIM)).astype(np.float32)
+    centres *= 0.8 / np.linalg.norm(centres, axis=1, keepdims=True)
+    item_cluster = rng.integers(0, N_CLUSTERS, N_ITEMS)
+    items = centres[item_cluster] + 0.08 * rng.standard_normal((N_ITEMS, DIM))
+    user_cluster = rng.integers(0, N_CLUSTERS, N_USERS)
+    users = centres[user_cluster] + 0.05 * rng.standard_normal((N_USERS, DIM))
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(kind="cml", dim=DIM, l_max=8), N_USERS, N_ITEMS).eval()
+    with torch.no_grad():
+        model.item_emb.weight.copy_(torch.from_numpy(items.astype(np.float32)))
+        model.user_emb.weight.copy_(torch.from_numpy(users.astype(np.float32)))
+    by_cluster = [np.flatnonzero(item_cluster == c) for c in range(N_CLUSTERS)]
+    u_rows = np.repeat(np.arange(N_USERS), 5)
+    i_rows = np.array([rng.choice(by_cluster[user_cluster[u]]) for u in u_rows])
+    u_rows = np.concatenate([u_rows, rng.integers(0, N_USERS, N_ITEMS)])
+    i_rows = np.concatenate([i_rows, np.arange(N_ITEMS)])  # every item known
+    train = Interactions.from_ids([f"u{u}" for u in u_rows], [f"i{i}" for i in i_rows])
+    order_u = np.array([int(u[1:]) for u in train.users.to_list()])
+    order_i = np.array([int(i[1:]) for i in train.items.to_list()])
+    with torch.no_grad():  # rows in the id maps' order
+        model.user_emb.weight.copy_(torch.from_numpy(users[order_u].astype(np.float32)))
+        model.item_emb.weight.copy_(torch.from_numpy(items[order_i].astype(np.float32)))
+    return model, train
+
+
+def test_ivfpq_export_records_the_choice_and_its_recall(tmp_path: Path, planted) -> None:
+    model, train = planted
+    budget = estimate_bytes("flat", N_ITEMS, DIM) / 2 / 2**20  # flat (and hnsw) do not fit
+    vdir = exporter.export(model, train, tmp_path, index_memory_mb=budget)
+    manifest = art.read_manifest(vdir)
+    index = manifest.index
+    assert index.factory.startswith("IVF") and ",PQ" in index.factory
+    params = index.params
+    assert params["budget_mb"] == budget and params["estimate_bytes"] <= budget * 2**20
+    assert params["chosen"].startswith("auto: hnsw needs")
+    assert params["train_sample"] <= N_ITEMS and params["nlist"] > 1
+    assert (vdir / art.INDEX).stat().st_size <= budget * 2**20
+    retrieval = manifest.retrieval
+    assert retrieval is not None and retrieval.ef_search is None
+    assert retrieval.nprobe is not None and 1 <= retrieval.nprobe <= params["nlist"]
+    assert retrieval.met and retrieval.recall >= retrieval.target_recall
+    assert {p.nprobe for p in retrieval.curve} > {retrieval.nprobe}  # nprobe was measured
+    raw = json.loads((vdir / art.MANIFEST).read_text())
+    assert raw["retrieval"]["nprobe"] == retrieval.nprobe
+    # the service probes the lists the export chose
+    loaded = load_artifact(vdir)
+    import faiss
+
+    assert faiss.extract_index_ivf(loaded.index).nprobe == retrieval.nprobe
+
+
+def test_ivfpq_candidates_are_reranked_exactly(tmp_path: Path, planted) -> None:
+    """IVF-PQ proposes, the scorer orders: the served top 10 is the exact top 10 for the
+    sampled users at the chosen C and nprobe (recall 1 on planted clusters)."""
+    from service.retriever import Retriever
+    from training.candidates import exact_distances, recall_at, sample_users
+
+    model, train = planted
+    vdir = exporter.export(model, train, tmp_path, index="ivfpq")
+    loaded = load_artifact(vdir)
+    manifest = loaded.manifest
+    users = sample_users(loaded.arrays, manifest.l_max, 100, seed=1)
+    exact = exact_distances(loaded.session, users, loaded.n_items)
+    retriever = Retriever(loaded.index, loaded.arrays.items, loaded.arrays.keys,
+                          loaded.arrays.memories, loaded.n_candidates)
+    assert recall_at(retriever, users, exact, loaded.n_candidates) >= 0.99
+    # with one list probed and C = 10 the compressed index alone falls short
+    import faiss
+
+    faiss.extract_index_ivf(loaded.index).nprobe = 1
+    assert recall_at(retriever, users, exact, 10) < 0.99
+
+
+def test_cli_index_flags(tmp_path: Path, planted, capsys: pytest.CaptureFixture[str]) -> None:
+    model, train = planted
+    save_run(tmp_path / "run", Run(train, {}, {"algorithm": "cml"}, model=model))
+    out = tmp_path / "artifacts"
+    assert main(["export", str(tmp_path / "run"), "--out", str(out), "--index",
+                 "ivfpq"]) == 0
+    assert art.read_manifest(art.resolve_current(out)).index.factory.startswith("IVF")
+    assert main(["export", str(tmp_path / "run"), "--out", str(out),
+                 "--index-memory-mb", "0.01"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "raise --index-memory-mb" in err[0]
+    with pytest.raises(SystemExit):
+        main(["export", str(tmp_path / "run"), "--out", str(out), "--index", "lsh"])
+
+
+def test_flat_manifest_stays_readable_by_the_previous_relrec(tmp_path: Path, planted) -> None:
+    """No `nprobe` key unless there is one: the retrieval record of a Flat (or HNSW) version
+    is what a relrec from before issue 21 validates (its models forbid unknown keys)."""
+    model, train = planted
+    vdir = exporter.export(model, train, tmp_path, index="flat")
+    raw = json.loads((vdir / art.MANIFEST).read_text())
+    assert raw["index"]["factory"] == "Flat"
+    assert "nprobe" not in raw["retrieval"]
+    assert all("nprobe" not in point for point in raw["retrieval"]["curve"])
+    assert art.read_manifest(vdir).retrieval.nprobe is None

@@ -1,0 +1,196 @@
+"""The FAISS index of a version: which kind fits the memory budget, and building it (issue 21).
+
+Stage: a step of the export (`training/exporter.py`, `training/baseline_export.py`), after the
+tables are written. The index only proposes candidates; the exact ONNX re-rank orders them,
+so a compressed index costs recall at a given C, not accuracy of the scores, and
+`training/candidates.py` then picks C (and efSearch or nprobe) reaching the recall target
+against exhaustive exact scoring.
+
+Kinds and their memory (n items, d dims; what a worker maps, shared by every worker):
+
+    flat    exact search                            4·d·n bytes
+    hnsw    HNSW32 over the float vectors            (4·d + ~2.1·4·M + 16)·n
+    ivfpq   IVF (nlist lists) + PQ m bytes/vector    (m + 8)·n + centroids and codebooks
+
+`auto` without a budget keeps the earlier rule (flat up to FLAT_MAX_ITEMS, HNSW above); with
+`memory_mb` it takes the first of flat (small catalogues), hnsw, ivfpq (the most bytes per
+vector that fit) whose estimate fits. IVF-PQ trains its coarse quantiser and codebooks on a
+seeded sample (`TRAIN_PER_LIST` points a list), so that its build cost grows with the sample,
+not the catalogue, and adds the rest in chunks.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass
+
+import faiss
+import numpy as np
+
+from models import artifact as art
+
+__all__ = ["FLAT_MAX_ITEMS", "HNSW_EF_CONSTRUCTION", "HNSW_EF_SEARCH", "HNSW_M", "INDEX_KINDS",
+           "IndexChoice", "IndexChoiceError", "build_index", "choose_index", "estimate_bytes",
+           "recall_vs_exact"]
+
+log = logging.getLogger(__name__)
+
+INDEX_KINDS = ("auto", "flat", "hnsw", "ivfpq")
+FLAT_MAX_ITEMS = 50_000  # exact search up to here; HNSW above (autofaiss's rule of thumb)
+HNSW_M = 32
+HNSW_EF_CONSTRUCTION = 200
+HNSW_EF_SEARCH = 256  # saved in the index; the service sets manifest.retrieval's efSearch
+IVF_NPROBE = 16  # set before the measured choice of training/candidates.py
+TRAIN_PER_LIST = 64  # coarse-quantiser training points per IVF list (faiss wants >= 39)
+PQ_TRAIN_MIN = 256 * 40  # points for 8-bit PQ codebooks
+MIN_IVFPQ_ITEMS = 1000
+RECALL_C = 300  # the C of IndexInfo.recall_at_c (index vs exact search, not the served C)
+
+
+class IndexChoiceError(ValueError):
+    """No index kind satisfies the request (kind, budget); the message says what would."""
+
+
+@dataclass(frozen=True)
+class IndexChoice:
+    """The kind to build and its parameters, with the estimate that chose it."""
+
+    kind: str  # "flat", "hnsw" or "ivfpq"
+    estimate_bytes: int
+    reason: str
+    nlist: int = 0  # ivfpq
+    m: int = 0  # ivfpq: PQ bytes per vector (nbits 8) or sub-quantisers
+    nbits: int = 8
+
+
+def _nlist(n_items: int) -> int:
+    """IVF lists: a power of two near √n, with at least 39 items a list."""
+    target = 2 ** round(math.log2(max(1.0, math.sqrt(n_items))))
+    return int(max(1, min(target, 65536, n_items // 39)))
+
+
+def _pq_options(dim: int) -> list[int]:
+    """PQ sub-quantiser counts m (divisors of d, at least 2 dims each), most bytes first."""
+    return [m for m in range(dim // 2, 0, -1) if dim % m == 0]
+
+
+def estimate_bytes(kind: str, n_items: int, dim: int, m: int = 0, nlist: int = 0) -> int:
+    """What the index file (and so its mapping) takes, within a few percent."""
+    if kind == "flat":
+        return 4 * dim * n_items
+    if kind == "hnsw":
+        return int((4 * dim + 2.1 * 4 * HNSW_M + 16) * n_items)
+    return (m + 8) * n_items + 4 * dim * nlist + 4 * dim * 256 + 1024
+
+
+def choose_index(kind: str, n_items: int, dim: int, memory_mb: float | None) -> IndexChoice:
+    """The index to build for `kind` ("auto" or one of the kinds) under `memory_mb`."""
+    if kind not in INDEX_KINDS:
+        raise IndexChoiceError(f"index must be one of {', '.join(INDEX_KINDS)}, got {kind!r}")
+    budget = None if memory_mb is None else int(memory_mb * 2**20)
+    nlist = _nlist(n_items)
+    options = _pq_options(dim)
+    fits = (lambda b: True) if budget is None else (lambda b: b <= budget)
+
+    def ivfpq(reason: str) -> IndexChoice:
+        if n_items < MIN_IVFPQ_ITEMS:
+            raise IndexChoiceError(f"ivfpq needs at least {MIN_IVFPQ_ITEMS} items to train on, the "
+                              f"catalogue has {n_items}; use flat")
+        preferred = [m for m in options if m <= max(1, dim // 4)] or options
+        pool = options if budget is not None else preferred
+        for m in pool:
+            est = estimate_bytes("ivfpq", n_items, dim, m, nlist)
+            if fits(est):
+                return IndexChoice("ivfpq", est, reason, nlist=nlist, m=m)
+        least = estimate_bytes("ivfpq", n_items, dim, options[-1], nlist)
+        raise IndexChoiceError(f"no index over {n_items} items of dim {dim} fits {memory_mb} "
+                               f"MB: the smallest (ivfpq, {options[-1]} bytes a vector) needs "
+                               f"{least / 2**20:.0f} MB; raise --index-memory-mb")
+
+    if kind == "ivfpq":
+        return ivfpq("asked for")
+    if kind in ("flat", "hnsw"):
+        est = estimate_bytes(kind, n_items, dim)
+        if not fits(est):
+            raise IndexChoiceError(f"a {kind} index over {n_items} items needs "
+                                   f"~{est / 2**20:.0f} MB, over --index-memory-mb {memory_mb}; "
+                                   f"raise it or use --index auto")
+        return IndexChoice(kind, est, "asked for")
+    flat, hnsw = (estimate_bytes(k, n_items, dim) for k in ("flat", "hnsw"))
+    if n_items <= FLAT_MAX_ITEMS and fits(flat):
+        return IndexChoice("flat", flat, f"auto: {n_items} <= {FLAT_MAX_ITEMS} items")
+    if fits(hnsw):
+        why = "auto: no budget" if budget is None else f"auto: fits {memory_mb} MB"
+        return IndexChoice("hnsw", hnsw, f"{why}, {n_items} > {FLAT_MAX_ITEMS} items"
+                           if n_items > FLAT_MAX_ITEMS else why)
+    return ivfpq(f"auto: hnsw needs ~{hnsw / 2**20:.0f} MB > {memory_mb} MB")
+
+
+def build_index(items: np.ndarray, queries: np.ndarray | None = None,
+                kind: str = "auto", ef_construction: int = HNSW_EF_CONSTRUCTION,
+                metric: str = "L2", memory_mb: float | None = None,
+                seed: int = 0) -> tuple[faiss.Index, art.IndexInfo]:
+    """FAISS index over item vectors, and what the manifest records of it.
+
+    `metric` is "L2" (the relational models' distance) or "IP" (inner product: ALS, most
+    popular). Recall@C of an approximate index is measured against exact search on `queries`.
+    """
+    items = np.ascontiguousarray(items, dtype=np.float32)
+    n_items, dim = items.shape
+    choice = choose_index(kind, n_items, dim, memory_mb)
+    faiss_metric = faiss.METRIC_INNER_PRODUCT if metric == "IP" else faiss.METRIC_L2
+    common = {"budget_mb": memory_mb, "estimate_bytes": choice.estimate_bytes,
+              "chosen": choice.reason}
+    c = min(RECALL_C, n_items)
+    if choice.kind == "flat":
+        index = faiss.IndexFlat(dim, faiss_metric)
+        index.add(items)
+        return index, art.IndexInfo(factory="Flat", metric=metric, recall_at_c=1.0, c=c,
+                                    params=common)
+    if choice.kind == "hnsw":
+        index = faiss.IndexHNSWFlat(dim, HNSW_M, faiss_metric)
+        index.hnsw.efConstruction = ef_construction
+        index.add(items)
+        index.hnsw.efSearch = HNSW_EF_SEARCH
+        factory = f"HNSW{HNSW_M}"
+        params = {"M": HNSW_M, "efConstruction": ef_construction, "efSearch": HNSW_EF_SEARCH}
+    else:
+        index, params = _build_ivfpq(items, choice, faiss_metric, seed)
+        factory = f"IVF{choice.nlist},PQ{choice.m}x{choice.nbits}"
+    recall = (None if queries is None or len(queries) == 0
+              else recall_vs_exact(index, items, queries, c, faiss_metric))
+    log.info("index %s over %d items (%s; ~%.0f MB), recall@%d vs exact search %s", factory,
+             n_items, choice.reason, choice.estimate_bytes / 2**20, c,
+             "not measured" if recall is None else f"{recall:.3f}")
+    return index, art.IndexInfo(factory=factory, metric=metric, params=params | common,
+                                recall_at_c=recall, c=c)
+
+
+def _build_ivfpq(items: np.ndarray, choice: IndexChoice, metric: int,
+                 seed: int) -> tuple[faiss.Index, dict[str, int]]:
+    """IVF-PQ trained on a seeded sample, the catalogue added in chunks."""
+    n_items, dim = items.shape
+    sample_n = min(n_items, max(TRAIN_PER_LIST * choice.nlist, PQ_TRAIN_MIN))
+    rows = np.sort(np.random.default_rng(seed).choice(n_items, sample_n, replace=False))
+    sample = np.ascontiguousarray(items[rows])
+    nbits = 8 if sample_n >= PQ_TRAIN_MIN else max(4, int(math.log2(sample_n / 40)))
+    # faiss seeds its k-means itself (ClusteringParameters.seed): the same sample, the same index
+    index = faiss.index_factory(dim, f"IVF{choice.nlist},PQ{choice.m}x{nbits}", metric)
+    index.train(sample)
+    for start in range(0, n_items, 1 << 18):
+        index.add(items[start:start + (1 << 18)])
+    faiss.extract_index_ivf(index).nprobe = min(IVF_NPROBE, choice.nlist)
+    return index, {"nlist": choice.nlist, "m": choice.m, "nbits": nbits,
+                   "nprobe": min(IVF_NPROBE, choice.nlist), "train_sample": sample_n}
+
+
+def recall_vs_exact(index: faiss.Index, items: np.ndarray, queries: np.ndarray, c: int,
+                    metric: int = faiss.METRIC_L2) -> float:
+    """Recall@c of `index` against exact search over `items` on `queries`."""
+    exact = faiss.IndexFlat(items.shape[1], metric)
+    exact.add(items)
+    _, truth = exact.search(queries, c)
+    _, found = index.search(queries, c)
+    hits = sum(len(np.intersect1d(t, f)) for t, f in zip(truth, found, strict=True))
+    return float(hits / truth.size)
