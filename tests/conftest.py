@@ -6,12 +6,15 @@ downloads anything.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
 import torch
 
-torch.set_num_threads(2)
+# Under pytest-xdist (`-n 2`, one worker a core) each worker keeps to one thread, so that the
+# two workers do not oversubscribe CI's two cores; a serial run uses both.
+torch.set_num_threads(1 if os.environ.get("PYTEST_XDIST_WORKER") else 2)
 
 
 @pytest.fixture(scope="session")
