@@ -20,7 +20,9 @@ def test_there_are_presets() -> None:
 def test_every_preset_loads_and_names_its_model(path: Path) -> None:
     cfg = load_config(path, data={"path": "planted"})
     assert cfg.algorithm == path.stem.split("-")[0]
-    assert cfg.trainer.negatives == "softmax" and cfg.trainer.patience >= cfg.trainer.epochs
+    # every preset trains through its whole schedule (cosine anneals to the last epoch)
+    assert cfg.trainer.negatives in ("softmax", "hardest") and cfg.trainer.n_negatives > 1
+    assert cfg.trainer.schedule == "cosine" and cfg.trainer.patience >= cfg.trainer.epochs
 
 
 def test_the_cml_softmax_preset_finds_the_planted_blocks(planted_split, tmp_path: Path) -> None:
