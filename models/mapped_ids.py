@@ -43,7 +43,7 @@ import zlib
 from bisect import bisect_left
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
@@ -112,7 +112,7 @@ class MappedIds:
         self._h = _ints(self._hashes, "I")
         self._order = _ints(members["order"], "q")
         self._offsets = _ints(members["offsets"], "q")
-        self._blob = memoryview(np.ascontiguousarray(members["blob"])).cast("B")
+        self._blob = np.ascontiguousarray(members["blob"]).data.cast("B")
         self._extra = list(extra)
         self._extra_rows = {x: self._n + i for i, x in enumerate(self._extra)}
         if len(self._extra_rows) != len(self._extra) or any(
@@ -201,5 +201,5 @@ class MappedIds:
         return out if dtype is None else out.astype(dtype)
 
 
-def _ints(array: np.ndarray, fmt: str) -> memoryview:
-    return memoryview(np.ascontiguousarray(array)).cast("B").cast(fmt)
+def _ints(array: np.ndarray, fmt: Literal["I", "q"]) -> memoryview[int]:
+    return np.ascontiguousarray(array).data.cast("B").cast(fmt)
