@@ -140,10 +140,8 @@ class MappedIds:
     def get_many(self, external_ids: Sequence[str], default: int = -1) -> np.ndarray:
         """Rows of many ids at once (one `np.searchsorted`), `default` where unknown."""
         keys = [x.encode(*_ENCODING) for x in external_ids]
-        hashes = np.fromiter(map(zlib.crc32, keys), np.uint32, len(keys))  # [n] as the file's
-        starts = np.searchsorted(self._hashes, hashes).tolist()
-        rows = np.fromiter(map(self._confirm, keys, hashes.tolist(), starts), np.int64,
-                           len(keys))
+        hashes = np.fromiter(map(zlib.crc32, keys), np.uint32, len(keys))  # [Q] as the file's
+        rows = self._find_many(keys, hashes)
         if self._extra_rows and (rows < 0).any():
             extra = self._extra_rows.get
             rows = np.fromiter((r if r >= 0 else extra(x, -1)
@@ -152,6 +150,23 @@ class MappedIds:
         if default != -1:
             rows[rows < 0] = default
         return rows
+
+    def _find_many(self, keys: list[bytes], hashes: np.ndarray) -> np.ndarray:
+        """Mapped rows of `keys` (-1: none): the first row of each hash's run is gathered for
+        all keys at once and confirmed by one bytes comparison a key; a key that differs from
+        it (a CRC collision) goes on through the run with `_confirm`."""
+        if not self._n:
+            return np.full(len(keys), -1, np.int64)
+        starts = np.searchsorted(self._hashes, hashes)  # [Q]; same dtype: no copy
+        at = np.minimum(starts, self._n - 1)
+        rows = np.where(self._hashes[at] == hashes, self._members["order"][at], -1)  # [Q]
+        offsets = self._members["offsets"]
+        blob, confirm = self._blob, self._confirm
+        found = [row if row < 0 or blob[b:e] == key else confirm(key, h, s + 1)
+                 for key, row, b, e, h, s in zip(keys, rows.tolist(), offsets[rows].tolist(),
+                                                 offsets[rows + 1].tolist(), hashes.tolist(),
+                                                 starts.tolist(), strict=True)]
+        return np.asarray(found, dtype=np.int64).reshape(len(keys))
 
     def _confirm(self, key: bytes, h: int, k: int) -> int:
         """The row among the run of hash `h` starting at sorted position `k` whose bytes are

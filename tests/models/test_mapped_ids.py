@@ -136,3 +136,11 @@ def test_a_mapped_map_is_not_pickled(maps: tuple[IdMap, IdMap]) -> None:
     assert pickle.loads(pickle.dumps(memory)).to_list() == memory.to_list()
     with pytest.raises(TypeError, match="mapped"):
         pickle.dumps(mapped)
+
+
+def test_an_unknown_id_with_a_known_hash_is_unknown(tmp_path: Path) -> None:
+    """"buckeroo" shares "plumless"'s CRC-32: the bytes tell them apart, one id or many."""
+    write_ids(tmp_path / "ids.npz", ["x", "plumless", "y"])
+    mapped = IdMap.mapped(map_ids(tmp_path / "ids.npz"))
+    assert mapped.get("buckeroo") == -1 and "buckeroo" not in mapped
+    assert mapped.get_rows(["buckeroo", "plumless", "y"]).tolist() == [-1, 1, 2]
