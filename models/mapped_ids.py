@@ -184,6 +184,11 @@ class MappedIds:
     def __len__(self) -> int:
         return self._n + len(self._extra)
 
+    @property
+    def shape(self) -> tuple[int]:
+        """As the object array's: callers that read `ids.shape[0]` keep working."""
+        return (len(self),)
+
     def id_of(self, row: int) -> str:
         if row < 0:
             row += len(self)

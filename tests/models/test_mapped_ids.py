@@ -56,6 +56,7 @@ def test_lookups_equal_the_dict(maps: tuple[IdMap, IdMap]) -> None:
     assert all(mapped.row(x) == memory.row(x) for x in ODD)
     np.testing.assert_array_equal(mapped.rows(ODD), memory.rows(ODD))
     assert len(mapped) == len(memory) == len(ODD) + 2000
+    assert mapped.ids.shape == memory.ids.shape
     assert mapped.get_rows([]).shape == (0,)
 
 
