@@ -17,6 +17,9 @@ served by `relrec serve` with 1 and then 2 uvicorn workers (SQLite history). Rep
   nprobe the service uses for the version;
 - closed-loop req/s of one client (side by side, 1 and 2 workers; not a capacity figure on
   a shared machine);
+- with `--id-maps both`: every serving run twice on the same version, first with the id maps
+  built as dicts from the JSON lists (as a version exported before issue 21 is served), then
+  with the mapped id maps (models/mapped_ids.py), side by side;
 - with `--milvus FILE`: the publish time into Milvus Lite and the share of sampled users whose
   served top 10 through Milvus equals the local index's.
 
@@ -47,6 +50,7 @@ sys.path.insert(0, str(ROOT))
 from bench.catalogue import CatalogueSpec, plant_model  # noqa: E402
 from bench.serve import relrec_server, scrape_workers  # noqa: E402
 from models import artifact as art  # noqa: E402
+from models.mapped_ids import write_ids  # noqa: E402
 from service.loader import load_artifact  # noqa: E402
 from service.retriever import Retriever  # noqa: E402
 from training.candidates import exact_distances, recall_at, sample_users  # noqa: E402
@@ -165,7 +169,7 @@ def serve(root: Path, workers: int, requests: int) -> dict[str, object]:
                            f"measure the workers alone")
     from models.artifact_arrays import read_arrays
 
-    ids = read_arrays(vdir).user_ids.ids
+    ids = read_arrays(vdir).user_ids.to_list()  # plain strs: this process maps nothing
     paths = [f"/recommend/{ids[(i * 7919) % len(ids)]}?k=10" for i in range(requests)]
     history = f"sqlite:///{root / f'history-{workers}.db'}"
     t0 = time.perf_counter()
@@ -182,11 +186,29 @@ def serve(root: Path, workers: int, requests: int) -> dict[str, object]:
             "memory": memory}
 
 
+def use_mapped_ids(vdir: Path, mapped: bool) -> None:
+    """Give the version its mapped id maps (written from its JSON lists) or take them away
+    (the loader then builds dicts, as for a version exported before issue 21), checksums
+    included, so that one catalogue is served both ways side by side."""
+    manifest = art.read_manifest(vdir)
+    files, sizes = dict(manifest.files), dict(manifest.sizes)
+    for name, json_name in ((art.USER_IDMAP, art.USER_IDS), (art.ITEM_IDMAP, art.ITEM_IDS)):
+        files.pop(name, None)
+        sizes.pop(name, None)
+        (vdir / name).unlink(missing_ok=True)
+        if mapped:
+            write_ids(vdir / name, json.loads((vdir / json_name).read_text(encoding="utf-8")))
+            files[name] = art.file_sha256(vdir / name)
+            sizes[name] = (vdir / name).stat().st_size
+    art.write_manifest(vdir, manifest.model_copy(update={"files": files, "sizes": sizes}))
+
+
 def mb(n: float) -> str:
     return f"{n / 2**20:.0f}"
 
 
-def report(n_items: int, root: Path, info: dict, recall: dict, runs: list[dict]) -> None:
+def report(n_items: int, root: Path, info: dict, recall: dict, runs: list[dict],
+           id_maps: str) -> None:
     manifest = art.read_manifest(art.resolve_current(root))
     index = manifest.index
     files = ", ".join(f"{k} {mb(v)}" for k, v in sorted(info["sizes"].items()) if v > 2**20)
@@ -194,7 +216,7 @@ def report(n_items: int, root: Path, info: dict, recall: dict, runs: list[dict])
           f"{info['export_s']} s (plant {info['plant_s']} s), artifact "
           f"{mb(info['artifact_bytes'])} MB ({files})")
     print(f"  recall@10 {recall['recall_at_10']} on {recall['users']} users at C="
-          f"{recall['c']}")
+          f"{recall['c']}; id maps: {id_maps}")
     for run in runs:
         mem = list(run["memory"].values())
         print(f"  {run['workers']} worker(s): ready {run['ready_s']} s, {run['req_per_s']} "
@@ -213,10 +235,12 @@ def main() -> None:
     p.add_argument("--index-memory-mb", type=float, default=None)
     p.add_argument("--ef-construction", type=int, default=64)
     p.add_argument("--choose", action="store_true", help="the export's measured C choice")
-    p.add_argument("--recall-users", type=int, default=20)
+    p.add_argument("--recall-users", type=int, default=20, help="0: skip the recall check")
     p.add_argument("--requests", type=int, default=200)
     p.add_argument("--cache", type=Path, required=True)
     p.add_argument("--json", type=Path, help="write the results here too")
+    p.add_argument("--id-maps", default="exported", choices=["exported", "both"],
+                   help="both: serve with dict id maps, then with mapped ones (issue 21)")
     p.add_argument("--milvus", type=Path, help="a Milvus Lite file: publish each catalogue "
                    "there and compare its top 10 with the local index's (the milvus extra)")
     p.add_argument("--milvus-users", type=int, default=300)
@@ -228,19 +252,26 @@ def main() -> None:
                        ef_construction=args.ef_construction)
         root = build(spec, args.index, args.index_memory_mb, args.choose, args.cache)
         info = json.loads((root / INFO).read_text())
-        runs = [serve(root, w, args.requests) for w in (1, 2)]  # before this process maps it
-        if info.get("recall", {}).get("users") != args.recall_users:  # measured once
-            info["recall"] = served_recall(root, args.recall_users)
+        modes = {"exported": [None], "both": [False, True]}[args.id_maps]
+        served = {}
+        for mapped in modes:  # before this process maps the version
+            if mapped is not None:
+                use_mapped_ids(art.resolve_current(root), mapped)
+            label = {None: "as exported", False: "dicts", True: "mapped"}[mapped]
+            served[label] = [serve(root, w, args.requests) for w in (1, 2)]
+        if args.recall_users and info.get("recall", {}).get("users") != args.recall_users:
+            info["recall"] = served_recall(root, args.recall_users)  # measured once
             (root / INFO).write_text(json.dumps(info, indent=2) + "\n")
-        recall = info["recall"]
-        report(n, root, info, recall, runs)
+        recall = info.get("recall", {"recall_at_10": "not measured", "users": 0, "c": "-"})
+        for label, runs in served.items():
+            report(n, root, info, recall, runs, label)
         milvus = None
         if args.milvus:
             milvus = milvus_side_by_side(root, str(args.milvus), args.milvus_users)
             print(f"  Milvus Lite (FLAT): published in {milvus['publish_s']} s; the same top 10 "
                   f"as the local index for {milvus['same_top10']:.2%} of {milvus['users']} "
                   f"users")
-        results.append({"items": n, "export": info, "recall": recall, "serve": runs,
+        results.append({"items": n, "export": info, "recall": recall, "serve": served,
                         "milvus": milvus})
     print(f"\nload average {os.getloadavg()[0]:.1f} (2 vCPU shared machine)")
     if args.json:

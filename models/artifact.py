@@ -31,8 +31,9 @@ from models.artifact_text import (
 from models.durable import atomic_path, fsync_path
 
 __all__ = [
-    "CURRENT", "FORMAT_VERSION", "HISTORY_INDPTR", "HISTORY_ITEMS", "INDEX", "ITEM_IDS",
-    "MANIFEST", "PAYLOAD_FILES", "POPULARITY", "SCORER", "TENSORS", "USER_IDS",
+    "CURRENT", "FORMAT_VERSION", "HISTORY_INDPTR", "HISTORY_ITEMS", "ID_MAP_FILES", "INDEX",
+    "ITEM_IDMAP", "ITEM_IDS", "MANIFEST", "PAYLOAD_FILES", "POPULARITY", "SCORER", "TENSORS",
+    "USER_IDMAP", "USER_IDS",
     "ArtifactError", "Counts", "FoldInInfo", "IndexInfo", "Manifest",
     "OnnxInfo", "RecallPoint", "RetrievalInfo", "SCORER_VECTORS", "TEXT_ENCODER",
     "TEXT_PROJECTION", "TOKENIZER", "TensorSpec", "TextItemsInfo", "TextModelInfo",
@@ -59,6 +60,13 @@ CURRENT = "current"
 PAYLOAD_FILES: tuple[str, ...] = (
     SCORER, TENSORS, INDEX, USER_IDS, ITEM_IDS, POPULARITY, HISTORY_INDPTR, HISTORY_ITEMS,
 )
+# The id maps laid out to be memory-mapped (models/mapped_ids.py, issue 21): written beside the
+# JSON lists (which stay the ids' reference) and checksummed in `Manifest.files` like the rest.
+# Optional, so that FORMAT_VERSION stays: a version written before has none and loads by
+# building its maps from the JSON lists; an older relrec reads a version that has them.
+USER_IDMAP = "user_idmap.npz"
+ITEM_IDMAP = "item_idmap.npz"
+ID_MAP_FILES: tuple[str, ...] = (USER_IDMAP, ITEM_IDMAP)
 # Arrays of tensors.npz: users [U, d], items [V, d], keys [d, N], memories [N, d] (float32).
 TENSOR_NAMES: tuple[str, ...] = ("users", "items", "keys", "memories")
 

@@ -19,14 +19,17 @@ import numpy as np
 from models.artifact import (
     HISTORY_INDPTR,
     HISTORY_ITEMS,
+    ITEM_IDMAP,
     ITEM_IDS,
     POPULARITY,
     TENSOR_NAMES,
     TENSORS,
+    USER_IDMAP,
     USER_IDS,
     ArtifactError,
 )
 from models.idmap import IdMap
+from models.mapped_ids import map_ids
 from models.mapped_tables import map_tables
 
 __all__ = ["ArtifactArrays", "read_arrays", "user_history"]
@@ -37,8 +40,10 @@ class ArtifactArrays:
     """The numeric content of a version besides the graph and the index.
 
     Everything is memory-mapped read-only where the files allow (the tables of a
-    `models/mapped_tables.py` `tensors.npz`, popularity and the CSR histories), so that several
-    workers share one copy; tables of an older, unaligned `tensors.npz` are read into memory.
+    `models/mapped_tables.py` `tensors.npz`, the id maps of `models/mapped_ids.py`, popularity
+    and the CSR histories), so that several workers share one copy; tables of an older,
+    unaligned `tensors.npz` are read into memory, and the id maps of a version without the
+    mapped files are built from its JSON lists (a dict per worker).
     """
 
     users: np.ndarray  # [U, d] float32
@@ -59,7 +64,8 @@ def read_arrays(version_dir: Path) -> ArtifactArrays:
     arrays = ArtifactArrays(
         users=tensors["users"], items=tensors["items"], keys=tensors["keys"],
         memories=tensors["memories"],
-        user_ids=_read_ids(vdir / USER_IDS), item_ids=_read_ids(vdir / ITEM_IDS),
+        user_ids=_read_ids(vdir, USER_IDMAP, USER_IDS),
+        item_ids=_read_ids(vdir, ITEM_IDMAP, ITEM_IDS),
         popularity=_load_npy(vdir / POPULARITY),
         history_indptr=_load_npy(vdir / HISTORY_INDPTR),
         history_items=_load_npy(vdir / HISTORY_ITEMS),
@@ -106,7 +112,19 @@ def _load_npy(path: Path) -> np.ndarray:
                             f"the version") from None
 
 
-def _read_ids(path: Path) -> IdMap:
+def _read_ids(vdir: Path, mapped_name: str, json_name: str) -> IdMap:
+    """The mapped id map where the version has one (issue 21), else the JSON list's."""
+    path = vdir / mapped_name
+    if path.is_file():
+        try:
+            return IdMap.mapped(map_ids(path))
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:
+            raise ArtifactError(f"cannot read {path} ({exc}): truncated or corrupted; "
+                                f"re-export the version") from None
+    return _read_json_ids(vdir / json_name)
+
+
+def _read_json_ids(path: Path) -> IdMap:
     try:
         ids = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["ALIGN", "member_extent", "map_tables", "write_tables"]
+__all__ = ["ALIGN", "map_members", "map_tables", "member_extent", "write_tables"]
 
 ALIGN = 4096  # a page: mmap offsets and ONNX Runtime's mapped external data want it
 _LOCAL_HEADER = 30  # bytes of a zip local file header before its name and extra field
@@ -87,12 +87,21 @@ def member_extent(path: Path, name: str) -> tuple[int, int, tuple[int, ...], np.
 
 
 def map_tables(path: Path, names: tuple[str, ...]) -> dict[str, np.ndarray] | None:
-    """Each member mapped read-only, or None when one cannot be (compressed, unaligned):
-    the caller then reads the file as before."""
+    """Each member mapped read-only, or None when one cannot be (compressed, unaligned, not
+    float32): the caller then reads the file as before."""
+    out = map_members(path, names)
+    if out is None or any(a.dtype != np.float32 for a in out.values()):
+        return None
+    return out
+
+
+def map_members(path: Path, names: tuple[str, ...]) -> dict[str, np.ndarray] | None:
+    """Each member, of any dtype, mapped read-only; None when one is not page-aligned (a
+    file this module did not write)."""
     out: dict[str, np.ndarray] = {}
     for name in names:
         offset, length, shape, dtype = member_extent(path, name)
-        if offset % ALIGN or dtype != np.float32:
+        if offset % ALIGN:
             return None
         if length == 0:
             out[name] = np.zeros(shape, dtype)

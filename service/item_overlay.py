@@ -26,7 +26,6 @@ from typing import Any
 
 import numpy as np
 
-from models.idmap import IdMap
 from service.loader import LoadedArtifact
 from service.recommender import Tables
 
@@ -59,7 +58,7 @@ def serving_parts(artifact: LoadedArtifact, base_index: Any, ids: Sequence[str],
     items = arrays.items
     popular = artifact.popular_rows
     if len(ids):
-        item_ids = IdMap.from_ids([*arrays.item_ids.to_list(), *ids])
+        item_ids = arrays.item_ids.extended(ids)  # a mapped map stays mapped (issue 21)
         popularity = np.concatenate([popularity, np.zeros(len(ids), popularity.dtype)])
         items = np.concatenate([items, vectors.astype(items.dtype)])
         popular = np.concatenate([popular, np.arange(base_n, base_n + len(ids))])

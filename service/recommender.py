@@ -228,8 +228,7 @@ class Recommender:
 
     def _rows(self, item_ids: Sequence[str]) -> np.ndarray:
         """Rows of the ids this version knows, in order; unknown ids are dropped."""
-        get = self.tables.item_ids.get
-        rows = np.fromiter((get(x) for x in item_ids), np.int64, len(item_ids))
+        rows = self.tables.item_ids.get_rows(item_ids)  # one search for the mapped map
         return rows[rows >= 0]
 
     def _filter_rows(

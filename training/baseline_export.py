@@ -128,14 +128,15 @@ def _write_version(vdir: Path, version: str, created: datetime, fitted: dict[str
                   "regularization": float(fitted["regularization"]),
                   "confidence": float(fitted["confidence"])}
     dim = int(tensors["items"].shape[1])
-    files = {name: art.file_sha256(vdir / name) for name in art.PAYLOAD_FILES}
+    names = [*art.PAYLOAD_FILES, *art.ID_MAP_FILES]
+    files = {name: art.file_sha256(vdir / name) for name in names}
     manifest = art.Manifest(
         format_version=art.FORMAT_VERSION, version=version, relrec_version=relrec_version(),
         created_at=created, model=model, dim=dim, n_memory=0, l_max=L_MAX,
         counts=art.Counts(users=train.n_users, items=train.n_items, interactions=len(train)),
         data_fingerprint=train.fingerprint(), metrics=metrics, config=config,
         index=index_info, onnx=ex._onnx_info(graph, external), files=files,
-        sizes={name: (vdir / name).stat().st_size for name in art.PAYLOAD_FILES},
+        sizes={name: (vdir / name).stat().st_size for name in names},
         fold_in=_fold_in(fitted), training=ex.training_info(metrics, known is not None))
     art.write_manifest(vdir, manifest)
     return manifest

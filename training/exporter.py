@@ -32,6 +32,7 @@ from models import artifact as art
 from models.base import RelationalModel
 from models.durable import fsync_path
 from models.graphs import ScorerGraph
+from models.mapped_ids import write_ids
 from models.mapped_tables import write_tables
 from models.registry import build_scorer_graph
 from models.scorer_io import OPSET, scorer_feed
@@ -206,7 +207,7 @@ def _write_version(vdir: Path, version: str, created: datetime, model: Relationa
                  if choose_retrieval else None)
     text_model_info = (None if text_model is None
                        else write_text_model(vdir, text_model, graph))
-    names = [*art.PAYLOAD_FILES, *text_model_files(text_model_info)]
+    names = [*art.PAYLOAD_FILES, *art.ID_MAP_FILES, *text_model_files(text_model_info)]
     files = {name: art.file_sha256(vdir / name) for name in names}
     manifest = art.Manifest(
         format_version=art.FORMAT_VERSION, version=version, relrec_version=relrec_version(),
@@ -246,9 +247,15 @@ def _write_tensors(path: Path, tensors: dict[str, np.ndarray]) -> None:
 
 def write_interactions(vdir: Path, train: Interactions, known: Interactions | None) -> None:
     """The id maps and popularity of `train`, and each user's history: `known` (everything
-    known, issue 16) where given, else `train` (a refit run's train is everything)."""
-    for name, ids in ((art.USER_IDS, train.users), (art.ITEM_IDS, train.items)):
-        (vdir / name).write_text(json.dumps(ids.to_list()) + "\n", encoding="utf-8")
+    known, issue 16) where given, else `train` (a refit run's train is everything).
+
+    Each id map twice: the JSON list (the reference, what older relrecs read) and the layout
+    the service maps (models/mapped_ids.py), so that workers share one copy (issue 21)."""
+    for name, mapped, ids in ((art.USER_IDS, art.USER_IDMAP, train.users),
+                              (art.ITEM_IDS, art.ITEM_IDMAP, train.items)):
+        id_list = ids.to_list()
+        (vdir / name).write_text(json.dumps(id_list) + "\n", encoding="utf-8")
+        write_ids(vdir / mapped, id_list)
     np.save(vdir / art.POPULARITY, train.item_popularity())
     indptr, items = history_csr(train if known is None else known)
     np.save(vdir / art.HISTORY_INDPTR, indptr)

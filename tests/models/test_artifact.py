@@ -17,6 +17,7 @@ import pytest
 
 from models import artifact as art
 from models.artifact_arrays import read_arrays, user_history
+from models.mapped_ids import write_ids
 
 
 def write_version(
@@ -242,3 +243,50 @@ def test_readers_never_see_a_missing_pointer(tmp_path: Path) -> None:
     reader.join()
     assert not errors
     assert seen <= set(names)
+
+
+# -- the id maps: mapped where the version has the files (issue 21), else built from JSON ---
+
+
+def add_mapped_ids(vdir: Path) -> None:
+    """Give a version the mapped id maps an exporter since issue 21 writes, with checksums."""
+    manifest = art.read_manifest(vdir)
+    files, sizes = dict(manifest.files), dict(manifest.sizes)
+    for name, json_name in ((art.USER_IDMAP, art.USER_IDS), (art.ITEM_IDMAP, art.ITEM_IDS)):
+        write_ids(vdir / name, json.loads((vdir / json_name).read_text()))
+        files[name] = art.file_sha256(vdir / name)
+        sizes[name] = (vdir / name).stat().st_size
+    art.write_manifest(vdir, manifest.model_copy(update={"files": files, "sizes": sizes}))
+
+
+def test_a_version_without_mapped_id_maps_still_loads(version: Path) -> None:
+    """A version exported before issue 21: its maps are built from the JSON lists."""
+    arrays = read_arrays(version)
+    assert not arrays.item_ids.is_mapped and not arrays.user_ids.is_mapped
+    assert arrays.item_ids.to_list() == [f"i{i}" for i in range(7)]
+    assert arrays.item_ids.get("i9") == -1 and arrays.user_ids.row("u4") == 4
+
+
+def test_mapped_id_maps_are_read_and_equal_the_json(version: Path) -> None:
+    add_mapped_ids(version)
+    art.verify(version, art.read_manifest(version))
+    arrays = read_arrays(version)
+    assert arrays.item_ids.is_mapped and arrays.user_ids.is_mapped
+    assert arrays.item_ids.to_list() == json.loads((version / art.ITEM_IDS).read_text())
+    assert arrays.user_ids.to_list() == json.loads((version / art.USER_IDS).read_text())
+    assert arrays.item_ids.get("i6") == 6 and arrays.item_ids.get("i7") == -1
+
+
+@pytest.mark.parametrize("name", art.ID_MAP_FILES)
+def test_a_damaged_mapped_id_map_is_refused_naming_it(version: Path, name: str) -> None:
+    add_mapped_ids(version)
+    manifest = art.read_manifest(version)
+    path = version / name
+    data = bytearray(path.read_bytes())
+    data[-40] ^= 0xFF  # in the zip's directory
+    path.write_bytes(bytes(data))
+    with pytest.raises(art.ArtifactError, match=rf"{name}.*sha256"):
+        art.verify(version, manifest)
+    path.write_bytes(bytes(data[: len(data) // 2]))
+    with pytest.raises(art.ArtifactError, match=rf"cannot read .*{name}"):
+        read_arrays(version)  # past the loader's checks: an error that names it, no crash

@@ -255,4 +255,9 @@ def test_an_item_the_export_includes_is_served_from_the_artifact(
         assert engine.catalogue.ids == ("later-b0",)
         ids = engine.recommender.tables.item_ids.to_list()
         assert ids.count("i5-b0") == 1 and ids[-1] == "later-b0"
+        # the PUT item's row sits after the version's mapped rows, which stay mapped (issue 21)
+        overlay = engine.recommender.tables.item_ids
+        assert overlay.is_mapped and overlay.get("later-b0") == len(ids) - 1
+        assert overlay.get_rows(["later-b0", "i5-b0"]).tolist() == [len(ids) - 1,
+                                                                    ids.index("i5-b0")]
         assert c.get("/items/later-b0/similar").status_code == 200

@@ -1,6 +1,7 @@
-"""Workers share one copy of a version (issue 21): the tables, the scorer's item table and the
-FAISS index are mapped read-only from the artifact, with scores identical to the earlier
-layout (tables read into memory, the item table inside `scorer.onnx` with a pad row).
+"""Workers share one copy of a version (issue 21): the tables, the scorer's item table, the
+FAISS index and the id maps are mapped read-only from the artifact, with scores identical to
+the earlier layout (tables read into memory, the item table inside `scorer.onnx` with a pad
+row, id maps built as dicts from the JSON lists).
 
 Memory is measured from /proc/<pid>/smaps_rollup, never by timing: a second process loading
 the same version while a first holds it must add little private memory (its pages of the
@@ -69,6 +70,14 @@ def export_old_layout(model, vdir: Path) -> None:
 
     graph.gather = gather  # type: ignore[method-assign]
     export_onnx(graph, vdir / art.SCORER)
+    drop_mapped_ids(vdir)
+
+
+def drop_mapped_ids(vdir: Path) -> None:
+    """Take a version's mapped id maps away, as versions exported before issue 21 lack them:
+    the loader builds them from the JSON lists. The manifest's checksums follow."""
+    for name in art.ID_MAP_FILES:
+        (vdir / name).unlink(missing_ok=True)
     manifest = art.read_manifest(vdir)
     names = art.PAYLOAD_FILES
     art.write_manifest(vdir, manifest.model_copy(update={
@@ -121,10 +130,11 @@ def test_faiss_index_is_mapped(tmp_path: Path) -> None:
     assert rows[:, 0].tolist() == [0, 1, 2, 3, 4]
 
 
-_WORKER = """
+_ROLLUP = """
 import json, sys
 from pathlib import Path
 import numpy as np
+from models.artifact_arrays import read_arrays
 from service.loader import load_artifact
 
 def rollup():
@@ -135,31 +145,41 @@ def rollup():
     return out
 
 before = rollup()
-loaded = load_artifact(Path(sys.argv[1]), ort_threads=1, faiss_threads=1)
-feed_rows = np.arange(64, dtype=np.int64)
-loaded.index.search(np.ascontiguousarray(loaded.arrays.items[:8]), 10)
+"""
+_HOLD = """
 after = rollup()
-print(json.dumps({"before": before, "after": after}), flush=True)
+print(json.dumps({"before": before, "after": after, "found": found}), flush=True)
 sys.stdin.readline()  # hold the version until the test is done
 """
+_WORKER = _ROLLUP + """
+loaded = load_artifact(Path(sys.argv[1]), ort_threads=1, faiss_threads=1)
+loaded.index.search(np.ascontiguousarray(loaded.arrays.items[:8]), 10)
+found = None
+""" + _HOLD
+# The id maps alone (what the loader's read_arrays builds or maps), every page of them touched:
+# row -> id -> row for every third row.
+_ID_WORKER = _ROLLUP + """
+ids = read_arrays(Path(sys.argv[1])).item_ids
+found = sum(ids.get(ids.ids[r]) == r for r in range(0, len(ids), 3))
+""" + _HOLD
 
 
-def _worker(vdir: Path) -> subprocess.Popen[str]:
-    return subprocess.Popen([sys.executable, "-c", _WORKER, str(vdir)], cwd=ROOT,
+def _worker(vdir: Path, script: str = _WORKER) -> subprocess.Popen[str]:
+    return subprocess.Popen([sys.executable, "-c", script, str(vdir)], cwd=ROOT,
                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
                             env={"PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1",
                                  "PATH": "/usr/bin:/bin"})
 
 
-def _second_worker_growth(vdir: Path) -> dict[str, int]:
+def _second_worker_growth(vdir: Path, script: str = _WORKER) -> dict[str, int]:
     """Private and shared bytes a second process gains by loading `vdir` while a first
-    process holds it loaded."""
-    first = _worker(vdir)
+    process holds it loaded (and what it found, for the id map script)."""
+    first = _worker(vdir, script)
     second = None
     try:
         assert first.stdout is not None
         json.loads(first.stdout.readline())
-        second = _worker(vdir)
+        second = _worker(vdir, script)
         assert second.stdout is not None
         got = json.loads(second.stdout.readline())
     finally:
@@ -168,7 +188,7 @@ def _second_worker_growth(vdir: Path) -> dict[str, int]:
     before, after = got["before"], got["after"]
     private = sum(after[k] - before[k] for k in ("Private_Clean", "Private_Dirty"))
     shared = sum(after[k] - before[k] for k in ("Shared_Clean", "Shared_Dirty"))
-    return {"private": private, "shared": shared}
+    return {"private": private, "shared": shared, "found": got["found"]}
 
 
 def test_second_worker_shares_the_tables(tmp_path: Path) -> None:
@@ -188,6 +208,23 @@ def test_second_worker_shares_the_tables(tmp_path: Path) -> None:
     copied = _second_worker_growth(old)
     assert copied["private"] > 1.5 * table, copied  # tables and the graph's own copy
     assert copied["private"] - mapped["private"] > table
+
+
+def test_second_worker_shares_the_id_maps(tmp_path: Path) -> None:
+    """The id maps are pages of the version too: a second worker that looks up every third
+    item adds a few bytes an item of private memory (no per-id objects), where the dict built
+    from the JSON list (versions before the mapped id maps) costs over 60 bytes an item."""
+    n_items = 200_000
+    vdir = exporter.export(make_model("cml", 2000, n_items, dim=4), planted_log(2000, n_items),
+                           tmp_path / "new", choose_retrieval=False, index="flat")
+    mapped = _second_worker_growth(vdir, _ID_WORKER)
+    old = Path(shutil.copytree(vdir, tmp_path / "old" / vdir.name))
+    drop_mapped_ids(old)
+    built = _second_worker_growth(old, _ID_WORKER)
+    assert mapped["found"] == built["found"] == len(range(0, n_items, 3))
+    assert mapped["private"] < 8 * n_items, mapped
+    assert mapped["shared"] > 0.5 * (vdir / art.ITEM_IDMAP).stat().st_size, mapped
+    assert built["private"] > 60 * n_items, built
 
 
 def test_external_table_is_what_onnx_runtime_reads(tmp_path: Path) -> None:

@@ -159,7 +159,7 @@ def test_manifest_and_files(exported, train: Interactions, kind: str) -> None:
     assert manifest.index.factory == "Flat" and manifest.index.recall_at_c == 1.0
     assert list(manifest.onnx.inputs) == list(INPUTS)
     assert manifest.has_attention == (kind in ("hlr", "hlr++"))
-    assert set(manifest.files) == set(art.PAYLOAD_FILES)
+    assert set(manifest.files) == {*art.PAYLOAD_FILES, *art.ID_MAP_FILES}
     sess = session(vdir)
     assert [i.name for i in sess.get_inputs()] == list(INPUTS)
     assert [o.name for o in sess.get_outputs()] == list(manifest.onnx.outputs)
@@ -189,6 +189,7 @@ def test_arrays_hold_the_graph_values(exported, train: Interactions, kind: str) 
     np.testing.assert_array_equal(inits["items"], arrays.items)
     assert arrays.user_ids.to_list() == train.users.to_list()
     assert arrays.item_ids.to_list() == train.items.to_list()
+    assert arrays.user_ids.is_mapped and arrays.item_ids.is_mapped  # shared by workers
     np.testing.assert_array_equal(arrays.popularity, train.item_popularity())
     index = faiss.read_index(str(vdir / art.INDEX))
     assert index.ntotal == N_ITEMS
