@@ -88,16 +88,15 @@ def _cfg(kind: str, reviews: Path, epochs: int = 2, lr: float = 0.01,
         eval={"sampled": False})
 
 
-def _pretrained(cache_dir: Path | None) -> dict:
+def _pretrained(cache_dir: Path) -> dict:
     """The pretrained target, embedded by the hashing encoder (MiniLM's interface)."""
-    return {"review_encoder": "pretrained", "encoder": "hashing",
-            "cache_dir": None if cache_dir is None else str(cache_dir)}
+    return {"review_encoder": "pretrained", "encoder": "hashing", "cache_dir": str(cache_dir)}
 
 
 @pytest.mark.parametrize("pretrained", [False, True], ids=["hierarchical", "pretrained"])
 def test_gamma_zero_trains_lrml_exactly(planted_split: Split, reviews_file: Path,
-                                        pretrained: bool) -> None:
-    text = _pretrained(None) if pretrained else None
+                                        pretrained: bool, tmp_path: Path) -> None:
+    text = _pretrained(tmp_path) if pretrained else None
     lrml, _, lrml_log = fit_relational(_cfg("lrml", reviews_file), planted_split)
     serml, _, serml_log = fit_relational(_cfg("serml", reviews_file, gamma=0.0, text=text),
                                          planted_split)
