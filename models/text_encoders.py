@@ -1,9 +1,12 @@
-"""Text encoders trained inside relrec: SERML's hierarchical LSTM over review tokens.
+"""Text encoders trained inside relrec: SERML's hierarchical LSTM over review tokens, and the
+linear maps that bring a pretrained sentence embedding into the model's space.
 
 A review is `[S, W]` word ids (sentences x words, 0 = pad). Words pass a bidirectional LSTM and
 an additive attention that pools each sentence; sentences pass a second BiLSTM and attention
 that pools the review; a linear map brings the review vector to the relation space `[d]`
 (hierarchical attention network, Yang et al. NAACL 2016, as used by SERML, arXiv 2406.10246).
+SERML's other target (`text.review_encoder = "pretrained"`) is `ReviewProjection` of the
+review's frozen sentence embedding (MiniLM, `training/text/sentence_encoder.py`).
 Reading tokens is `training/text/review_tokens.py`'s job; this module is arithmetic only.
 """
 
@@ -106,3 +109,21 @@ class ItemTextProjection(nn.Module):
 
     def forward(self, text_vecs: Tensor) -> Tensor:
         return self.linear(text_vecs)
+
+
+class ReviewProjection(nn.Module):
+    """A review's frozen sentence embedding e `[B, D]` -> SERML's semantic target s `[B, d]`.
+
+    The pretrained alternative to `HierarchicalEncoder`: the sentence encoder already read the
+    words (once, before training, cached), so what is learned is only where its space sits in
+    the relation space. Linear, like `ItemTextProjection`: a few thousand reviews train it, and
+    the rating supervision reads s along one direction, which a linear map keeps meaningful.
+    """
+
+    def __init__(self, text_dim: int, dim: int) -> None:
+        super().__init__()
+        self.linear = nn.Linear(text_dim, dim)
+
+    def forward(self, embeddings: Tensor) -> Tensor:
+        """embeddings `[B, D]` float -> semantic vectors `[B, d]`."""
+        return self.linear(embeddings)

@@ -49,7 +49,7 @@ _FLAG_MAP = {
     "min_item_interactions": ("data", "min_item_interactions"),
     "gamma": ("model", "gamma"), "reviews": ("text", "reviews"),
     "item_text": ("text", "item_text"), "text_encoder": ("text", "encoder"),
-    "text_cache_dir": ("text", "cache_dir"),
+    "text_cache_dir": ("text", "cache_dir"), "review_encoder": ("text", "review_encoder"),
     "index": ("export", "index"), "index_memory_mb": ("export", "index_memory_mb"),
 }
 # Earlier spellings, still accepted (README commands and users' scripts) but hidden from --help.
@@ -130,6 +130,7 @@ def add_train_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser
     _add_config_flag(p, "history-sampling", choices=["uniform", "inverse_popularity"])
     _add_config_flag(p, "gamma", float)
     _add_config_flag(p, "reviews")
+    _add_config_flag(p, "review-encoder", choices=["hierarchical", "pretrained"])
     _add_config_flag(p, "item-text")
     _add_config_flag(p, "text-encoder", choices=["minilm", "hashing"])
     _add_config_flag(p, "text-cache-dir")

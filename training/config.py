@@ -145,8 +145,15 @@ class TextConfig(_Section):
 
     reviews: str | None = Field(None, description="review JSON lines for serml; default data.path")
     item_text: str | None = Field(None, description="item text: LRD for hlr/hlr++, text-only items")
-    encoder: Literal["minilm", "hashing"] = Field("minilm", description="item text encoder")
+    encoder: Literal["minilm", "hashing"] = Field(
+        "minilm", description="sentence encoder of item text, and of reviews with "
+        "review_encoder=pretrained")
     cache_dir: str | None = Field(".relrec/text-cache", description="None: no embedding cache")
+    review_encoder: Literal["hierarchical", "pretrained"] = Field(
+        "hierarchical", description="serml's semantic target s(u, v): hierarchical (word and "
+        "sentence BiLSTMs trained from scratch on the training reviews) or pretrained (the "
+        "sentence encoder's embedding of the review, computed once and cached, through a "
+        "learned linear map to d)")
     # SERML's hierarchical review encoder
     vocab_size: int = Field(20_000, ge=3)
     max_sentences: int = Field(10, ge=1)

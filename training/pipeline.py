@@ -121,7 +121,8 @@ def build_objective(cfg: TrainConfig, split: Split,
         from training.text.semantic import build_semantic_objective
 
         objective = build_semantic_objective(cfg.text, split, model,
-                                             cfg.text.reviews or cfg.data.path)
+                                             cfg.text.reviews or cfg.data.path,
+                                             cfg.trainer.device, cfg.trainer.progress)
     if cfg.text.item_text:
         objective = build_item_text_objective(cfg.text, split, model, objective,
                                               cfg.trainer.device, cfg.trainer.progress)

@@ -1,5 +1,11 @@
-"""SERML: γ = 0 is LRML bit for bit; planted review sentiment shapes the induced relations;
-only training pairs' reviews are read; `relrec train --model serml` then export, end to end."""
+"""SERML: γ = 0 is LRML bit for bit; planted review sentiment shapes the induced relations,
+with the hierarchical encoder and with the pretrained sentence embedding's projection; the
+review embeddings are cached; only training pairs' reviews are read; `relrec train --model
+serml` then export, end to end; missing text extra or review text is one line, exit 2.
+
+The pretrained target runs the weight-free hashing sentence encoder (deterministic, instant)
+through the same interface as MiniLM; one test, marked slow, runs the packaged MiniLM (loading
+it takes ~40 s on a busy core)."""
 
 from __future__ import annotations
 
@@ -12,13 +18,16 @@ import pytest
 import torch
 
 from models.registry import build_model
+from models.text_encoders import HierarchicalEncoder, ReviewProjection
 from training.config import load_config
 from training.dataset import TrainDataset
 from training.interactions import Interactions
 from training.pipeline import build_objective, fit_relational
 from training.splits import Split
+from training.text.cache import cache_path
 from training.text.readers import ReviewTexts
-from training.text.semantic import review_pairs
+from training.text.semantic import SemanticObjective, build_semantic_objective, review_pairs
+from training.text.sentence_encoder import HashingEncoder, text_extra_available
 from training.trainer import Trainer
 
 # Every other user is lenient (rates what they like 5 and says "excellent") or strict (4,
@@ -68,19 +77,29 @@ def reviews_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
                         planted_reviews(raw))
 
 
-def _cfg(kind: str, reviews: Path, epochs: int = 2, lr: float = 0.01, **model):
+def _cfg(kind: str, reviews: Path, epochs: int = 2, lr: float = 0.01,
+         text: dict | None = None, **model):
     return load_config(
         algorithm=kind, data={"path": str(reviews), "k_core": 5},
         model={"dim": 16, "n_memory": 6, "copy": False, **model},
         trainer={"epochs": epochs, "batch_size": 256, "lr": lr, "progress": False,
                  "patience": epochs, "select_by": "loss"},
-        text={"word_dim": 8, "hidden": 8, "max_sentences": 3, "max_words": 8},
+        text={"word_dim": 8, "hidden": 8, "max_sentences": 3, "max_words": 8, **(text or {})},
         eval={"sampled": False})
 
 
-def test_gamma_zero_trains_lrml_exactly(planted_split: Split, reviews_file: Path) -> None:
+def _pretrained(cache_dir: Path) -> dict:
+    """The pretrained target, embedded by the hashing encoder (MiniLM's interface)."""
+    return {"review_encoder": "pretrained", "encoder": "hashing", "cache_dir": str(cache_dir)}
+
+
+@pytest.mark.parametrize("pretrained", [False, True], ids=["hierarchical", "pretrained"])
+def test_gamma_zero_trains_lrml_exactly(planted_split: Split, reviews_file: Path,
+                                        pretrained: bool, tmp_path: Path) -> None:
+    text = _pretrained(tmp_path) if pretrained else None
     lrml, _, lrml_log = fit_relational(_cfg("lrml", reviews_file), planted_split)
-    serml, _, serml_log = fit_relational(_cfg("serml", reviews_file, gamma=0.0), planted_split)
+    serml, _, serml_log = fit_relational(_cfg("serml", reviews_file, gamma=0.0, text=text),
+                                         planted_split)
     assert type(serml).__name__ == "SERML"
     lrml_state, serml_state = lrml.state_dict(), serml.state_dict()
     assert lrml_state.keys() == serml_state.keys()  # the encoder is not part of the model
@@ -117,7 +136,7 @@ def test_planted_review_sentiment_shapes_the_relations(planted_split: Split,
     Trainer(model, cfg.trainer, objective=objective).fit(dataset, None)
     assert _class_accuracy(model, planted_split) > 0.9
     with torch.no_grad():  # and the encoder read the sentiment from the words
-        rated = objective.predict_rating(objective.encoder(objective.tokens))
+        rated = objective.predict_rating(objective.encoder(objective.inputs))
     error = float((rated - objective.ratings).square().mean().sqrt())
     assert error < 0.5 * float(objective.ratings.std())
 
@@ -153,3 +172,128 @@ def test_cli_train_serml_and_export(reviews_file: Path, tmp_path: Path) -> None:
     manifest = read_manifest(art_dir / "current")
     assert manifest.kind == "serml" and manifest.model["gamma"] == 0.5
     assert "attention" not in manifest.onnx.outputs  # LRML's graph
+
+
+class CountingEncoder(HashingEncoder):
+    """The real hashing encoder, recording the texts it was asked to encode."""
+
+    def __init__(self) -> None:
+        super().__init__(dim=64)
+        self.seen: list[str] = []
+
+    def encode(self, texts):
+        self.seen += list(texts)
+        return super().encode(texts)
+
+
+def _objective(cfg, split: Split, **kwargs) -> SemanticObjective:
+    torch.manual_seed(0)
+    model = build_model(cfg.model, split.train.n_users, split.train.n_items)
+    return build_semantic_objective(cfg.text, split, model, cfg.data.path, **kwargs)
+
+
+def test_pretrained_target_is_a_trained_projection(planted_split: Split, reviews_file: Path,
+                                                   tmp_path: Path) -> None:
+    cfg = _cfg("serml", reviews_file, gamma=1.0, text=_pretrained(tmp_path))
+    objective = _objective(cfg, planted_split)
+    assert isinstance(objective.encoder, ReviewProjection)
+    assert objective.inputs.dtype == torch.float32 and objective.inputs.shape[1] == 256
+    batch = next(iter(TrainDataset(planted_split.train, cfg.model.l_max,
+                                   cfg.model.uses_history).batches(np.random.default_rng(0), 64)))
+    rows, has = objective.review_rows(batch.user_rows, batch.pos_rows)
+    assert bool(has.all())  # every planted training pair has its review
+    assert objective.semantic(rows).shape == (64, 16)  # s(u, v): [B, d]
+    objective(batch).backward()
+    grad = objective.encoder.linear.weight.grad
+    assert grad is not None and grad.shape == (16, 256) and float(grad.abs().sum()) > 0
+    memory = objective.model.lram.memories.grad
+    assert memory is not None and float(memory.abs().sum()) > 0  # r(u, v) is pulled too
+
+
+def test_pretrained_review_sentiment_shapes_the_relations(planted_split: Split,
+                                                          reviews_file: Path,
+                                                          tmp_path: Path) -> None:
+    """As with the hierarchical encoder: the planted class, which only the reviews' words
+    carry, separates the relations once they are regressed onto the projected embeddings."""
+    cfg = _cfg("serml", reviews_file, epochs=15, lr=0.05, gamma=1.0, text=_pretrained(tmp_path))
+    objective = _objective(cfg, planted_split)
+    dataset = TrainDataset(planted_split.train, cfg.model.l_max, cfg.model.uses_history)
+    Trainer(objective.model, cfg.trainer, objective=objective).fit(dataset, None)
+    assert _class_accuracy(objective.model, planted_split) > 0.9
+    with torch.no_grad():
+        rated = objective.predict_rating(objective.encoder(objective.inputs))
+    error = float((rated - objective.ratings).square().mean().sqrt())
+    assert error < 0.5 * float(objective.ratings.std())
+
+
+def test_review_embeddings_are_cached(planted_split: Split, reviews_file: Path,
+                                      tmp_path: Path) -> None:
+    cfg = _cfg("serml", reviews_file, text=_pretrained(tmp_path))
+    first_encoder, second_encoder = CountingEncoder(), CountingEncoder()
+    first = _objective(cfg, planted_split, sentence_encoder=first_encoder)
+    assert len(first_encoder.seen) == len(set(first_encoder.seen)) > 0  # each text once
+    assert cache_path(tmp_path, first_encoder.name).is_file()
+    second = _objective(cfg, planted_split, sentence_encoder=second_encoder)
+    assert second_encoder.seen == []  # the second run reads every vector from the cache
+    assert torch.equal(first.inputs, second.inputs)
+    assert torch.equal(first.pair_keys, second.pair_keys)
+
+
+def test_hierarchical_stays_the_default(planted_split: Split, reviews_file: Path) -> None:
+    objective = _objective(_cfg("serml", reviews_file), planted_split)
+    assert isinstance(objective.encoder, HierarchicalEncoder)
+    assert objective.inputs.dtype == torch.int64 and objective.inputs.dim() == 3
+
+
+def _train_serml(data: Path, tmp_path: Path, *extra: str) -> int:
+    from training.cli import main
+
+    return main(["train", "--model", "serml", "--data", str(data), "--k-core", "5",
+                 "--epochs", "1", "--dim", "8", "--n-memory", "4", "--no-progress",
+                 "--set", "eval.sampled=false", "--out", str(tmp_path / "run"), *extra])
+
+
+def test_cli_review_encoder_pretrained(reviews_file: Path, tmp_path: Path) -> None:
+    cache = tmp_path / "cache"
+    assert _train_serml(reviews_file, tmp_path, "--review-encoder", "pretrained",
+                        "--text-encoder", "hashing", "--text-cache-dir", str(cache)) == 0
+    config = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert config["text"]["review_encoder"] == "pretrained"
+    assert cache_path(cache, "hashing-256").is_file()
+
+
+def test_cli_pretrained_without_the_text_extra(reviews_file: Path, tmp_path: Path,
+                                               monkeypatch: pytest.MonkeyPatch,
+                                               capsys: pytest.CaptureFixture[str]) -> None:
+    # the extra is installed here: make its check say it is not, as on a plain install
+    monkeypatch.setattr("training.text.semantic.text_extra_available", lambda: False)
+    assert _train_serml(reviews_file, tmp_path, "--review-encoder", "pretrained") == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1
+    assert "`text` extra" in err and "--review-encoder hierarchical" in err
+
+
+def test_cli_pretrained_without_review_text(sample_csv: Path, tmp_path: Path,
+                                            capsys: pytest.CaptureFixture[str]) -> None:
+    """An interaction log without review text (a CSV) cannot give s(u, v)."""
+    assert _train_serml(sample_csv, tmp_path, "--review-encoder", "pretrained",
+                        "--text-encoder", "hashing", "--text-cache-dir", str(tmp_path)) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "serml needs review text" in err and "--reviews" in err
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not text_extra_available(),
+                    reason="needs the `text` extra (pip install -e '.[text]')")
+def test_pretrained_target_with_the_packaged_minilm(planted_split: Split, reviews_file: Path,
+                                                    tmp_path: Path) -> None:
+    cfg = _cfg("serml", reviews_file, gamma=1.0,
+               text={"review_encoder": "pretrained", "cache_dir": str(tmp_path)})
+    objective = _objective(cfg, planted_split)
+    assert objective.inputs.shape[1] == 384
+    norms = objective.inputs.norm(dim=1)
+    assert torch.allclose(norms, torch.ones_like(norms), atol=1e-4)  # MiniLM, normalised
+    assert any(p.name.startswith("all-MiniLM-L6-v2") for p in tmp_path.iterdir())
+    dataset = TrainDataset(planted_split.train, cfg.model.l_max, cfg.model.uses_history)
+    log = Trainer(objective.model, cfg.trainer, objective=objective).fit(dataset, None)
+    assert all(np.isfinite(e.loss) for e in log.epochs)
