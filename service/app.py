@@ -32,6 +32,9 @@ log = logging.getLogger(__name__)
 
 __all__ = ["create_app"]
 
+# RELREC_OTEL=false: FastAPI's native telemetry off, so that no request asks the global
+# OpenTelemetry providers whether they are configured (service.settings.otel).
+_NO_TELEMETRY: Any = {"tracing": False, "metrics": False, "logs": False}
 _VIA = ("Key", "Bearer")  # each kind of key has an X-API-Key and a bearer scheme (service.deps)
 
 
@@ -55,6 +58,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         summary="Relational metric-learning recommendations (LRML, HLR, HLR++)",
         version=relrec_version(),
         lifespan=lifespan,
+        telemetry=None if settings.otel else _NO_TELEMETRY,
     )
     app.state.runtime = runtime
     app.state.keys = ApiKeys.from_settings(settings)

@@ -150,6 +150,11 @@ class Settings(BaseSettings):
     # false skips it (its formatting and write were measurable per request: docs/benchmarks.md,
     # issue 18). uvicorn's own access log is always off.
     access_log: bool = True
+    # FastAPI's native OpenTelemetry (spans, metrics and logs through the global providers).
+    # Off: the service's metrics are Prometheus' (/metrics), and FastAPI's check for configured
+    # providers alone cost tens of microseconds per request, on every route (docs/benchmarks.md,
+    # issue 18). true: FastAPI's default, for a deployment that configures OpenTelemetry.
+    otel: bool = False
 
     @field_validator("api_keys", "admin_api_keys", "read_api_keys", mode="before")
     @classmethod

@@ -6,7 +6,8 @@
   to the documented route — get the same status, body and headers from an app with it and an
   app without it, over the same artifact and the same history store; its metric says which
   requests it served;
-- RELREC_ACCESS_LOG: off, no access line is written, and nothing else changes.
+- RELREC_ACCESS_LOG: off, no access line is written, and nothing else changes;
+- RELREC_OTEL: FastAPI's native telemetry off (the default) or on, the same answers.
 """
 
 from __future__ import annotations
@@ -237,3 +238,19 @@ def test_access_log_setting(
         assert any(line.startswith("GET /healthz 200 ") for line in lines), lines
     else:
         assert lines == []
+
+
+def test_fastapi_telemetry_setting_changes_no_answer(
+    tiny_artifact_dir: Path, sqlite_url: str, loaded: LoadedArtifact
+) -> None:
+    """RELREC_OTEL (FastAPI's native telemetry, off by default): the same answers, errors and
+    OpenAPI document either way when no OpenTelemetry provider is configured."""
+    clients = [
+        TestClient(create_app(make_settings(tiny_artifact_dir, sqlite_url, otel=on)))
+        for on in (False, True)
+    ]
+    with clients[0] as off, clients[1] as on:
+        for path, params in valid_requests(loaded)[:4] + bad_requests(loaded)[:3]:
+            _same(off.get(path, params=params), on.get(path, params=params))
+        _same(off.get("/healthz"), on.get("/healthz"))
+        assert off.get("/openapi.json").json() == on.get("/openapi.json").json()
