@@ -44,6 +44,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help='"LABEL:VAR=VALUE,VAR=VALUE": one more server of this tree with these variables',
     )
     p.add_argument("--after-label", default="after", help="label of this tree's default arm")
+    p.add_argument(
+        "--before-last",
+        action="store_true",
+        help="measure the --before arm last in every phase (default: first), to see the order",
+    )
     args = serve.parse_args(argv, p)
     arms = {}
     for spec in args.arm:
@@ -57,16 +62,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def arms(args: argparse.Namespace) -> dict[str, tuple[dict[str, str], Path]]:
-    """label -> (environment, source tree): before (if any), this tree, then each `--arm`."""
+    """label -> (environment, source tree): before (if any; or last), this tree, each `--arm`."""
     env = {"RELREC_BATCH_MAX_SIZE": str(args.batch_max_size)}
     if args.candidates is not None:  # else the artifact's own C (manifest `retrieval`)
         env["RELREC_N_CANDIDATES"] = str(args.candidates)
     out: dict[str, tuple[dict[str, str], Path]] = {}
-    if args.before is not None:
+    if args.before is not None and not args.before_last:
         out["before"] = (env, args.before.resolve())
     out[args.after_label] = (env, serve.ROOT)
     for label, extra in args.arms.items():
         out[label] = ({**env, **extra}, serve.ROOT)
+    if args.before is not None and args.before_last:
+        out["before"] = (env, args.before.resolve())
     return out
 
 
