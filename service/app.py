@@ -3,8 +3,9 @@
 `uvicorn --factory service.app:create_app` or `relrec serve` calls the factory; tests call
 `create_app(Settings(artifact_dir=..., history_url="sqlite:///..."))` with no env mutation.
 Besides the routers this installs the error handlers (one JSON shape), /metrics, request ids in
-every log record, and the middleware of `service.middleware` (request ids, admission control,
-body bound, timing, the last-resort 500).
+every log record, the middleware of `service.middleware` (request ids, admission control,
+body bound, timing, the last-resort 500) and, inside it, the fast path of GET /recommend
+(`service.fast_recommend`, RELREC_FAST_RECOMMEND).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from models.version import relrec_version
 from service.deps import ApiKeys
 from service.errors import install_error_handlers
+from service.fast_recommend import FastRecommend
 from service.metrics import Metrics
 from service.middleware import LOG_FORMAT, RequestContextMiddleware, RequestIdFilter
 from service.routes import admin, health, interactions, items, model, recommend, users
@@ -30,6 +32,9 @@ log = logging.getLogger(__name__)
 
 __all__ = ["create_app"]
 
+# RELREC_OTEL=false: FastAPI's native telemetry off, so that no request asks the global
+# OpenTelemetry providers whether they are configured (service.settings.otel).
+_NO_TELEMETRY: Any = {"tracing": False, "metrics": False, "logs": False}
 _VIA = ("Key", "Bearer")  # each kind of key has an X-API-Key and a bearer scheme (service.deps)
 
 
@@ -53,6 +58,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         summary="Relational metric-learning recommendations (LRML, HLR, HLR++)",
         version=relrec_version(),
         lifespan=lifespan,
+        telemetry=None if settings.otel else _NO_TELEMETRY,
     )
     app.state.runtime = runtime
     app.state.keys = ApiKeys.from_settings(settings)
@@ -73,11 +79,20 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     def prometheus_metrics() -> Response:
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
+    if settings.fast_recommend:  # inside the request context, outside FastAPI's handlers
+        app.add_middleware(
+            FastRecommend,
+            runtime=runtime,
+            keys=app.state.keys,
+            route=recommend.get_route(),
+            metrics=metrics,
+        )
     app.add_middleware(
         RequestContextMiddleware,
         metrics=metrics,
         max_body_bytes=settings.max_body_bytes,
         max_in_flight=settings.max_in_flight,
+        access_log=settings.access_log,
     )
     if not settings.write_keys():
         log.warning("no RELREC_API_KEYS configured: POST /interactions and /admin are open")

@@ -35,6 +35,7 @@ __all__ = [
     "VersionsDep",
     "WriteKeyDep",
     "key_matches",
+    "presented_read_key",
 ]
 
 
@@ -132,6 +133,12 @@ def _presented(header: str | None, bearer: HTTPAuthorizationCredentials | None) 
     if header:
         return header
     return bearer.credentials if bearer is not None else None
+
+
+async def presented_read_key(request: Request) -> str | None:
+    """The read key a request presents, read by the same schemes as `require_read_key`
+    (service/fast_recommend.py checks it outside FastAPI's dependency injection)."""
+    return _presented(await _read_header(request), await _read_bearer(request))
 
 
 def _require(given: str | None, allowed: tuple[str, ...]) -> None:

@@ -85,6 +85,13 @@ class Metrics:
         )
         self.worker.labels(str(os.getpid())).set(1)
         ProcessCollector(registry=r)
+        self.fast_recommend = Counter(
+            "relrec_fast_recommend",
+            "GET /recommend requests answered by the fast path (served) or handed to the "
+            "documented route (delegated), when RELREC_FAST_RECOMMEND is on",
+            ["outcome"],
+            registry=r,
+        )
         self.in_flight = Gauge(
             "relrec_requests_in_flight",
             "API requests in progress (health, readiness and /metrics not counted)",

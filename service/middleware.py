@@ -46,10 +46,16 @@ class RequestContextMiddleware:
     """
 
     def __init__(
-        self, app: ASGIApp, metrics: Metrics, max_body_bytes: int, max_in_flight: int
+        self,
+        app: ASGIApp,
+        metrics: Metrics,
+        max_body_bytes: int,
+        max_in_flight: int,
+        access_log: bool = True,
     ) -> None:
         self.app = app
         self.metrics = metrics
+        self.access_log = access_log  # RELREC_ACCESS_LOG
         self.max_body = max_body_bytes
         self.max_in_flight = max_in_flight
         self.in_flight = 0  # one event loop per worker: no lock needed
@@ -138,7 +144,8 @@ class RequestContextMiddleware:
         route = scope.get("route")
         template = getattr(route, "path", None) or "unmatched"
         self.metrics.request_seconds.labels(scope["method"], template, str(status)).observe(seconds)
-        if access_log.isEnabledFor(logging.INFO):  # skip escaping the path when not logged
+        # skip escaping the path when not logged
+        if self.access_log and access_log.isEnabledFor(logging.INFO):
             path = _loggable(scope["path"])
             access_log.info("%s %s %d %.1fms", scope["method"], path, status, 1000 * seconds)
 

@@ -72,10 +72,27 @@ class RecommendService:
     ) -> RecommendResponse:
         """Top k for one user (after `offset`, within the filters); 422 or 413 past the
         limits, 503 until a version is loaded."""
+        return await self.answer(self.prepare(user_id, k, explain, offset, exclude, candidates))
+
+    def prepare(
+        self,
+        user_id: str,
+        k: int,
+        explain: bool = False,
+        offset: int = 0,
+        exclude: Sequence[str] = (),
+        candidates: Sequence[str] | None = None,
+    ) -> tuple[Engine, Query]:
+        """The checked query and the version to answer it on; raises what `recommend` would
+        (422, 413, 503) before anything is computed, so a caller can still choose another path
+        (service/fast_recommend.py)."""
         self.limits.check_id("user_id", user_id)
         query = self._query(user_id, k, explain, offset, exclude, candidates)
-        engine = self.versions.current  # read once: the request stays on this version
-        rec = await self.batcher.submit((engine, query))
+        return self.versions.current, query  # read once: the request stays on this version
+
+    async def answer(self, job: tuple[Engine, Query]) -> RecommendResponse:
+        """The answer to a prepared query, computed in some micro-batch, and counted."""
+        rec = await self.batcher.submit(job)
         self.metrics.recommendations.labels(rec.source).inc()
         return rec
 

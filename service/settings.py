@@ -127,6 +127,11 @@ class Settings(BaseSettings):
     # loop, blocking it for the batch (store read + FAISS + ONNX) but saving the hand-off, the
     # right trade when workers are processes pinned one per core (docs/benchmarks.md, "Serving").
     batch_executor: Literal["thread", "worker", "inline"] = "thread"
+    # GET /recommend/{user_id} answered by a plain ASGI handler (service/fast_recommend.py)
+    # when the request is provably valid, skipping FastAPI's routing, dependency injection and
+    # validation; anything else (bad input, a wrong key, an error) goes the documented route,
+    # so answers and errors are the same either way (docs/benchmarks.md, issue 18).
+    fast_recommend: bool = True
 
     # Admission control, per worker process: past this many requests in progress, API requests
     # are answered 503 `overloaded` (Retry-After: 1) at once instead of queueing without bound.
@@ -141,6 +146,15 @@ class Settings(BaseSettings):
     port: int = Field(default=8000, ge=1, le=65535)
     workers: int = Field(default=1, ge=1, le=256)
     log_level: str = "INFO"
+    # One INFO line per request on the `service.access` logger (method, path, status, ms);
+    # false skips it (its formatting and write were measurable per request: docs/benchmarks.md,
+    # issue 18). uvicorn's own access log is always off.
+    access_log: bool = True
+    # FastAPI's native OpenTelemetry (spans, metrics and logs through the global providers).
+    # Off: the service's metrics are Prometheus' (/metrics), and FastAPI's check for configured
+    # providers alone cost tens of microseconds per request, on every route (docs/benchmarks.md,
+    # issue 18). true: FastAPI's default, for a deployment that configures OpenTelemetry.
+    otel: bool = False
 
     @field_validator("api_keys", "admin_api_keys", "read_api_keys", mode="before")
     @classmethod

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Path, Query, Response
+from fastapi.routing import APIRoute
 from starlette.convertors import Convertor, register_url_convertor
 
 from service.deps import ReadKeyDep, RecommendDep
@@ -87,3 +88,12 @@ async def recommend(
 async def recommend_batch(body: RecommendRequest, service: RecommendDep, _: ReadKeyDep) -> Response:
     """Top-k items for each of many users, with the same k and filters, in one micro-batch."""
     return service.render(await service.recommend_batch(body))
+
+
+def get_route() -> APIRoute:
+    """The documented GET /recommend/{user_id} (its template names the fast path's requests
+    in /metrics and the access log, service/fast_recommend.py)."""
+    for route in router.routes:
+        if isinstance(route, APIRoute) and route.endpoint is recommend:
+            return route
+    raise LookupError("GET /recommend/{user_id} is not on the router")

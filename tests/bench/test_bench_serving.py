@@ -139,3 +139,39 @@ def test_request_path_compares_each_saving_on_one_artifact(cache: Path, tmp_path
         for group in ("padding", "rerank", "serialize", "recommend_many"):
             assert all(r["ms"] > 0 for r in result[b][group].values())
         assert set(result[b]["stages_wall_ms"]) == {"history", "retrieval", "rerank"}
+
+
+def test_serve_floor_quick_serves_arms_of_settings_side_by_side(
+    cache: Path, tmp_path: Path
+) -> None:
+    out = run(
+        "bench/serve_floor.py",
+        "--quick",
+        "--cache",
+        str(cache),
+        "--rounds",
+        "1",
+        "--rates",
+        "20",
+        "--arm",
+        "no fast path:RELREC_FAST_RECOMMEND=false",
+        "--json",
+        str(tmp_path / "f.json"),
+    )
+    assert "| | after | no fast path | no fast path ÷ after |" in out
+    result = json.loads((tmp_path / "f.json").read_text())
+    assert result["arms"]["no fast path"]["env"]["RELREC_FAST_RECOMMEND"] == "false"
+    for arm in ("after", "no fast path"):
+        closed = result["closed_loop"][arm]
+        assert closed["requests"] > 0 and closed["errors"] == 0 and closed["server_cpu_ms"] > 0
+        assert all(r["errors"] == 0 for r in result["open_loop"][arm])
+
+
+def test_app_path_times_each_layer_on_one_artifact(cache: Path, tmp_path: Path) -> None:
+    run("bench/catalogue.py", "--items", "2000", "--users", "300", "--cache", str(cache), "--quick")
+    root = next(cache.glob("hlr-items2000-users300-*"))
+    out = run("bench/app_path.py", str(root), "--users", "20", "--rounds", "1",
+              "--json", str(tmp_path / "a.json"))
+    assert "| FastAPI route, batch in a thread |" in out
+    result = json.loads((tmp_path / "a.json").read_text())
+    assert len(result["median"]) == 8 and all(ms > 0 for ms in result["median"].values())
