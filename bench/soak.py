@@ -183,7 +183,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = p.parse_args(argv)
     if args.quick:
         args.items, args.users, args.minutes, args.warmup_minutes = 2000, 200, 0.25, 0.1
-        args.sample_s, args.log_max_len, args.post_share = 2.0, 300, 0.5
+        args.sample_s, args.log_max_len, args.post_share = 2.0, 1000, 0.5
     return args
 
 
