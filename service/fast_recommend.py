@@ -11,10 +11,12 @@ configured) one that matches, the limits passed. It then calls the same `Recomme
 (`prepare` and `answer`) and renders the same body (`RecommendService.render`) as the route.
 
 Everything else — a parameter it does not parse, bad input, a missing or wrong key, a server
-not ready, an error while answering — is handed unchanged to the documented route, which
-answers it as before (the same 422, 401, 413, 503 bodies). So the answers, the error shape and
-the OpenAPI document are the same with and without it (`RELREC_FAST_RECOMMEND`), which
-`tests/service/test_fast_recommend.py` checks request by request.
+not ready — is handed unchanged to the documented route, which answers it as before (the same
+422, 401, 413, 503 bodies). An error while answering (overloaded, the store down) is rendered
+by `service.errors.render`, as the route's handler renders it, so the work is not done twice.
+So the answers, the error shape and the OpenAPI document are the same with and without it
+(`RELREC_FAST_RECOMMEND`), which `tests/service/test_fast_recommend.py` checks request by
+request.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from starlette.requests import Request
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from service.deps import ApiKeys, key_matches, presented_read_key
+from service.errors import RelrecError, render
 from service.metrics import Metrics
 from service.recommend_service import RecommendService
 from service.schemas import ID_PATTERN
@@ -72,18 +75,18 @@ class FastRecommend:
             return
         service: RecommendService = self.runtime.recommend
         job = await self._prepare(scope, service)
-        rec = None
-        if job is not None:
-            try:
-                rec = await service.answer(job)
-            except Exception:  # noqa: BLE001 - the route answers it again, in its own way
-                rec = None
-        if rec is None:
+        if job is None:
             self.delegated.inc()
             await self.app(scope, receive, send)
             return
         self.served.inc()
         scope["route"] = self.route
+        try:
+            rec = await service.answer(job)
+        except RelrecError as exc:  # e.g. overloaded or the store down, once computed: rendered
+            # as the route's handler renders it, not computed again through the route
+            await render(Request(scope), exc)(scope, receive, send)
+            return
         await service.render(rec)(scope, receive, send)
 
     async def _prepare(self, scope: Scope, service: RecommendService) -> Any:
