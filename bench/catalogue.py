@@ -41,6 +41,7 @@ from models.config import ModelConfig  # noqa: E402
 from models.idmap import IdMap  # noqa: E402
 from models.registry import build_model  # noqa: E402
 from training.exporter import HNSW_EF_CONSTRUCTION, export  # noqa: E402
+from training.index_builder import INDEX_KINDS  # noqa: E402
 from training.interactions import Interactions  # noqa: E402
 
 INFO = "catalogue.json"
@@ -62,12 +63,14 @@ class CatalogueSpec:
     max_history: int = 100
     ef_construction: int = HNSW_EF_CONSTRUCTION
     seed: int = 0
+    index: str = "auto"  # the exporter's --index
 
     @property
     def name(self) -> str:
+        kind = "" if self.index == "auto" else f"-{self.index}"  # auto: the names of before
         return (
             f"hlr-items{self.n_items}-users{self.n_users}-d{self.dim}-N{self.n_memory}"
-            f"-L{self.l_max}-efc{self.ef_construction}-seed{self.seed}"
+            f"-L{self.l_max}-efc{self.ef_construction}-seed{self.seed}{kind}"
         )
 
 
@@ -192,6 +195,7 @@ def build_catalogue(spec: CatalogueSpec, cache: Path) -> Path:
             log,
             root,
             ef_construction=spec.ef_construction,
+            index=spec.index,
             metrics={"synthetic": True},
             config={"catalogue": asdict(spec)},
         )
@@ -230,6 +234,8 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=0, help="torch/FAISS threads; 0: all")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--quick", action="store_true", help="d=16, N=4, L_max=8: seconds")
+    p.add_argument("--index", choices=INDEX_KINDS, default="auto",
+                   help="the exporter's index kind (default auto: its rule by size)")
     args = p.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -240,6 +246,7 @@ def main() -> None:
             n_users=args.users,
             seed=args.seed,
             ef_construction=args.ef_construction,
+            index=args.index,
             **small,
         )
         root = build_catalogue(spec, args.cache)

@@ -86,7 +86,10 @@ class HingeFoldIn:
         n_negatives: int = 64,
         lr: float = 0.3,
     ) -> None:
-        self.items = np.ascontiguousarray(items, np.float32)
+        # A mapped table is float32 already (no copy); an overlay's StackedRows stays as it
+        # is, gathered per call, so a PUT item costs no private copy of the table.
+        self.items = np.ascontiguousarray(items, np.float32) if isinstance(items, np.ndarray) \
+            else items
         self.keys = np.ascontiguousarray(keys, np.float32)
         self.memories = np.ascontiguousarray(memories, np.float32)
         self.margin = float(margin)

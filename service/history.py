@@ -138,6 +138,10 @@ class HistoryStore(Protocol):
         """Hide an item (DELETE /items) and drop its PUT text if any, in one durable write."""
         ...
 
+    def unhide_item(self, item_id: str) -> None:
+        """Serve a hidden item again (POST /items/{id}/restore): drop it from the hidden ids."""
+        ...
+
     def item_records(self) -> ItemRecords:
         """Every item PUT and every item hidden, for loading a version."""
         ...

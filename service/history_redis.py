@@ -305,6 +305,12 @@ class RedisHistoryStore:
         except redis.RedisError as exc:
             raise StoreUnavailableError(f"redis item write failed: {exc}") from exc
 
+    def unhide_item(self, item_id: str) -> None:
+        try:
+            self.client.srem(ITEM_HIDDEN_KEY, item_id)
+        except redis.RedisError as exc:
+            raise StoreUnavailableError(f"redis item write failed: {exc}") from exc
+
     def item_records(self) -> ItemRecords:
         try:
             pipe = self.client.pipeline(transaction=False)

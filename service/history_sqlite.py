@@ -198,6 +198,9 @@ class SqliteHistoryStore:
             ("INSERT OR IGNORE INTO hidden_items (item_id) VALUES (?)", (item_id,)),
             ("DELETE FROM put_items WHERE item_id = ?", (item_id,)))
 
+    def unhide_item(self, item_id: str) -> None:
+        self._write_items(("DELETE FROM hidden_items WHERE item_id = ?", (item_id,)))
+
     def _write_items(self, *statements: tuple[str, tuple[str, ...]]) -> None:
         conn = self._conn()
         try:

@@ -14,6 +14,7 @@ hidden; an item an export includes is served from the artifact from then on.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -69,6 +70,10 @@ class Catalogue:
         keep = [i for i, x in enumerate(self.ids) if x != item_id]
         return Catalogue(self.placer, self.vector_session, tuple(self.ids[i] for i in keep),
                          self._rows(keep), self.hidden | {item_id})
+
+    def restored(self, item_id: str) -> Catalogue:
+        """This catalogue with `item_id` no longer hidden."""
+        return dataclasses.replace(self, hidden=self.hidden - {item_id})
 
     def _rows(self, keep: list[int]) -> np.ndarray:
         if not len(self.ids):
@@ -164,6 +169,28 @@ class ItemsService:
 
         engine = await self.versions.update(change)
         return ItemResponse(item_id=item_id, model_version=engine.version, hidden=True)
+
+    async def restore(self, item_id: str) -> ItemResponse:
+        """Serve a trained item hidden by DELETE again (idempotent: a visible one answers the
+        same); 404 for an item the serving version neither has nor serves from a PUT (a PUT
+        item, once deleted, comes back by PUT with its text)."""
+        self.limits.check_id("item_id", item_id)
+
+        def change(engine: Engine) -> Engine:
+            catalogue: Catalogue = engine.catalogue or Catalogue(None)
+            if item_id in catalogue.ids:
+                return engine  # a PUT item is served, never hidden
+            if item_id not in engine.artifact.arrays.item_ids:
+                raise UnknownItemError(
+                    f"item {item_id!r} is not in model version {engine.version} nor PUT: an "
+                    f"item PUT and then deleted comes back by PUT with its text")
+            if item_id not in catalogue.hidden:
+                return engine
+            self.store().unhide_item(item_id)
+            return self.assemble(engine.artifact, catalogue.restored(item_id))
+
+        engine = await self.versions.update(change)
+        return ItemResponse(item_id=item_id, model_version=engine.version, hidden=False)
 
     def _checked(self, text: str) -> str:
         if not text.strip():

@@ -12,7 +12,10 @@ stand-ins that the retriever, ranker and recommender take in place of the artifa
   vectors from the extended table and running `scorer_vectors.onnx` (the same arithmetic with
   vectors as inputs), since `scorer.onnx` can only read trained rows;
 - the tables with the ids, zero popularity and the hidden rows (`Tables.hidden_rows`, which
-  the recommender adds to every user's seen set: recommendations, popular fallback, lists).
+  the recommender adds to every user's seen set: recommendations, popular fallback, lists);
+- `StackedRows`: the item table as the artifact's mapped rows followed by the placed ones,
+  without concatenating them: a concatenation would give every worker a private copy of the
+  whole table after one PUT, undoing the sharing of issue 21.
 
 With nothing placed and nothing hidden, `serving_parts` returns the artifact's own parts.
 """
@@ -29,7 +32,7 @@ import numpy as np
 from service.loader import LoadedArtifact
 from service.recommender import Tables
 
-__all__ = ["OverlayIndex", "ServingParts", "VectorSession", "serving_parts"]
+__all__ = ["OverlayIndex", "ServingParts", "StackedRows", "VectorSession", "serving_parts"]
 
 
 @dataclass(frozen=True, eq=False)
@@ -60,7 +63,7 @@ def serving_parts(artifact: LoadedArtifact, base_index: Any, ids: Sequence[str],
     if len(ids):
         item_ids = arrays.item_ids.extended(ids)  # a mapped map stays mapped (issue 21)
         popularity = np.concatenate([popularity, np.zeros(len(ids), popularity.dtype)])
-        items = np.concatenate([items, vectors.astype(items.dtype)])
+        items = StackedRows(items, vectors)
         popular = np.concatenate([popular, np.arange(base_n, base_n + len(ids))])
     hidden_rows = np.unique(item_ids.rows([h for h in hidden if h in item_ids]))
     hidden_rows = hidden_rows.astype(np.int64)
@@ -68,12 +71,68 @@ def serving_parts(artifact: LoadedArtifact, base_index: Any, ids: Sequence[str],
         tables, item_ids=item_ids, popularity=popularity,
         popular_rows=popular[~np.isin(popular, hidden_rows)], hidden_rows=hidden_rows)
     arrays = dataclasses.replace(arrays, items=items, item_ids=item_ids, popularity=popularity)
-    index = OverlayIndex(base_index, items[base_n:], base_n, hidden_rows,
+    index = OverlayIndex(base_index, items[base_n:len(items)], base_n, hidden_rows,
                          artifact.manifest.index.metric)
     session = artifact.session
     if len(ids):
         session = VectorSession(vector_session, items)
     return ServingParts(tables, arrays, index, session)
+
+
+class StackedRows:
+    """Rows `[V + K, d]` read from two tables, the artifact's `[V, d]` then the placed `[K, d]`.
+
+    Answers the reads the serving path makes of an item table (`shape`, `len`, a row, a slice
+    of rows, rows gathered by an integer array of any shape, as numpy indexes them) with new
+    arrays of only the rows asked for; the base table is never copied, so after a PUT a worker
+    keeps sharing the artifact's mapped pages with the others. `np.asarray` of the whole of it
+    concatenates (a private copy): nothing on the request path asks for that.
+    """
+
+    def __init__(self, base: np.ndarray, extra: np.ndarray) -> None:
+        if base.ndim != 2 or extra.ndim != 2 or base.shape[1] != extra.shape[1]:
+            raise ValueError(f"row tables of different widths: {base.shape} and {extra.shape}")
+        self.base = base
+        self.extra = np.ascontiguousarray(extra, base.dtype)
+        self.base_n = int(base.shape[0])
+        self.shape = (self.base_n + int(self.extra.shape[0]), int(base.shape[1]))
+        self.dtype = base.dtype
+        self.ndim = 2
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __getitem__(self, key: Any) -> np.ndarray:
+        if isinstance(key, slice):
+            start, stop, step = key.indices(self.shape[0])
+            if step == 1 and stop <= self.base_n:
+                return self.base[start:stop]
+            if step == 1 and start >= self.base_n:
+                return self.extra[start - self.base_n:stop - self.base_n]
+            return self._gather(np.arange(start, stop, step))
+        if isinstance(key, (int, np.integer)):
+            return self._gather(np.asarray(key, np.int64))
+        rows = np.asarray(key)
+        if rows.dtype == bool or not np.issubdtype(rows.dtype, np.integer):
+            raise IndexError(f"StackedRows takes rows as integers, not {rows.dtype}")
+        return self._gather(rows)
+
+    def _gather(self, rows: np.ndarray) -> np.ndarray:
+        """Rows of either table, in the shape of `rows` plus the row width; numpy's bounds
+        and negative-index rules."""
+        n = self.shape[0]
+        if rows.size and (rows.min() < -n or rows.max() >= n):
+            raise IndexError(f"row out of range for an item table of {n} rows")
+        rows = np.where(rows < 0, rows + n, rows)
+        out = np.empty(rows.shape + (self.shape[1],), self.dtype)
+        in_base = rows < self.base_n
+        out[in_base] = self.base[rows[in_base]]
+        out[~in_base] = self.extra[rows[~in_base] - self.base_n]
+        return out
+
+    def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
+        whole = np.concatenate([np.asarray(self.base), self.extra])
+        return whole if dtype is None else whole.astype(dtype, copy=False)
 
 
 class OverlayIndex:
@@ -145,9 +204,9 @@ class VectorSession:
     and a history slot outside it is a pad.
     """
 
-    def __init__(self, session: Any, items: np.ndarray) -> None:
+    def __init__(self, session: Any, items: np.ndarray | StackedRows) -> None:
         self.session = session
-        self.items = np.ascontiguousarray(items, np.float32)  # [V + K, d]
+        self.items = items  # [V + K, d]: gathered per call, never copied whole
 
     def run(self, outputs: Sequence[str], feed: dict[str, np.ndarray]) -> list[np.ndarray]:
         n = len(self.items)
@@ -156,9 +215,9 @@ class VectorSession:
         cand_ok = (cand_rows >= 0) & (cand_rows < n)  # [B, C]
         vec_feed = {
             "user_vecs": feed["user_vecs"],
-            "hist_vecs": self.items[np.where(hist_ok, hist_rows, 0)],  # [B, L, d]
+            "hist_vecs": _f32(self.items[np.where(hist_ok, hist_rows, 0)]),  # [B, L, d]
             "hist_mask": np.ascontiguousarray(feed["hist_mask"] * hist_ok, np.float32),
-            "cand_vecs": self.items[np.where(cand_ok, cand_rows, 0)],  # [B, C, d]
+            "cand_vecs": _f32(self.items[np.where(cand_ok, cand_rows, 0)]),  # [B, C, d]
         }
         result = list(self.session.run(list(outputs), vec_feed))
         result[0] = np.where(cand_ok, result[0], np.float32(np.inf)).astype(np.float32)
@@ -167,3 +226,7 @@ class VectorSession:
     def get_outputs(self) -> Any:
         return self.session.get_outputs()
 
+
+
+def _f32(a: np.ndarray) -> np.ndarray:
+    return np.ascontiguousarray(a, np.float32)

@@ -176,7 +176,7 @@ class ExportConfig(_Section):
         "then ivfpq (IVF-PQ), the first fitting --index-memory-mb")
     index_memory_mb: float | None = Field(
         None, gt=0, description="memory budget of the index in MB (shared by the workers); "
-        "unset: flat up to 50k items, hnsw above")
+        "unset: flat up to 10k items, hnsw above")
 
 
 class TrainConfig(_Section):

@@ -29,6 +29,11 @@ _PUT_ERRORS = error_responses(
 _DELETE_ERRORS = error_responses(
     401, 404, 422, 503, s404="the item is neither in the serving version nor PUT (unknown_item)"
 )
+_RESTORE_ERRORS = error_responses(
+    401, 404, 422, 503,
+    s404="the item is not in the serving version, nor PUT (unknown_item): a PUT item that was "
+    "deleted comes back by PUT with its text",
+)
 ItemId = Annotated[
     str,
     Path(min_length=1, pattern=ID_PATTERN, description="external item id ('/' as %2F)"),
@@ -74,3 +79,10 @@ async def delete_item(service: ItemsDep, _: AdminKeyDep, item_id: ItemId) -> Ite
     similar items, the popular fallback; kept hidden across restarts and reloads. Deleting a
     hidden trained item again answers the same."""
     return await service.delete(item_id)
+
+
+@router.post("/{item_id:any}/restore", response_model=ItemResponse, responses=_RESTORE_ERRORS)
+async def restore_item(service: ItemsDep, _: AdminKeyDep, item_id: ItemId) -> ItemResponse:
+    """Serve a trained item hidden by DELETE again, in every list, from the next request on;
+    kept across restarts and reloads. Restoring a visible item answers the same."""
+    return await service.restore(item_id)

@@ -3,10 +3,13 @@ one exact index over the whole extended table would answer (issue 20)."""
 
 from __future__ import annotations
 
+import tracemalloc
+
 import faiss
 import numpy as np
+import pytest
 
-from service.item_overlay import OverlayIndex
+from service.item_overlay import OverlayIndex, StackedRows
 
 
 def _tables(seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -51,3 +54,39 @@ def test_overlay_search_honours_an_id_selector_and_pads_like_faiss() -> None:
         assert (np.diff(dist[q][: len(got)]) >= 0).all()
     assert (rows[:, 4:] == -1).all() and np.isinf(dist[:, 4:]).all()
 
+
+
+def test_stacked_rows_read_as_the_concatenated_table() -> None:
+    base, extra, _ = _tables(2)
+    stacked = StackedRows(base, extra)
+    full = np.concatenate([base, extra])
+    assert stacked.shape == full.shape and len(stacked) == 65 and stacked.dtype == full.dtype
+    rows = np.array([[0, 59, 60], [64, -1, -65]])  # both tables, the seam, negatives
+    np.testing.assert_array_equal(stacked[rows], full[rows])
+    for key in (slice(0, 60), slice(58, 63), slice(61, None), slice(None, None, 7),
+                slice(10, 2)):
+        np.testing.assert_array_equal(stacked[key], full[key])
+    np.testing.assert_array_equal(stacked[62], full[62])
+    np.testing.assert_array_equal(stacked[np.array([], np.int64)], full[np.array([], np.int64)])
+    np.testing.assert_array_equal(np.asarray(stacked), full)
+    for bad in (65, -66, np.array([3, 70])):
+        with pytest.raises(IndexError):
+            stacked[bad]
+
+
+def test_a_placed_item_does_not_copy_the_artifact_table() -> None:
+    """After a PUT a worker must go on sharing the artifact's mapped table (issue 21): the
+    overlay allocates the placed rows, not the trained ones again."""
+    rng = np.random.default_rng(3)
+    base = rng.normal(size=(50_000, 32)).astype(np.float32)  # 6.4 MB
+    extra = rng.normal(size=(2, 32)).astype(np.float32)
+    tracemalloc.start()
+    try:
+        stacked = StackedRows(base, extra)
+        got = stacked[np.array([[1, 50_001]])]
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < base.nbytes // 20
+    np.testing.assert_array_equal(got[0], np.stack([base[1], extra[1]]))
+    assert np.shares_memory(stacked[0:10], base)  # a slice of trained rows is a view

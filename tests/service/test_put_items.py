@@ -173,9 +173,17 @@ def test_hidden_items_are_never_served(
     for item in ("i1-b0", "i31-b1", "i61-b2", "i91-b3"):
         r = client.get(f"/items/{item}/similar", params={"k": 50})
         assert not hidden & {i["item_id"] for i in r.json()["items"]}, item
-    # A hidden PUT item is gone: PUT brings it back, a second DELETE finds nothing.
+    # A hidden PUT item is gone: PUT brings it back, a second DELETE finds nothing, and
+    # neither does a restore.
     r = client.delete(f"/items/{new_item(0)}", headers=ADMIN)
     assert_error(r, 404, "unknown_item")
+    assert_error(client.post(f"/items/{new_item(0)}/restore", headers=ADMIN), 404,
+                 "unknown_item")
+    # A hidden trained item is restored: served again at once; restoring twice is the same.
+    for _ in range(2):
+        r = client.post(f"/items/{top}/restore", headers=ADMIN)
+        assert r.status_code == 200 and r.json()["hidden"] is False, r.text
+    assert any(top in recommended(client, u) for u in users)
 
 
 def test_put_and_hidden_items_survive_a_restart(
@@ -191,6 +199,9 @@ def test_put_and_hidden_items_survive_a_restart(
         assert all(hidden not in recommended(c, u, k=30) for u in users_by_community[0])
         r = c.put(f"/items/{new_item(3)}", json={"text": planted_text(3)}, headers=ADMIN)
         assert r.status_code == 200  # still known: a replace, not a new item
+        assert c.post(f"/items/{hidden}/restore", headers=ADMIN).status_code == 200
+    with open_client(text_artifacts, history_url) as c:  # restored for good
+        assert recommended(c, users_by_community[0][0], k=1)[0] == hidden
 
 
 def test_a_reload_to_a_new_version_keeps_put_items(
@@ -222,6 +233,8 @@ def test_bad_input_is_refused_in_the_error_shape(client: TestClient) -> None:
     assert_error(client.put("/items/" + "x" * 200, json={"text": "jazz"}, headers=ADMIN), 422)
     assert_error(client.put(url, json={"text": "jazz"}), 401, "unauthorized")
     assert_error(client.delete(url), 401, "unauthorized")
+    assert_error(client.post("/items/i0-b0/restore"), 401, "unauthorized")
+    assert_error(client.post("/items/" + "x" * 200 + "/restore", headers=ADMIN), 422)
     # An item the version has (trained, or text-only at export) is not placed again.
     assert_error(client.put("/items/i0-b0", json={"text": "jazz"}, headers=ADMIN), 409,
                  "item_exists")
@@ -258,6 +271,10 @@ def test_an_item_the_export_includes_is_served_from_the_artifact(
         # the PUT item's row sits after the version's mapped rows, which stay mapped (issue 21)
         overlay = engine.recommender.tables.item_ids
         assert overlay.is_mapped and overlay.get("later-b0") == len(ids) - 1
+        # and so do their vectors: the placed row is kept apart, the table is not copied
+        vecs = engine.recommender.retriever.item_vecs
+        assert len(vecs) == len(ids)
+        assert np.shares_memory(vecs[0:len(ids) - 1], engine.artifact.arrays.items)
         assert overlay.get_rows(["later-b0", "i5-b0"]).tolist() == [len(ids) - 1,
                                                                     ids.index("i5-b0")]
         assert c.get("/items/later-b0/similar").status_code == 200
