@@ -41,8 +41,8 @@ INDEX_KINDS = ("auto", "flat", "hnsw", "ivfpq")
 # the same at any size: on a 20k-item HLR catalogue (d 100, one core) a Flat search took
 # ~0.6 ms a query against ~0.1 ms for HNSW32 at the efSearch the export chose (24, recall@10
 # 0.996 served), and served 0.70-0.90x the CPU per request (docs/benchmarks.md, "Flat or
-# HNSW at 20k items, on a quiet machine"). 10k keeps the real data sets here exact (ML-1M 3.7k items,
-# ml-latest-small 9.7k with its text-only movies); autofaiss's rule of thumb was 50k.
+# HNSW at 20k items, on a quiet machine"). 10k keeps the real data sets here exact (ML-1M
+# 3.7k items, ml-latest-small 9.7k with its text-only movies); autofaiss's rule was 50k.
 FLAT_MAX_ITEMS = 10_000
 HNSW_M = 32
 HNSW_EF_CONSTRUCTION = 200
