@@ -227,6 +227,5 @@ class VectorSession:
         return self.session.get_outputs()
 
 
-
 def _f32(a: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(a, np.float32)

@@ -30,7 +30,7 @@ _DELETE_ERRORS = error_responses(
     401, 404, 422, 503, s404="the item is neither in the serving version nor PUT (unknown_item)"
 )
 _RESTORE_ERRORS = error_responses(
-    401, 404, 422, 503,
+    401, 404, 413, 422, 503,
     s404="the item is not in the serving version, nor PUT (unknown_item): a PUT item that was "
     "deleted comes back by PUT with its text",
 )

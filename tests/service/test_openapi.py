@@ -100,6 +100,7 @@ def test_openapi_document_declares_the_key_schemes_on_guarded_operations(
         "POST /admin/reload": [{"AdminKey": []}, {"AdminBearer": []}],
         "PUT /items/{item_id}": [{"AdminKey": []}, {"AdminBearer": []}],
         "DELETE /items/{item_id}": [{"AdminKey": []}, {"AdminBearer": []}],
+        "POST /items/{item_id}/restore": [{"AdminKey": []}, {"AdminBearer": []}],
         "GET /healthz": None,
         "GET /readyz": None,
     }
