@@ -55,7 +55,6 @@ def test_overlay_search_honours_an_id_selector_and_pads_like_faiss() -> None:
     assert (rows[:, 4:] == -1).all() and np.isinf(dist[:, 4:]).all()
 
 
-
 def test_stacked_rows_read_as_the_concatenated_table() -> None:
     base, extra, _ = _tables(2)
     stacked = StackedRows(base, extra)
