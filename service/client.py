@@ -262,6 +262,10 @@ class RelrecClient:
         """`DELETE /items/{item_id}`: hide an item from every list (admin key)."""
         return self._send(_Call("DELETE", f"/items/{_segment(item_id)}", ItemResponse))
 
+    def restore_item(self, item_id: str) -> ItemResponse:
+        """`POST /items/{item_id}/restore`: serve a hidden trained item again (admin key)."""
+        return self._send(_Call("POST", f"/items/{_segment(item_id)}/restore", ItemResponse))
+
 
 class AsyncRelrecClient:
     """Async client with the methods of `RelrecClient` as coroutines."""
@@ -350,3 +354,7 @@ class AsyncRelrecClient:
 
     async def delete_item(self, item_id: str) -> ItemResponse:
         return await self._send(_Call("DELETE", f"/items/{_segment(item_id)}", ItemResponse))
+
+    async def restore_item(self, item_id: str) -> ItemResponse:
+        call = _Call("POST", f"/items/{_segment(item_id)}/restore", ItemResponse)
+        return await self._send(call)

@@ -53,6 +53,9 @@ def test_sync_client_covers_every_endpoint(
         hidden = admin.delete_item(items[2])
         assert hidden.item_id == items[2] and hidden.hidden
         assert items[2] not in {it.item_id for it in read.recommend("nobody", k=50).items}
+        restored = admin.restore_item(items[2])
+        assert restored.item_id == items[2] and not restored.hidden
+        assert items[2] in {it.item_id for it in read.recommend("nobody", k=50).items}
         with pytest.raises(RelrecApiError) as err:
             admin.put_item("brand/new", "jazz saxophone")  # the tiny HLR has no item text
         assert (err.value.status, err.value.code) == (409, "no_text_projection")
@@ -89,6 +92,7 @@ def test_async_client_covers_every_endpoint(
             assert (await relrec.reload(force=True)).changed is True
             assert (await relrec.erase_user("a")).history_removed == 2
             assert (await relrec.delete_item(items[1])).hidden
+            assert not (await relrec.restore_item(items[1])).hidden
             with pytest.raises(RelrecApiError) as err:
                 await relrec.put_item(items[0], "a trained item")
             assert (err.value.status, err.value.code) == (409, "item_exists")
