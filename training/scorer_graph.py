@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import onnx
 import torch
-from onnx import numpy_helper
+from onnx import external_data_helper, numpy_helper
 from torch import Tensor
 
 from models import scorer_io
@@ -26,7 +26,9 @@ from models.graphs import ScorerGraph
 from models.mapped_tables import member_extent
 from models.scorer_io import INPUTS, OPSET
 
-__all__ = ["example_inputs", "export_onnx", "externalize_table", "io_spec"]
+__all__ = ["example_inputs", "export_onnx", "externalize_table", "finish_onnx", "io_spec"]
+
+INLINE_MAX_BYTES = 256 * 2**20  # tensors torch wrote beside a large graph go back inside below this
 
 log = logging.getLogger(__name__)
 
@@ -64,11 +66,31 @@ def export_onnx(graph: ScorerGraph, path: str | Path, opset: int = OPSET) -> Pat
                           opset_version=opset, input_names=list(INPUTS),
                           output_names=list(graph.output_names), dynamic_axes=dynamic,
                           do_constant_folding=True)
-    proto = onnx.load(str(path))
-    _declare_all_inputs(proto, graph)
-    onnx.checker.check_model(proto)
-    onnx.save(proto, str(path))
+    finish_onnx(path, graph)
     return path
+
+
+def finish_onnx(path: Path, graph: ScorerGraph) -> None:
+    """Declare every input, and check the file. A graph over 2 GB (an item table of 10M
+    items) is written by torch with each tensor in a file of its own beside it and cannot be
+    held in one protobuf message: it is read without that data, the small tensors are put
+    back inside (their files removed), the large ones stay external (`externalize_table`
+    then points the item table at `tensors.npz`), and the check reads the file by path."""
+    proto = onnx.load(str(path), load_external_data=False)
+    for init in proto.graph.initializer:
+        if init.data_location != onnx.TensorProto.EXTERNAL:
+            continue
+        info = external_data_helper.ExternalDataInfo(init)
+        size = info.length or (path.parent / info.location).stat().st_size
+        if size > INLINE_MAX_BYTES:
+            continue
+        external_data_helper.load_external_data_for_tensor(init, str(path.parent))
+        init.data_location = onnx.TensorProto.DEFAULT
+        del init.external_data[:]
+        (path.parent / info.location).unlink(missing_ok=True)
+    _declare_all_inputs(proto, graph)
+    onnx.save(proto, str(path))
+    onnx.checker.check_model(str(path))
 
 
 def _declare_all_inputs(proto: onnx.ModelProto, graph: ScorerGraph) -> None:
@@ -94,13 +116,19 @@ def externalize_table(path: Path, name: str, table: np.ndarray, tensors_path: Pa
     directory) instead of holding the bytes; returns {name: file} where it did, {} where the
     graph's table is not `table` bit for bit (then the file is left whole, and the export's
     parity check judges the graph as it is)."""
-    proto = onnx.load(str(path))
+    proto = onnx.load(str(path), load_external_data=False)  # the table may be over 2 GB
     init = next((i for i in proto.graph.initializer if i.name == name), None)
     if init is None or tuple(init.dims) != table.shape:
         log.warning("%s has no initializer %r of shape %s: the table stays inside the graph",
                     path.name, name, table.shape)
         return {}
-    if not np.array_equal(numpy_helper.to_array(init), table):
+    was_beside = (external_data_helper.ExternalDataInfo(init).location
+                  if init.data_location == onnx.TensorProto.EXTERNAL else None)
+    if not np.array_equal(numpy_helper.to_array(init, str(path.parent)), table):
+        if was_beside:
+            raise ValueError(f"{path.name}: initializer {name!r} differs from "
+                             f"{tensors_path.name}'s and lies in {was_beside}, outside the "
+                             f"artifact's files")
         log.warning("%s: initializer %r differs from %s's; kept inside the graph", path.name,
                     name, tensors_path.name)
         return {}
@@ -117,4 +145,6 @@ def externalize_table(path: Path, name: str, table: np.ndarray, tensors_path: Pa
         entry.key, entry.value = key, value
     onnx.save(proto, str(path))
     onnx.checker.check_model(str(path))
+    if was_beside and was_beside != tensors_path.name:
+        (path.parent / was_beside).unlink(missing_ok=True)  # torch's copy of the table
     return {name: tensors_path.name}

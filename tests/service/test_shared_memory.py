@@ -248,3 +248,41 @@ def test_external_table_is_what_onnx_runtime_reads(tmp_path: Path) -> None:
     np.testing.assert_allclose(after[ok], np.broadcast_to(
         (users * users).sum(1)[:, None], after.shape)[ok], rtol=1e-6)
     assert not np.allclose(before[ok], after[ok])
+
+
+def test_a_graph_torch_writes_in_pieces_ends_as_the_usual_artifact(tmp_path: Path,
+                                                                    monkeypatch) -> None:
+    """Past 2 GB (an item table of ~5M items at d = 100) torch writes each tensor of the
+    scorer in a file beside it and the graph cannot be one protobuf message. Simulated here
+    by having the trace write every tensor apart, as torch does then: the export must still
+    end with the small tensors inside the graph, the item table read from `tensors.npz`, no
+    stray file, and the same scores."""
+    from training import scorer_graph
+
+    traced = scorer_graph.torch.onnx.export
+
+    def export_in_pieces(*args, **kwargs):
+        traced(*args, **kwargs)
+        path = str(args[2])
+        proto = onnx.load(path)
+        onnx.save(proto, path, save_as_external_data=True, all_tensors_to_one_file=False,
+                  size_threshold=0)
+
+    model = make_model("hlr", N_USERS, 300)
+    whole = exporter.export(model, planted_log(N_USERS, 300), tmp_path / "whole",
+                            parity_check=False, choose_retrieval=False)
+    monkeypatch.setattr(scorer_graph.torch.onnx, "export", export_in_pieces)
+    # the item table (300 x 8 floats, 9,600 bytes) counts as large, the keys and memories not
+    monkeypatch.setattr(scorer_graph, "INLINE_MAX_BYTES", 4096)
+    pieces = exporter.export(model, planted_log(N_USERS, 300), tmp_path / "pieces",
+                             parity_check=True, choose_retrieval=False)
+    assert sorted(p.name for p in pieces.iterdir()) == sorted(p.name for p in whole.iterdir())
+    proto = onnx.load(str(pieces / art.SCORER), load_external_data=False)
+    external = {i.name: {e.key: e.value for e in i.external_data}["location"]
+                for i in proto.graph.initializer
+                if i.data_location == onnx.TensorProto.EXTERNAL}
+    assert external == {"items": art.TENSORS}
+    feed = random_feed(300, np.random.default_rng(1))
+    got, want = (ort.InferenceSession(str(v / art.SCORER)).run(None, feed) for v in (pieces, whole))
+    for a, b in zip(got, want, strict=True):
+        np.testing.assert_array_equal(a, b)
