@@ -38,6 +38,7 @@ from models.config import ModelConfig  # noqa: E402
 from models.idmap import IdMap  # noqa: E402
 from models.registry import build_model  # noqa: E402
 from training.exporter import export  # noqa: E402
+from training.index_builder import INDEX_KINDS  # noqa: E402
 from training.interactions import Interactions  # noqa: E402
 
 
@@ -117,7 +118,7 @@ def sharpened(keys: np.ndarray, users: np.ndarray, items: np.ndarray, logit_std:
 
 def grow(source: Path, out: Path, n_items: int, alpha: float, spread: float, extra: int,
          seed: int, ef_construction: int, logit_std: float | None = None,
-         choose: bool = True) -> Path:
+         choose: bool = True, index: str = "auto") -> Path:
     """Grow the artifact at `source` to `n_items` items and export it under `out`."""
     vdir = art.resolve_version_dir(source)
     manifest = art.read_manifest(vdir)
@@ -141,7 +142,7 @@ def grow(source: Path, out: Path, n_items: int, alpha: float, spread: float, ext
             model.lram.memories.copy_(torch.from_numpy(np.asarray(arrays.memories)))
     logging.info("grew %d -> %d items, %d interactions in %.1fs; attention %s",
                  len(arrays.items), n_items, len(log), time.perf_counter() - t0, attention)
-    return export(model.eval(), log, out, ef_construction=ef_construction,
+    return export(model.eval(), log, out, ef_construction=ef_construction, index=index,
                   choose_retrieval=choose, metrics={"grown_from": manifest.version},
                   config={"grown": {"source": manifest.version, "items": n_items,
                                     "alpha": alpha, "spread": spread, "extra": extra,
@@ -163,6 +164,8 @@ def main() -> None:
     p.add_argument("--no-choice", action="store_true",
                    help="skip the export's C/efSearch choice (bench/recall.py measures)")
     p.add_argument("--ef-construction", type=int, default=200)
+    p.add_argument("--index", choices=INDEX_KINDS, default="auto",
+                   help="the exporter's index (flat: exact search over the grown items)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=0, help="torch/FAISS threads; 0: all")
     p.add_argument("--out", type=Path, required=True, help="artifacts root to write")
@@ -172,7 +175,8 @@ def main() -> None:
         torch.set_num_threads(args.threads)
         faiss.omp_set_num_threads(args.threads)
     version = grow(args.artifact, args.out, args.items, args.alpha, args.spread, args.extra,
-                   args.seed, args.ef_construction, args.logit_std, not args.no_choice)
+                   args.seed, args.ef_construction, args.logit_std, not args.no_choice,
+                   args.index)
     retrieval = art.read_manifest(version).retrieval
     print(f"grown catalogue: {version}\n  chosen: {retrieval}")
 

@@ -15,8 +15,14 @@ served by `relrec serve` with 1 and then 2 uvicorn workers (SQLite history). Rep
 - recall@10 of the served two-stage result (the index's candidates re-ranked by the scorer)
   against exhaustive exact scoring, on `--recall-users` sampled users, at the C, efSearch or
   nprobe the service uses for the version;
-- closed-loop req/s of one client (side by side, 1 and 2 workers; not a capacity figure on
-  a shared machine);
+- closed-loop req/s of one client (side by side, 1 and 2 workers; a latency figure, not
+  capacity);
+- with `--capacity-seconds S`: the capacity of every catalogue, side by side in one run: one
+  server per catalogue (2 workers, and a redis-server of its own, all pinned to the first CPU
+  as in bench/serve.py), the load generator on the others, closed-loop rounds of S seconds
+  alternated between the catalogues, each followed by /healthz on the same server, so that the
+  ratio of one catalogue's req/s to another's (issue 21: 10M items >= 0.5x 100k) is measured
+  on the same core at the same time;
 - with `--id-maps both`: every serving run twice on the same version, first with the id maps
   built as dicts from the JSON lists (as a version exported before issue 21 is served), then
   with the mapped id maps (models/mapped_ids.py), side by side;
@@ -37,7 +43,9 @@ import json
 import logging
 import os
 import sys
+import tempfile
 import time
+from contextlib import ExitStack
 from dataclasses import replace
 from pathlib import Path
 
@@ -48,11 +56,14 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.catalogue import CatalogueSpec, plant_model  # noqa: E402
-from bench.serve import relrec_server, scrape_workers  # noqa: E402
+from bench.loadgen import closed_loop, run_async  # noqa: E402
+from bench.serve import relrec_server, scrape_workers, split_cores  # noqa: E402
+from bench.serve_arms import closed_rounds  # noqa: E402
 from models import artifact as art  # noqa: E402
 from models.mapped_ids import write_ids  # noqa: E402
 from service.loader import load_artifact  # noqa: E402
 from service.retriever import Retriever  # noqa: E402
+from tests.redis_process import redis_server  # noqa: E402
 from training.candidates import exact_distances, recall_at, sample_users  # noqa: E402
 from training.exporter import export  # noqa: E402
 
@@ -186,6 +197,38 @@ def serve(root: Path, workers: int, requests: int) -> dict[str, object]:
             "memory": memory}
 
 
+def capacity(roots: dict[str, Path], args: argparse.Namespace) -> dict[str, dict]:
+    """Closed-loop req/s of each catalogue's server, rounds alternated between them.
+
+    Every server (2 workers) and its redis-server share the first CPU and the client runs on
+    the others, as bench/serve.py measures "per core": the catalogues then compete for
+    nothing but that core's time, one round at a time, and the machine's drift falls on
+    every catalogue alike. The users are the planted ones (`u0`...), the same ids in every
+    catalogue; nothing is posted, so each request reads an empty recent history."""
+    server_cpus, client_cpus = split_cores(1)
+    rng = np.random.default_rng(3)
+    paths = [f"/recommend/u{u}?k=10" for u in rng.permutation(args.users)[:5000]]
+    with tempfile.TemporaryDirectory() as tmp, ExitStack() as stack:
+        urls = {}
+        for label, root in roots.items():
+            work = Path(tmp) / label.replace(",", "").replace(" ", "-")
+            work.mkdir()
+            redis_url, _ = stack.enter_context(redis_server(work, server_cpus))
+            urls[label], _ = stack.enter_context(
+                relrec_server(root, redis_url, 2, server_cpus, {}))
+        affinity = os.sched_getaffinity(0)
+        os.sched_setaffinity(0, client_cpus)
+        try:
+            for url in urls.values():
+                run_async(closed_loop(url, paths, args.concurrency, args.warmup))
+            rounds = argparse.Namespace(rounds=args.capacity_rounds, workers=2,
+                                        concurrency=args.concurrency,
+                                        closed_seconds=args.capacity_seconds)
+            return closed_rounds(rounds, urls, paths, args.capacity_seconds / 2)
+        finally:
+            os.sched_setaffinity(0, affinity)
+
+
 def use_mapped_ids(vdir: Path, mapped: bool) -> None:
     """Give the version its mapped id maps (written from its JSON lists) or take them away
     (the loader then builds dicts, as for a version exported before issue 21), checksums
@@ -223,8 +266,26 @@ def report(n_items: int, root: Path, info: dict, recall: dict, runs: list[dict],
               f"req/s; per worker: own heap {'/'.join(mb(m['anonymous']) for m in mem)} MB, "
               f"artifact pages {'/'.join(mb(m['artifact_rss']) for m in mem)} MB resident; "
               f"all workers hold {mb(held(mem))} MB")
-    one, two = (held(list(r["memory"].values())) for r in runs[:2])
-    print(f"  two workers hold {two / one:.2f}x the memory of one")
+    if runs:
+        one, two = (held(list(r["memory"].values())) for r in runs[:2])
+        print(f"  two workers hold {two / one:.2f}x the memory of one")
+
+
+def size_label(result: dict) -> str:
+    return f"{result['items']:,} items"
+
+
+def report_capacity(results: list[dict], cap: dict[str, dict]) -> None:
+    """Print each catalogue's capacity, as a ratio to the first's too; keep it in `results`."""
+    first = cap[size_label(results[0])]
+    print("\ncapacity, 2 workers + Redis on one core, closed loop, catalogues alternated:")
+    for r in results:
+        row = r["capacity"] = cap[size_label(r)]
+        print(f"  {size_label(r):>18s}: {row['rps']:7.1f} req/s (rounds "
+              f"{', '.join(f'{x:.0f}' for x in row['rps_rounds'])}), p50 {row['p50_ms']:.1f} "
+              f"ms, p99 {row['p99_ms']:.1f} ms, errors {row['errors']}, server CPU "
+              f"{row['server_cpu_ms']:.2f} ms a request, /healthz {row['healthz_rps']:.0f} "
+              f"req/s (ratio {row['ratio']:.3f}); {row['rps'] / first['rps']:.2f}x the first")
 
 
 def main() -> None:
@@ -236,7 +297,8 @@ def main() -> None:
     p.add_argument("--ef-construction", type=int, default=64)
     p.add_argument("--choose", action="store_true", help="the export's measured C choice")
     p.add_argument("--recall-users", type=int, default=20, help="0: skip the recall check")
-    p.add_argument("--requests", type=int, default=200)
+    p.add_argument("--requests", type=int, default=200,
+                   help="requests before the memory is read (0: no memory runs)")
     p.add_argument("--cache", type=Path, required=True)
     p.add_argument("--json", type=Path, help="write the results here too")
     p.add_argument("--id-maps", default="exported", choices=["exported", "both"],
@@ -244,6 +306,11 @@ def main() -> None:
     p.add_argument("--milvus", type=Path, help="a Milvus Lite file: publish each catalogue "
                    "there and compare its top 10 with the local index's (the milvus extra)")
     p.add_argument("--milvus-users", type=int, default=300)
+    p.add_argument("--capacity-seconds", type=float, default=0.0,
+                   help="closed-loop rounds of this length, catalogues side by side (0: skip)")
+    p.add_argument("--capacity-rounds", type=int, default=3)
+    p.add_argument("--concurrency", type=int, default=32)
+    p.add_argument("--warmup", type=float, default=5.0)
     args = p.parse_args()
     logging.basicConfig(level=logging.WARNING)
     results = []
@@ -258,22 +325,27 @@ def main() -> None:
             if mapped is not None:
                 use_mapped_ids(art.resolve_current(root), mapped)
             label = {None: "as exported", False: "dicts", True: "mapped"}[mapped]
-            served[label] = [serve(root, w, args.requests) for w in (1, 2)]
+            if args.requests:
+                served[label] = [serve(root, w, args.requests) for w in (1, 2)]
         if args.recall_users and info.get("recall", {}).get("users") != args.recall_users:
             info["recall"] = served_recall(root, args.recall_users)  # measured once
             (root / INFO).write_text(json.dumps(info, indent=2) + "\n")
         recall = info.get("recall", {"recall_at_10": "not measured", "users": 0, "c": "-"})
-        for label, runs in served.items():
-            report(n, root, info, recall, runs, label)
+        for mode, runs in (served or {"not served (--requests 0)": []}).items():
+            report(n, root, info, recall, runs, mode)
         milvus = None
         if args.milvus:
             milvus = milvus_side_by_side(root, str(args.milvus), args.milvus_users)
             print(f"  Milvus Lite (FLAT): published in {milvus['publish_s']} s; the same top 10 "
                   f"as the local index for {milvus['same_top10']:.2%} of {milvus['users']} "
                   f"users")
-        results.append({"items": n, "export": info, "recall": recall, "serve": served,
-                        "milvus": milvus})
-    print(f"\nload average {os.getloadavg()[0]:.1f} (2 vCPU shared machine)")
+        results.append({"items": n, "root": root, "export": info, "recall": recall,
+                        "serve": served, "milvus": milvus})
+    if args.capacity_seconds > 0:
+        report_capacity(results, capacity({size_label(r): r["root"] for r in results}, args))
+    for r in results:
+        r["root"] = str(r["root"])
+    print(f"\nload average {os.getloadavg()[0]:.1f} ({os.cpu_count()} CPUs)")
     if args.json:
         args.json.write_text(json.dumps(results, indent=2) + "\n")
 

@@ -11,10 +11,15 @@ Kinds and their memory (n items, d dims; what a worker maps, shared by every wor
     flat    exact search                            4·d·n bytes
     hnsw    HNSW32 over the float vectors            (4·d + ~2.1·4·M + 16)·n
     ivfpq   IVF (nlist lists) + PQ m bytes/vector    (m + 8)·n + centroids and codebooks
+    ivfpqfs IVF + 4-bit PQ scanned with SIMD         (m/2 + 8)·n + centroids and codebooks
+            ("fast scan": 8.6x less search CPU than ivfpq at 1M items, nprobe 16, one
+            thread; but FAISS reads its codes into each worker's memory, mapping nothing,
+            and 4-bit codes rank candidates more coarsely: docs/benchmarks.md, issue 21)
 
 `auto` without a budget keeps the earlier rule (flat up to FLAT_MAX_ITEMS, HNSW above); with
 `memory_mb` it takes the first of flat (small catalogues), hnsw, ivfpq (the most bytes per
-vector that fit) whose estimate fits. IVF-PQ trains its coarse quantiser and codebooks on a
+vector that fit) whose estimate fits; ivfpqfs is only built when asked for, because the
+workers would each hold a copy of it. IVF-PQ trains its coarse quantiser and codebooks on a
 seeded sample (`TRAIN_PER_LIST` points a list), so that its build cost grows with the sample,
 not the catalogue, and adds the rest in chunks.
 """
@@ -36,7 +41,7 @@ __all__ = ["FLAT_MAX_ITEMS", "HNSW_EF_CONSTRUCTION", "HNSW_EF_SEARCH", "HNSW_M",
 
 log = logging.getLogger(__name__)
 
-INDEX_KINDS = ("auto", "flat", "hnsw", "ivfpq")
+INDEX_KINDS = ("auto", "flat", "hnsw", "ivfpq", "ivfpqfs")
 # Exact search up to here; HNSW above. Exact search costs every item per query, HNSW about
 # the same at any size: on a 20k-item HLR catalogue (d 100, one core) a Flat search took
 # ~0.6 ms a query against ~0.1 ms for HNSW32 at the efSearch the export chose (24, recall@10
@@ -62,11 +67,11 @@ class IndexChoiceError(ValueError):
 class IndexChoice:
     """The kind to build and its parameters, with the estimate that chose it."""
 
-    kind: str  # "flat", "hnsw" or "ivfpq"
+    kind: str  # "flat", "hnsw", "ivfpq" or "ivfpqfs"
     estimate_bytes: int
     reason: str
     nlist: int = 0  # ivfpq
-    m: int = 0  # ivfpq: PQ bytes per vector (nbits 8) or sub-quantisers
+    m: int = 0  # ivfpq(fs): PQ sub-quantisers (a byte each at nbits 8, half at 4)
     nbits: int = 8
 
 
@@ -87,6 +92,8 @@ def estimate_bytes(kind: str, n_items: int, dim: int, m: int = 0, nlist: int = 0
         return 4 * dim * n_items
     if kind == "hnsw":
         return int((4 * dim + 2.1 * 4 * HNSW_M + 16) * n_items)
+    if kind == "ivfpqfs":
+        return (m + 1) // 2 * n_items + 8 * n_items + 4 * dim * nlist + 4 * dim * 16 + 1024
     return (m + 8) * n_items + 4 * dim * nlist + 4 * dim * 256 + 1024
 
 
@@ -99,23 +106,24 @@ def choose_index(kind: str, n_items: int, dim: int, memory_mb: float | None) -> 
     options = _pq_options(dim)
     fits = (lambda b: True) if budget is None else (lambda b: b <= budget)
 
-    def ivfpq(reason: str) -> IndexChoice:
+    def ivfpq(reason: str, pq: str = "ivfpq") -> IndexChoice:
         if n_items < MIN_IVFPQ_ITEMS:
-            raise IndexChoiceError(f"ivfpq needs at least {MIN_IVFPQ_ITEMS} items to train on, the "
-                              f"catalogue has {n_items}; use flat")
+            raise IndexChoiceError(f"{pq} needs at least {MIN_IVFPQ_ITEMS} items to train on, "
+                                   f"the catalogue has {n_items}; use flat")
         preferred = [m for m in options if m <= max(1, dim // 4)] or options
         pool = options if budget is not None else preferred
+        nbits = 4 if pq == "ivfpqfs" else 8
         for m in pool:
-            est = estimate_bytes("ivfpq", n_items, dim, m, nlist)
+            est = estimate_bytes(pq, n_items, dim, m, nlist)
             if fits(est):
-                return IndexChoice("ivfpq", est, reason, nlist=nlist, m=m)
-        least = estimate_bytes("ivfpq", n_items, dim, options[-1], nlist)
+                return IndexChoice(pq, est, reason, nlist=nlist, m=m, nbits=nbits)
+        least = estimate_bytes(pq, n_items, dim, options[-1], nlist)
         raise IndexChoiceError(f"no index over {n_items} items of dim {dim} fits {memory_mb} "
-                               f"MB: the smallest (ivfpq, {options[-1]} bytes a vector) needs "
+                               f"MB: the smallest ({pq}, {options[-1]} sub-quantisers) needs "
                                f"{least / 2**20:.0f} MB; raise --index-memory-mb")
 
-    if kind == "ivfpq":
-        return ivfpq("asked for")
+    if kind in ("ivfpq", "ivfpqfs"):
+        return ivfpq("asked for", kind)
     if kind in ("flat", "hnsw"):
         est = estimate_bytes(kind, n_items, dim)
         if not fits(est):
@@ -163,7 +171,8 @@ def build_index(items: np.ndarray, queries: np.ndarray | None = None,
         params = {"M": HNSW_M, "efConstruction": ef_construction, "efSearch": HNSW_EF_SEARCH}
     else:
         index, params = _build_ivfpq(items, choice, faiss_metric, seed)
-        factory = f"IVF{choice.nlist},PQ{choice.m}x{choice.nbits}"
+        factory = (f"IVF{choice.nlist},PQ{choice.m}x{params['nbits']}"
+                   f"{'fs' if choice.kind == 'ivfpqfs' else ''}")
     recall = (None if queries is None or len(queries) == 0
               else recall_vs_exact(index, items, queries, c, faiss_metric))
     log.info("index %s over %d items (%s; ~%.0f MB), recall@%d vs exact search %s", factory,
@@ -175,14 +184,19 @@ def build_index(items: np.ndarray, queries: np.ndarray | None = None,
 
 def _build_ivfpq(items: np.ndarray, choice: IndexChoice, metric: int,
                  seed: int) -> tuple[faiss.Index, dict[str, int]]:
-    """IVF-PQ trained on a seeded sample, the catalogue added in chunks."""
+    """IVF-PQ (8-bit codes, or 4-bit fast scan) trained on a seeded sample, the catalogue
+    added in chunks."""
     n_items, dim = items.shape
     sample_n = min(n_items, max(TRAIN_PER_LIST * choice.nlist, PQ_TRAIN_MIN))
     rows = np.sort(np.random.default_rng(seed).choice(n_items, sample_n, replace=False))
     sample = np.ascontiguousarray(items[rows])
-    nbits = 8 if sample_n >= PQ_TRAIN_MIN else max(4, int(math.log2(sample_n / 40)))
+    if choice.kind == "ivfpqfs":
+        nbits, codes = 4, f"PQ{choice.m}x4fs"  # fast scan: 4 bits only
+    else:
+        nbits = 8 if sample_n >= PQ_TRAIN_MIN else max(4, int(math.log2(sample_n / 40)))
+        codes = f"PQ{choice.m}x{nbits}"
     # faiss seeds its k-means itself (ClusteringParameters.seed): the same sample, the same index
-    index = faiss.index_factory(dim, f"IVF{choice.nlist},PQ{choice.m}x{nbits}", metric)
+    index = faiss.index_factory(dim, f"IVF{choice.nlist},{codes}", metric)
     index.train(sample)
     for start in range(0, n_items, 1 << 18):
         index.add(items[start:start + (1 << 18)])

@@ -48,6 +48,19 @@ def test_auto_takes_the_first_kind_that_fits_the_budget() -> None:
     assert small.kind == "flat"
 
 
+def test_fast_scan_is_built_only_when_asked_for_and_estimated_at_half_the_codes() -> None:
+    n, d = 1_000_000, 100
+    fs = choose_index("ivfpqfs", n, d, None)
+    pq = choose_index("ivfpq", n, d, None)
+    assert (fs.kind, fs.nbits, fs.m) == ("ivfpqfs", 4, pq.m)
+    assert fs.estimate_bytes < pq.estimate_bytes  # m/2 bytes of codes a vector, not m
+    assert fs.estimate_bytes == pytest.approx(((pq.m + 1) // 2 + 8) * n, rel=0.03)
+    tight = estimate_bytes("ivfpq", n, d, 2, 1024) / 2**20  # even the smallest 8-bit fits
+    assert choose_index("auto", n, d, tight).kind == "ivfpq"
+    with pytest.raises(IndexChoiceError, match="ivfpqfs needs at least"):
+        choose_index("ivfpqfs", 500, d, None)
+
+
 def test_no_fitting_index_says_what_would() -> None:
     with pytest.raises(IndexChoiceError, match="raise --index-memory-mb"):
         choose_index("auto", 10_000_000, 100, 10)
@@ -116,16 +129,22 @@ def test_ivfpq_export_records_the_choice_and_its_recall(tmp_path: Path, planted)
     assert faiss.extract_index_ivf(loaded.index).nprobe == retrieval.nprobe
 
 
-def test_ivfpq_candidates_are_reranked_exactly(tmp_path: Path, planted) -> None:
-    """IVF-PQ proposes, the scorer orders: the served top 10 is the exact top 10 for the
-    sampled users at the chosen C and nprobe (recall 1 on planted clusters)."""
+@pytest.mark.parametrize(("kind", "suffix"), [("ivfpq", ""), ("ivfpqfs", "fs")])
+def test_ivfpq_candidates_are_reranked_exactly(tmp_path: Path, planted, kind: str,
+                                               suffix: str) -> None:
+    """IVF-PQ (8-bit codes, or 4-bit fast scan) proposes, the scorer orders: the served top 10
+    is the exact top 10 for the sampled users at the chosen C and nprobe (recall 1 on planted
+    clusters)."""
     from service.retriever import Retriever
     from training.candidates import exact_distances, recall_at, sample_users
 
     model, train = planted
-    vdir = exporter.export(model, train, tmp_path, index="ivfpq")
+    vdir = exporter.export(model, train, tmp_path, index=kind)
     loaded = load_artifact(vdir)
     manifest = loaded.manifest
+    nbits = manifest.index.params["nbits"]  # fewer than 8 where the sample is small
+    assert manifest.index.factory.endswith(f"x{nbits}{suffix}") and (nbits == 4 or not suffix)
+    assert manifest.retrieval is not None and manifest.retrieval.nprobe is not None
     users = sample_users(loaded.arrays, manifest.l_max, 100, seed=1)
     exact = exact_distances(loaded.session, users, loaded.n_items)
     retriever = Retriever(loaded.index, loaded.arrays.items, loaded.arrays.keys,
