@@ -124,8 +124,9 @@ def export(model: RelationalModel, train: Interactions, out_dir: str | Path, *,
     "auto" picks under (training/index_builder.py; no budget: `Flat` up to FLAT_MAX_ITEMS
     items, `HNSW32` above); `ef_construction` trades HNSW build time for graph quality (the
     manifest records it; bench/catalogue.py lowers it to build 1M-item catalogues on two
-    cores). Returns the version directory. `text_items` (items with text and no interaction, from a run trained
-    with item text) are appended to the item table and named in `manifest.text_items`.
+    cores). Returns the version directory. `text_items` (items with text and no interaction,
+    from a run trained with item text) are appended to the item table and named in
+    `manifest.text_items`.
     `known` (every interaction known, over `train`'s id maps) gives the exported histories
     and so the seen set; without it, `train` does (a refit run's train is everything).
     `choose_retrieval` records in `manifest.retrieval` the cheapest C and efSearch reaching
