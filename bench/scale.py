@@ -66,6 +66,7 @@ from service.retriever import Retriever  # noqa: E402
 from tests.redis_process import redis_server  # noqa: E402
 from training.candidates import exact_distances, recall_at, sample_users  # noqa: E402
 from training.exporter import export  # noqa: E402
+from training.index_builder import INDEX_KINDS  # noqa: E402
 
 INFO = "scale.json"
 
@@ -292,7 +293,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--items", default="100000,1000000")
     p.add_argument("--users", type=int, default=20_000)
-    p.add_argument("--index", default="auto", choices=["auto", "flat", "hnsw", "ivfpq"])
+    p.add_argument("--index", default="auto", choices=INDEX_KINDS)
     p.add_argument("--index-memory-mb", type=float, default=None)
     p.add_argument("--ef-construction", type=int, default=64)
     p.add_argument("--choose", action="store_true", help="the export's measured C choice")
