@@ -12,6 +12,9 @@ bounded in time:
 - open loop: requests sent on a fixed schedule at each of `--rates`, whatever the answers do;
   latency is measured from the *scheduled* send time, so a stalled server is charged for the
   requests it delayed (no coordinated omission). p50, p99, p99.9;
+- one request at a time (`--single-seconds`): one connection, each request sent when the last
+  is answered: the unloaded latency, with no queueing and no send schedule (an open loop's
+  send can leave up to a millisecond late: the event loop's timers have that resolution);
 - per stage (history, retrieval, re-rank, serialize) from the service's own /metrics, scraped
   from every worker before and after the closed loop, and the server's CPU time per request.
 
@@ -196,6 +199,8 @@ def measure(
         health_s = args.healthz_seconds or args.closed_seconds / 2
         result["closed_loop"] = serve_arms.closed_rounds(args, urls, paths, health_s)
         result["open_loop"] = serve_arms.open_rates(args, urls, paths)
+        if args.single_seconds > 0:
+            result["single"] = serve_arms.one_at_a_time(args, urls, paths)
         if args.profile is not None:  # the first arm, one more closed loop, not in the table
             url = next(iter(urls.values()))
             pids = list(scrape_workers(url, args.workers))
@@ -256,6 +261,8 @@ def build_parser(description: str = __doc__.split("\n\n")[0]) -> argparse.Argume
     p.add_argument("--closed-seconds", type=float, default=20.0)
     p.add_argument("--rates", default="50,600")
     p.add_argument("--rate-seconds", type=float, default=20.0)
+    p.add_argument("--single-seconds", type=float, default=5.0,
+                   help="one request at a time, per arm: the unloaded latency (0: skip)")
     p.add_argument("--profile", type=Path, help="py-spy the workers in the closed loop, here")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", type=Path)
@@ -270,6 +277,7 @@ def parse_args(
     if args.quick:
         args.items, args.users, args.warmup, args.closed_seconds = 2000, 200, 0.5, 1.0
         args.rates, args.rate_seconds, args.concurrency = "20,100", 1.0, 8
+        args.single_seconds = min(args.single_seconds, 1.0)
     return args
 
 

@@ -77,6 +77,21 @@ def open_rates(
     return out
 
 
+def one_at_a_time(
+    args: argparse.Namespace, urls: dict[str, str], paths: list[str]
+) -> dict[str, dict[str, float]]:
+    """One connection per arm, each request sent when the last is answered: the unloaded
+    latency, free of queueing and of an open loop's send schedule."""
+    out = {}
+    for arm, url in urls.items():
+        row = out[arm] = run_async(closed_loop(url, paths, 1, args.single_seconds))
+        print(
+            f"one at a time {arm:18s}: {row['rps']:7.1f} req/s  p50 {row['p50_ms']:6.2f}  "
+            f"p99 {row['p99_ms']:6.2f}  p99.9 {row['p999_ms']:6.2f} ms  errors {row['errors']}"
+        )
+    return out
+
+
 CLOSED_ROWS = (
     ("rps", "closed loop req/s (mean of rounds)", ",.0f"),
     ("healthz_rps", "/healthz req/s, same server, same rounds", ",.0f"),
@@ -120,4 +135,9 @@ def table(result: dict[str, Any], arms: list[str]) -> str:
                 {m: opened[m][i][key] for m in arms},
                 ".1f",
             )
+    single: dict[str, dict[str, float]] = result.get("single", {})
+    if single and all(m in single for m in arms):
+        for key in ("p50_ms", "p99_ms"):
+            row(f"one request at a time: {key.removesuffix('_ms')} ms",
+                {m: single[m][key] for m in arms}, ".2f")
     return "\n".join(lines)

@@ -81,6 +81,7 @@ def test_serve_quick_reports_every_field(cache: Path, tmp_path: Path) -> None:
         str(tmp_path / "s.json"),
     )
     assert "client pinned to CPUs" in out and "recommend ÷ /healthz" in out
+    assert "one request at a time: p50 ms" in out
     result = json.loads((tmp_path / "s.json").read_text())
     # Issue 18: the artifact's own C and C = 200 side by side, each with its /healthz ratio.
     chosen = art.read_manifest(art.resolve_version_dir(Path(result["artifact_dir"]))).retrieval
@@ -96,6 +97,8 @@ def test_serve_quick_reports_every_field(cache: Path, tmp_path: Path) -> None:
         assert [r["rate"] for r in result["open_loop"][arm]] == [20.0, 100.0]
         for row in result["open_loop"][arm]:
             assert row["errors"] == 0 and {"p50_ms", "p99_ms", "p999_ms"} <= set(row)
+        single = result["single"][arm]  # one request at a time: the unloaded latency
+        assert single["requests"] > 0 and single["errors"] == 0 and single["p50_ms"] > 0
     assert result["users"]["posted_interactions"] > 0
     if spy:
         assert result["profile"] and abs(sum(result["profile"].values()) - 1.0) < 1e-6
