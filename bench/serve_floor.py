@@ -29,7 +29,7 @@ from typing import Any
 import serve  # bench/serve.py: puts the repository root on sys.path
 from loadgen import closed_loop, run_async
 from profile_summary import summarise_profiles
-from serve_arms import closed_rounds, open_rates, table
+from serve_arms import closed_rounds, one_at_a_time, open_rates, table
 
 from models import artifact as art
 from tests.redis_process import redis_server
@@ -152,6 +152,8 @@ def main() -> None:
         health_s = args.healthz_seconds or args.closed_seconds / 2
         result["closed_loop"] = closed_rounds(args, urls, paths, health_s)
         result["open_loop"] = open_rates(args, urls, paths)
+        if args.single_seconds > 0:
+            result["single"] = one_at_a_time(args, urls, paths)
         if args.profile is not None:
             result["profile"] = profiles(args, urls, paths, client_cpus)
     result["load_average"] = {"before": load_before, "after": os.getloadavg()}
