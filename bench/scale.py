@@ -22,7 +22,8 @@ served by `relrec serve` with 1 and then 2 uvicorn workers (SQLite history). Rep
   as in bench/serve.py), the load generator on the others, closed-loop rounds of S seconds
   alternated between the catalogues, each followed by /healthz on the same server, so that the
   ratio of one catalogue's req/s to another's (issue 21: 10M items >= 0.5x 100k) is measured
-  on the same core at the same time;
+  on the same core at the same time; with `--milvus` too, each catalogue is also served through
+  the Milvus retriever (RELREC_RETRIEVER=milvus on the Lite file), as one more arm;
 - with `--id-maps both`: every serving run twice on the same version, first with the id maps
   built as dicts from the JSON lists (as a version exported before issue 21 is served), then
   with the mapped id maps (models/mapped_ids.py), side by side;
@@ -140,7 +141,7 @@ def milvus_side_by_side(root: Path, uri: str, n_users: int) -> dict[str, float |
     """Publish into Milvus (Lite: a local file) and compare the served top 10 (candidates
     re-ranked by the scorer) with the local index's on `n_users` sampled users."""
     from service.ranker import Ranker
-    from service.retriever_milvus import open_index, publish
+    from service.retriever_milvus import disconnect, open_index, publish
 
     vdir = art.resolve_current(root)
     t0 = time.perf_counter()
@@ -164,6 +165,7 @@ def milvus_side_by_side(root: Path, uri: str, n_users: int) -> dict[str, float |
             rows += [r.rows.tolist() for r in ranked]
         tops.append(rows)
     same = sum(a == b for a, b in zip(*tops, strict=True))
+    disconnect(uri)  # a Lite file admits one process: the servers of --capacity-seconds next
     return {"publish_s": round(publish_s, 1), "users": len(users),
             "same_top10": round(same / len(users), 4)}
 
@@ -198,31 +200,34 @@ def serve(root: Path, workers: int, requests: int) -> dict[str, object]:
             "memory": memory}
 
 
-def capacity(roots: dict[str, Path], args: argparse.Namespace) -> dict[str, dict]:
+def capacity(arms: dict[str, tuple[Path, dict[str, str]]],
+             args: argparse.Namespace) -> dict[str, dict]:
     """Closed-loop req/s of each catalogue's server, rounds alternated between them.
 
     Every server (2 workers) and its redis-server share the first CPU and the client runs on
     the others, as bench/serve.py measures "per core": the catalogues then compete for
     nothing but that core's time, one round at a time, and the machine's drift falls on
     every catalogue alike. The users are the planted ones (`u0`...), the same ids in every
-    catalogue; nothing is posted, so each request reads an empty recent history."""
+    catalogue; nothing is posted, so each request reads an empty recent history. An arm is a
+    catalogue and the RELREC_* variables of its server (the Milvus retriever, with --milvus)."""
     server_cpus, client_cpus = split_cores(1)
     rng = np.random.default_rng(3)
     paths = [f"/recommend/u{u}?k=10" for u in rng.permutation(args.users)[:5000]]
     with tempfile.TemporaryDirectory() as tmp, ExitStack() as stack:
         urls = {}
-        for label, root in roots.items():
-            work = Path(tmp) / label.replace(",", "").replace(" ", "-")
+        for label, (root, env) in arms.items():
+            work = Path(tmp) / f"arm{len(urls)}"
             work.mkdir()
             redis_url, _ = stack.enter_context(redis_server(work, server_cpus))
             urls[label], _ = stack.enter_context(
-                relrec_server(root, redis_url, 2, server_cpus, {}))
+                relrec_server(root, redis_url, args.capacity_workers, server_cpus, env))
         affinity = os.sched_getaffinity(0)
         os.sched_setaffinity(0, client_cpus)
         try:
             for url in urls.values():
                 run_async(closed_loop(url, paths, args.concurrency, args.warmup))
-            rounds = argparse.Namespace(rounds=args.capacity_rounds, workers=2,
+            rounds = argparse.Namespace(rounds=args.capacity_rounds,
+                                        workers=args.capacity_workers,
                                         concurrency=args.concurrency,
                                         closed_seconds=args.capacity_seconds)
             return closed_rounds(rounds, urls, paths, args.capacity_seconds / 2)
@@ -276,17 +281,29 @@ def size_label(result: dict) -> str:
     return f"{result['items']:,} items"
 
 
-def report_capacity(results: list[dict], cap: dict[str, dict]) -> None:
-    """Print each catalogue's capacity, as a ratio to the first's too; keep it in `results`."""
-    first = cap[size_label(results[0])]
-    print("\ncapacity, 2 workers + Redis on one core, closed loop, catalogues alternated:")
+def capacity_arms(results: list[dict], milvus: Path | None) -> dict[str, tuple[Path, dict]]:
+    """Each catalogue served by its local index, and by Milvus too when it was published."""
+    arms: dict[str, tuple[Path, dict]] = {}
     for r in results:
-        row = r["capacity"] = cap[size_label(r)]
-        print(f"  {size_label(r):>18s}: {row['rps']:7.1f} req/s (rounds "
+        arms[size_label(r)] = (r["root"], {})
+        if milvus is not None:
+            arms[f"{size_label(r)}, Milvus Lite"] = (
+                r["root"], {"RELREC_RETRIEVER": "milvus", "RELREC_MILVUS_URI": str(milvus)})
+    return arms
+
+
+def report_capacity(results: list[dict], cap: dict[str, dict], workers: int) -> None:
+    """Print each arm's capacity, as a ratio to the first's too; keep it in `results`."""
+    first = next(iter(cap.values()))
+    print(f"\ncapacity, {workers} worker(s) + Redis on one core, closed loop, arms alternated:")
+    for label, row in cap.items():
+        print(f"  {label:>30s}: {row['rps']:7.1f} req/s (rounds "
               f"{', '.join(f'{x:.0f}' for x in row['rps_rounds'])}), p50 {row['p50_ms']:.1f} "
               f"ms, p99 {row['p99_ms']:.1f} ms, errors {row['errors']}, server CPU "
               f"{row['server_cpu_ms']:.2f} ms a request, /healthz {row['healthz_rps']:.0f} "
               f"req/s (ratio {row['ratio']:.3f}); {row['rps'] / first['rps']:.2f}x the first")
+    for r in results:
+        r["capacity"] = {k: v for k, v in cap.items() if k.startswith(size_label(r))}
 
 
 def main() -> None:
@@ -310,6 +327,7 @@ def main() -> None:
     p.add_argument("--capacity-seconds", type=float, default=0.0,
                    help="closed-loop rounds of this length, catalogues side by side (0: skip)")
     p.add_argument("--capacity-rounds", type=int, default=3)
+    p.add_argument("--capacity-workers", type=int, default=2, help="uvicorn workers a server")
     p.add_argument("--concurrency", type=int, default=32)
     p.add_argument("--warmup", type=float, default=5.0)
     args = p.parse_args()
@@ -343,7 +361,8 @@ def main() -> None:
         results.append({"items": n, "root": root, "export": info, "recall": recall,
                         "serve": served, "milvus": milvus})
     if args.capacity_seconds > 0:
-        report_capacity(results, capacity({size_label(r): r["root"] for r in results}, args))
+        cap = capacity(capacity_arms(results, args.milvus), args)
+        report_capacity(results, cap, args.capacity_workers)
     for r in results:
         r["root"] = str(r["root"])
     print(f"\nload average {os.getloadavg()[0]:.1f} ({os.cpu_count()} CPUs)")

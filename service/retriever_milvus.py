@@ -38,7 +38,7 @@ from service.errors import ArtifactRejectedError
 log = logging.getLogger(__name__)
 
 __all__ = ["MAX_TOPK", "MilvusIndex", "collection_name", "connect", "default_index_type",
-           "open_index", "publish"]
+           "disconnect", "open_index", "publish"]
 
 MAX_TOPK = 16_384  # Milvus's largest limit for one search
 VECTOR, ROW = "vec", "row"
@@ -63,6 +63,19 @@ def connect(uri: str, token: str = "") -> Any:
         if key not in _clients:
             _clients[key] = MilvusClient(uri=uri, token=token)
         return _clients[key]
+
+
+def disconnect(uri: str, token: str = "") -> None:
+    """Close and forget this process's client of (uri, token): a Milvus Lite file admits one
+    process, so a process that published or compared must let go before a server opens it."""
+    with _clients_lock:
+        client = _clients.pop((uri, token), None)
+    if client is not None:
+        client.close()
+    if default_index_type(uri) == "FLAT":  # a Lite file: its embedded server holds the file
+        from milvus_lite.server_manager import server_manager_instance
+
+        server_manager_instance.release_server(uri)
 
 
 class MilvusIndex:

@@ -89,3 +89,30 @@ def test_milvus_retriever_needs_a_uri(tmp_path: Path) -> None:
 
     with pytest.raises(ValidationError, match="milvus_uri"):
         make_settings(tmp_path, f"sqlite:///{tmp_path / 'h.db'}", retriever="milvus")
+
+
+def test_disconnect_lets_another_process_open_the_lite_file(medium_version_dir: Path,
+                                                           tmp_path: Path) -> None:
+    """A Milvus Lite file admits one process: after `disconnect`, a process that published
+    (the exporter's job, a bench) no longer holds it, and a server process can open it."""
+    import subprocess
+    import sys
+
+    from service.retriever_milvus import disconnect
+
+    uri = str(tmp_path / "milvus.db")
+    name = publish(medium_version_dir, uri)
+    probe = ("import sys; from service.retriever_milvus import connect; "
+             "sys.exit(0 if connect(sys.argv[1]).has_collection(sys.argv[2]) else 1)")
+    root = Path(__file__).resolve().parents[2]
+
+    def other_process_opens() -> bool:
+        done = subprocess.run([sys.executable, "-c", probe, uri, name], cwd=root,
+                              capture_output=True, text=True, timeout=120)
+        return done.returncode == 0
+
+    assert not other_process_opens()  # held by this process's embedded server
+    disconnect(uri)
+    assert other_process_opens()
+    assert connect(uri).has_collection(name)  # and this process can connect again
+    disconnect(uri)
