@@ -278,7 +278,7 @@ def report(n_items: int, root: Path, info: dict, recall: dict, runs: list[dict],
 
 
 def size_label(result: dict) -> str:
-    return f"{result['items']:,} items"
+    return f"{result['items']:,} items, {result['index']}"
 
 
 def capacity_arms(results: list[dict], milvus: Path | None) -> dict[str, tuple[Path, dict]]:
@@ -303,14 +303,17 @@ def report_capacity(results: list[dict], cap: dict[str, dict], workers: int) -> 
               f"{row['server_cpu_ms']:.2f} ms a request, /healthz {row['healthz_rps']:.0f} "
               f"req/s (ratio {row['ratio']:.3f}); {row['rps'] / first['rps']:.2f}x the first")
     for r in results:
-        r["capacity"] = {k: v for k, v in cap.items() if k.startswith(size_label(r))}
+        mine = (size_label(r), f"{size_label(r)}, Milvus Lite")
+        r["capacity"] = {k: v for k, v in cap.items() if k in mine}
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--items", default="100000,1000000")
     p.add_argument("--users", type=int, default=20_000)
-    p.add_argument("--index", default="auto", choices=INDEX_KINDS)
+    p.add_argument("--index", default="auto",
+                   help=f"one of {', '.join(INDEX_KINDS)}, or one per --items size, comma-"
+                   f"separated (the same size twice compares two indexes)")
     p.add_argument("--index-memory-mb", type=float, default=None)
     p.add_argument("--ef-construction", type=int, default=64)
     p.add_argument("--choose", action="store_true", help="the export's measured C choice")
@@ -333,10 +336,15 @@ def main() -> None:
     args = p.parse_args()
     logging.basicConfig(level=logging.WARNING)
     results = []
-    for n in (int(x) for x in args.items.split(",")):
+    sizes = [int(x) for x in args.items.split(",")]
+    kinds = args.index.split(",")
+    kinds = kinds * len(sizes) if len(kinds) == 1 else kinds
+    if len(kinds) != len(sizes) or not set(kinds) <= set(INDEX_KINDS):
+        p.error(f"--index: one of {', '.join(INDEX_KINDS)}, or one per --items size")
+    for n, kind in zip(sizes, kinds, strict=True):
         spec = replace(CatalogueSpec(n_items=n, n_users=args.users),
                        ef_construction=args.ef_construction)
-        root = build(spec, args.index, args.index_memory_mb, args.choose, args.cache)
+        root = build(spec, kind, args.index_memory_mb, args.choose, args.cache)
         info = json.loads((root / INFO).read_text())
         modes = {"exported": [None], "both": [False, True]}[args.id_maps]
         served = {}
@@ -358,7 +366,7 @@ def main() -> None:
             print(f"  Milvus Lite (FLAT): published in {milvus['publish_s']} s; the same top 10 "
                   f"as the local index for {milvus['same_top10']:.2%} of {milvus['users']} "
                   f"users")
-        results.append({"items": n, "root": root, "export": info, "recall": recall,
+        results.append({"items": n, "index": kind, "root": root, "export": info, "recall": recall,
                         "serve": served, "milvus": milvus})
     if args.capacity_seconds > 0:
         cap = capacity(capacity_arms(results, args.milvus), args)
