@@ -171,11 +171,10 @@ class TextConfig(_Section):
 class ExportConfig(_Section):
     """How a run becomes an artifact: the FAISS index (training/index_builder.py, issue 21)."""
 
-    index: Literal["auto", "flat", "hnsw", "ivfflat", "ivfpq", "ivfpqfs"] = Field(
+    index: Literal["auto", "flat", "hnsw", "ivfpq", "ivfpqfs"] = Field(
         "auto", description="FAISS index kind; auto: flat for small catalogues, then hnsw, "
-        "then ivfpq (IVF-PQ), the first fitting --index-memory-mb; ivfflat: IVF over the exact "
-        "vectors; ivfpqfs: IVF-PQ with 4-bit fast-scan codes (less search CPU, a copy in each "
-        "worker)")
+        "then ivfpq (IVF-PQ), the first fitting --index-memory-mb; ivfpqfs: IVF-PQ with 4-bit "
+        "fast-scan codes (less search CPU, a copy in each worker)")
     index_memory_mb: float | None = Field(
         None, gt=0, description="memory budget of the index in MB (shared by the workers); "
         "unset: flat up to 10k items, hnsw above")

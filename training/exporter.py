@@ -120,8 +120,8 @@ def export(model: RelationalModel, train: Interactions, out_dir: str | Path, *,
            choose_retrieval: bool = True) -> Path:
     """Write a new artifact version of `model` under `out_dir` and make it current.
 
-    `index` is "auto", "flat", "hnsw", "ivfflat", "ivfpq" or "ivfpqfs" and `index_memory_mb`
-    the budget "auto" picks under (training/index_builder.py; no budget: `Flat` up to FLAT_MAX_ITEMS
+    `index` is "auto", "flat", "hnsw", "ivfpq" or "ivfpqfs" and `index_memory_mb` the budget
+    "auto" picks under (training/index_builder.py; no budget: `Flat` up to FLAT_MAX_ITEMS
     items, `HNSW32` above); `ef_construction` trades HNSW build time for graph quality (the
     manifest records it; bench/catalogue.py lowers it to build 1M-item catalogues on two
     cores). Returns the version directory. `text_items` (items with text and no interaction,

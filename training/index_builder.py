@@ -10,10 +10,6 @@ Kinds and their memory (n items, d dims; what a worker maps, shared by every wor
 
     flat    exact search                            4·d·n bytes
     hnsw    HNSW32 over the float vectors            (4·d + ~2.1·4·M + 16)·n
-    ivfflat IVF (nlist lists) over the float vectors (4·d + 8)·n + centroids: exact
-            distances within the lists probed, so its recall is set by nprobe alone; for
-            catalogues whose probes an HNSW graph serves badly (docs/benchmarks.md, issue
-            18: the grown catalogue, where no HNSW efSearch reached 0.99 cheaply)
     ivfpq   IVF (nlist lists) + PQ m bytes/vector    (m + 8)·n + centroids and codebooks
     ivfpqfs IVF + 4-bit PQ scanned with SIMD         (m/2 + 8)·n + centroids and codebooks
             ("fast scan": 8.6x less search CPU than ivfpq at 1M items, nprobe 16, one
@@ -22,10 +18,10 @@ Kinds and their memory (n items, d dims; what a worker maps, shared by every wor
 
 `auto` without a budget keeps the earlier rule (flat up to FLAT_MAX_ITEMS, HNSW above); with
 `memory_mb` it takes the first of flat (small catalogues), hnsw, ivfpq (the most bytes per
-vector that fit) whose estimate fits; ivfflat and ivfpqfs are only built when asked for
-(the workers would each hold a copy of a fast-scan index). The IVF kinds train their coarse
-quantiser (and codebooks) on a seeded sample (`TRAIN_PER_LIST` points a list), so that their
-build cost grows with the sample, not the catalogue, and add the rest in chunks.
+vector that fit) whose estimate fits; ivfpqfs is only built when asked for, because the
+workers would each hold a copy of it. IVF-PQ trains its coarse quantiser and codebooks on a
+seeded sample (`TRAIN_PER_LIST` points a list), so that its build cost grows with the sample,
+not the catalogue, and adds the rest in chunks.
 """
 
 from __future__ import annotations
@@ -45,7 +41,7 @@ __all__ = ["FLAT_MAX_ITEMS", "HNSW_EF_CONSTRUCTION", "HNSW_EF_SEARCH", "HNSW_M",
 
 log = logging.getLogger(__name__)
 
-INDEX_KINDS = ("auto", "flat", "hnsw", "ivfflat", "ivfpq", "ivfpqfs")
+INDEX_KINDS = ("auto", "flat", "hnsw", "ivfpq", "ivfpqfs")
 # Exact search up to here; HNSW above. Exact search costs every item per query, HNSW about
 # the same at any size: on a 20k-item HLR catalogue (d 100, one core) a Flat search took
 # ~0.6 ms a query against ~0.1 ms for HNSW32 at the efSearch the export chose (24, recall@10
@@ -71,10 +67,10 @@ class IndexChoiceError(ValueError):
 class IndexChoice:
     """The kind to build and its parameters, with the estimate that chose it."""
 
-    kind: str  # "flat", "hnsw", "ivfflat", "ivfpq" or "ivfpqfs"
+    kind: str  # "flat", "hnsw", "ivfpq" or "ivfpqfs"
     estimate_bytes: int
     reason: str
-    nlist: int = 0  # ivfflat, ivfpq(fs)
+    nlist: int = 0  # ivfpq
     m: int = 0  # ivfpq(fs): PQ sub-quantisers (a byte each at nbits 8, half at 4)
     nbits: int = 8
 
@@ -96,8 +92,6 @@ def estimate_bytes(kind: str, n_items: int, dim: int, m: int = 0, nlist: int = 0
         return 4 * dim * n_items
     if kind == "hnsw":
         return int((4 * dim + 2.1 * 4 * HNSW_M + 16) * n_items)
-    if kind == "ivfflat":
-        return (4 * dim + 8) * n_items + 4 * dim * nlist + 1024
     if kind == "ivfpqfs":
         return (m + 1) // 2 * n_items + 8 * n_items + 4 * dim * nlist + 4 * dim * 16 + 1024
     return (m + 8) * n_items + 4 * dim * nlist + 4 * dim * 256 + 1024
@@ -130,16 +124,13 @@ def choose_index(kind: str, n_items: int, dim: int, memory_mb: float | None) -> 
 
     if kind in ("ivfpq", "ivfpqfs"):
         return ivfpq("asked for", kind)
-    if kind in ("flat", "hnsw", "ivfflat"):
-        if kind == "ivfflat" and n_items < MIN_IVFPQ_ITEMS:
-            raise IndexChoiceError(f"ivfflat needs at least {MIN_IVFPQ_ITEMS} items to train on, "
-                                   f"the catalogue has {n_items}; use flat")
-        est = estimate_bytes(kind, n_items, dim, nlist=nlist)
+    if kind in ("flat", "hnsw"):
+        est = estimate_bytes(kind, n_items, dim)
         if not fits(est):
             raise IndexChoiceError(f"a {kind} index over {n_items} items needs "
                                    f"~{est / 2**20:.0f} MB, over --index-memory-mb {memory_mb}; "
                                    f"raise it or use --index auto")
-        return IndexChoice(kind, est, "asked for", nlist=nlist if kind == "ivfflat" else 0)
+        return IndexChoice(kind, est, "asked for")
     flat, hnsw = (estimate_bytes(k, n_items, dim) for k in ("flat", "hnsw"))
     if n_items <= FLAT_MAX_ITEMS and fits(flat):
         return IndexChoice("flat", flat, f"auto: {n_items} <= {FLAT_MAX_ITEMS} items")
@@ -178,11 +169,8 @@ def build_index(items: np.ndarray, queries: np.ndarray | None = None,
         index.hnsw.efSearch = HNSW_EF_SEARCH
         factory = f"HNSW{HNSW_M}"
         params = {"M": HNSW_M, "efConstruction": ef_construction, "efSearch": HNSW_EF_SEARCH}
-    elif choice.kind == "ivfflat":
-        index, params = _build_ivf(items, choice, faiss_metric, seed)
-        factory = f"IVF{choice.nlist},Flat"
     else:
-        index, params = _build_ivf(items, choice, faiss_metric, seed)
+        index, params = _build_ivfpq(items, choice, faiss_metric, seed)
         factory = (f"IVF{choice.nlist},PQ{choice.m}x{params['nbits']}"
                    f"{'fs' if choice.kind == 'ivfpqfs' else ''}")
     recall = (None if queries is None or len(queries) == 0
@@ -194,17 +182,15 @@ def build_index(items: np.ndarray, queries: np.ndarray | None = None,
                                 recall_at_c=recall, c=c)
 
 
-def _build_ivf(items: np.ndarray, choice: IndexChoice, metric: int,
+def _build_ivfpq(items: np.ndarray, choice: IndexChoice, metric: int,
                  seed: int) -> tuple[faiss.Index, dict[str, int]]:
-    """IVF-PQ (8-bit codes, or 4-bit fast scan) or IVF-Flat, trained on a seeded sample, the
-    catalogue added in chunks."""
+    """IVF-PQ (8-bit codes, or 4-bit fast scan) trained on a seeded sample, the catalogue
+    added in chunks."""
     n_items, dim = items.shape
     sample_n = min(n_items, max(TRAIN_PER_LIST * choice.nlist, PQ_TRAIN_MIN))
     rows = np.sort(np.random.default_rng(seed).choice(n_items, sample_n, replace=False))
     sample = np.ascontiguousarray(items[rows])
-    if choice.kind == "ivfflat":
-        nbits, codes = 0, "Flat"
-    elif choice.kind == "ivfpqfs":
+    if choice.kind == "ivfpqfs":
         nbits, codes = 4, f"PQ{choice.m}x4fs"  # fast scan: 4 bits only
     else:
         nbits = 8 if sample_n >= PQ_TRAIN_MIN else max(4, int(math.log2(sample_n / 40)))
@@ -215,10 +201,8 @@ def _build_ivf(items: np.ndarray, choice: IndexChoice, metric: int,
     for start in range(0, n_items, 1 << 18):
         index.add(items[start:start + (1 << 18)])
     faiss.extract_index_ivf(index).nprobe = min(IVF_NPROBE, choice.nlist)
-    params = {"nlist": choice.nlist, "nprobe": min(IVF_NPROBE, choice.nlist),
-              "train_sample": sample_n}
-    return index, params if choice.kind == "ivfflat" else params | {"m": choice.m,
-                                                                     "nbits": nbits}
+    return index, {"nlist": choice.nlist, "m": choice.m, "nbits": nbits,
+                   "nprobe": min(IVF_NPROBE, choice.nlist), "train_sample": sample_n}
 
 
 def recall_vs_exact(index: faiss.Index, items: np.ndarray, queries: np.ndarray, c: int,

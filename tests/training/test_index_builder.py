@@ -129,16 +129,12 @@ def test_ivfpq_export_records_the_choice_and_its_recall(tmp_path: Path, planted)
     assert faiss.extract_index_ivf(loaded.index).nprobe == retrieval.nprobe
 
 
-@pytest.mark.parametrize(("kind", "factory"), [("ivfpq", r"IVF\d+,PQ\d+x\d$"),
-                                               ("ivfpqfs", r"IVF\d+,PQ\d+x4fs$"),
-                                               ("ivfflat", r"IVF\d+,Flat$")])
-def test_ivf_candidates_are_reranked_exactly(tmp_path: Path, planted, kind: str,
-                                             factory: str) -> None:
-    """An IVF index (PQ codes of 8 or fast-scan 4 bits, or the exact vectors) proposes, the
-    scorer orders: the served top 10 is the exact top 10 for the sampled users at the chosen
-    C and nprobe (recall 1 on planted clusters)."""
-    import re
-
+@pytest.mark.parametrize(("kind", "suffix"), [("ivfpq", ""), ("ivfpqfs", "fs")])
+def test_ivfpq_candidates_are_reranked_exactly(tmp_path: Path, planted, kind: str,
+                                               suffix: str) -> None:
+    """IVF-PQ (8-bit codes, or 4-bit fast scan) proposes, the scorer orders: the served top 10
+    is the exact top 10 for the sampled users at the chosen C and nprobe (recall 1 on planted
+    clusters)."""
     from service.retriever import Retriever
     from training.candidates import exact_distances, recall_at, sample_users
 
@@ -146,7 +142,8 @@ def test_ivf_candidates_are_reranked_exactly(tmp_path: Path, planted, kind: str,
     vdir = exporter.export(model, train, tmp_path, index=kind)
     loaded = load_artifact(vdir)
     manifest = loaded.manifest
-    assert re.fullmatch(factory, manifest.index.factory), manifest.index.factory
+    nbits = manifest.index.params["nbits"]  # fewer than 8 where the sample is small
+    assert manifest.index.factory.endswith(f"x{nbits}{suffix}") and (nbits == 4 or not suffix)
     assert manifest.retrieval is not None and manifest.retrieval.nprobe is not None
     users = sample_users(loaded.arrays, manifest.l_max, 100, seed=1)
     exact = exact_distances(loaded.session, users, loaded.n_items)
