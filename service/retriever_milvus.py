@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import logging
 import re
+import sys
 import threading
 from pathlib import Path
 from typing import Any
@@ -72,10 +73,11 @@ def disconnect(uri: str, token: str = "") -> None:
         client = _clients.pop((uri, token), None)
     if client is not None:
         client.close()
-    if default_index_type(uri) == "FLAT":  # a Lite file: its embedded server holds the file
-        from milvus_lite.server_manager import server_manager_instance
-
-        server_manager_instance.release_server(uri)
+    # A Lite file: the engine pymilvus started in this process (importing milvus_lite, which
+    # the serving image does not install) holds the file until it is stopped.
+    lite = sys.modules.get("milvus_lite.server_manager")
+    if lite is not None and default_index_type(uri) == "FLAT":
+        lite.server_manager_instance.release_server(uri)
 
 
 class MilvusIndex:
