@@ -4,8 +4,9 @@ One catalogue, one redis-server holding one set of POSTed histories, and one `re
 per *arm*, all started up front and pinned to the same server cores, the phases alternated
 between them (bench/serve_arms.py): closed loops with /healthz on the same server, then the
 open-loop rates. An arm is this tree with some RELREC_* variables (`--arm LABEL:VAR=VALUE,...`,
-e.g. `--arm "no fast path:RELREC_FAST_RECOMMEND=false"`) or, with `--before TREE`, the code of
-an earlier checkout. `--profile DIR` adds one closed loop per arm under py-spy and splits the
+e.g. `--arm "no fast path:RELREC_FAST_RECOMMEND=false"`; `WORKERS=1` and `ARTIFACT=DIR` set
+that arm's worker count and artifact) or, with `--before TREE`, the code of an earlier
+checkout. `--profile DIR` adds one closed loop per arm under py-spy and splits the
 arm's server CPU per request into stages by the share of samples (bench/profile_summary.py):
 ms per request of HTTP parsing, the event loop, the middleware, FastAPI, the hand-off, the
 history store, retrieval, re-rank and serialisation.
@@ -34,6 +35,8 @@ from serve_arms import closed_rounds, one_at_a_time, open_rates, table
 from models import artifact as art
 from tests.redis_process import redis_server
 
+ARM_OPTIONS = ("WORKERS", "ARTIFACT")  # --arm variables the bench reads, not the server
+
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = serve.build_parser(__doc__.split("\n\n")[0])
@@ -41,7 +44,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--arm",
         action="append",
         default=[],
-        help='"LABEL:VAR=VALUE,VAR=VALUE": one more server of this tree with these variables',
+        help='"LABEL:VAR=VALUE,VAR=VALUE": one more server of this tree with these variables; '
+        "two are the bench's own: WORKERS=N (uvicorn workers of that arm) and ARTIFACT=DIR "
+        "(another export of the same catalogue and users, e.g. another index)",
     )
     p.add_argument("--after-label", default="after", help="label of this tree's default arm")
     p.add_argument(
@@ -139,8 +144,14 @@ def main() -> None:
         redis_url, _ = stack.enter_context(redis_server(Path(tmp), server_cpus))
         urls = {}
         for label, (env, source) in servers.items():
+            own = {k: v for k, v in env.items() if k not in ARM_OPTIONS}
             server = serve.relrec_server(
-                artifact, redis_url, args.workers, server_cpus, env, source
+                Path(env.get("ARTIFACT", artifact)),
+                redis_url,
+                int(env.get("WORKERS", args.workers)),
+                server_cpus,
+                own,
+                source,
             )
             urls[label], _ = stack.enter_context(server)
         os.sched_setaffinity(0, client_cpus)

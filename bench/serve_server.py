@@ -39,6 +39,10 @@ def pinned(cpus: set[int]):  # -> preexec_fn
 # -- the server side --------------------------------------------------------------------------
 
 
+# url -> workers of each server `relrec_server` started, for `scrape_workers`
+WORKERS: dict[str, int] = {}
+
+
 @contextmanager
 def relrec_server(
     artifact: Path,
@@ -82,6 +86,7 @@ def relrec_server(
         preexec_fn=pinned(cpus),
     )
     url = f"http://127.0.0.1:{port}"
+    WORKERS[url] = workers
     try:
         _wait_ready(url, proc, workers)
         yield url, proc
@@ -108,7 +113,9 @@ def _wait_ready(url: str, proc: subprocess.Popen[bytes], workers: int) -> None:
 
 
 def scrape_workers(url: str, workers: int, tries: int = 40) -> dict[str, str]:
-    """/metrics text of each worker, by pid: fresh connections until each has answered."""
+    """/metrics text of each worker, by pid: fresh connections until each has answered (the
+    server's own count where `relrec_server` started it with another, as an arm may)."""
+    workers = WORKERS.get(url, workers)
     seen: dict[str, str] = {}
     for _ in range(tries):
         text = httpx.get(f"{url}/metrics", timeout=5.0, headers={"Connection": "close"}).text

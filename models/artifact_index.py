@@ -22,7 +22,8 @@ class IndexInfo(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    # faiss.index_factory string: "Flat", "HNSW32" or "IVF<nlist>,PQ<m>x<nbits>" (issue 21);
+    # faiss.index_factory string: "Flat", "HNSW32", "IVF<nlist>,PQ<m>x<nbits>" (issue 21) or
+    # "PQ<m>x4fs,RFlat" (issue 18);
     # `params` also records the memory budget, the estimate and why the kind was chosen
     factory: str
     metric: Literal["L2", "IP"] = "L2"  # IP: inner product (ALS, most popular)
@@ -32,15 +33,17 @@ class IndexInfo(BaseModel):
 
 
 class _NprobeOnlyWhenSet(BaseModel):
-    """`nprobe` (issue 21) is written only where there is one, so that a Flat or HNSW version
-    stays readable by a relrec from before it; an older relrec refuses an IVF version (its
-    manifest does not validate there) instead of serving it with the wrong nprobe."""
+    """`nprobe` (issue 21) and `k_factor` (issue 18) are written only where there is one, so
+    that a Flat or HNSW version stays readable by a relrec from before them; an older relrec
+    refuses an IVF or refined version (its manifest does not validate there) instead of
+    serving it with the wrong setting."""
 
     @model_serializer(mode="wrap")
-    def _drop_unset_nprobe(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+    def _drop_unset_knobs(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
         out: dict[str, Any] = handler(self)
-        if out.get("nprobe", 0) is None:
-            del out["nprobe"]
+        for knob in ("nprobe", "k_factor"):
+            if out.get(knob, 0) is None:
+                del out[knob]
         return out
 
 
@@ -52,6 +55,7 @@ class RecallPoint(_NprobeOnlyWhenSet):
     c: int = Field(ge=1)
     ef_search: int | None = None  # None: exact (Flat) index
     nprobe: int | None = None  # IVF lists probed (an IVF-PQ index, issue 21)
+    k_factor: int | None = None  # candidates re-ordered exactly / k (a pqfs index, issue 18)
     recall: float = Field(ge=0.0, le=1.0)
 
 
@@ -71,6 +75,7 @@ class RetrievalInfo(_NprobeOnlyWhenSet):
     n_candidates: int = Field(ge=1)
     ef_search: int | None = None  # None: exact (Flat) index, nothing to tune
     nprobe: int | None = None  # IVF lists probed; None: not an IVF index (issue 21)
+    k_factor: int | None = None  # refined fast scan (pqfs): k x this re-ordered exactly
     probes: str = "relation"  # the probe set it was measured with (RELREC_PROBES)
     k: int = Field(10, ge=1)
     target_recall: float = Field(ge=0.0, le=1.0)

@@ -46,10 +46,16 @@ def ort_providers(use_gpu: bool | None = None) -> list[str]:
 
 
 def faiss_to_gpu(index: Any, use_gpu: bool | None = None) -> Any:
-    """The index on GPU 0 when FAISS has GPU support, else unchanged (HNSW stays on CPU)."""
+    """The index on GPU 0 when FAISS has GPU support, else unchanged: HNSW, and a kind FAISS
+    cannot clone to GPU (a refined fast scan, pqfs), stay on CPU."""
     global _gpu_resources
     if not _want_gpu(use_gpu, HAS_FAISS_GPU) or isinstance(index, faiss.IndexHNSW):
         return index
     if _gpu_resources is None:
         _gpu_resources = faiss.StandardGpuResources()
-    return faiss.index_cpu_to_gpu(_gpu_resources, 0, index)
+    try:
+        return faiss.index_cpu_to_gpu(_gpu_resources, 0, index)
+    except RuntimeError as exc:
+        log.warning("FAISS cannot move %s to GPU (%s); searching it on CPU",
+                    type(index).__name__, exc)
+        return index

@@ -45,6 +45,9 @@ INDEX_FILE = art.INDEX
 # the baselines): the defaults the service had before.
 FALLBACK_N_CANDIDATES = 200
 FALLBACK_EF_SEARCH = 256
+# k_factor of a refined fast scan (pqfs) whose manifest records neither a measured choice nor
+# the build's (the index file keeps the build's, written before the export's measurement)
+FALLBACK_K_FACTOR = 8
 
 
 @dataclass(eq=False)
@@ -107,6 +110,7 @@ def load_artifact(
     if with_index:
         index = _open_index(path / INDEX_FILE, arrays.items, ef_search, use_gpu)
         _set_nprobe(index, manifest)
+        _set_k_factor(index, manifest)
     loaded = LoadedArtifact(
         version=str(manifest.version or path.name),
         path=path,
@@ -224,6 +228,21 @@ def _open_index(path: Path, items: np.ndarray, ef_search: int, use_gpu: bool | N
         except RuntimeError:
             log.info("%s has no efSearch parameter; searched as built", path.name)
     return accel.faiss_to_gpu(index, use_gpu)
+
+
+def _set_k_factor(index: Any, manifest: art.Manifest) -> None:
+    """Candidates a refined fast scan (pqfs, issue 18) re-orders exactly, per result asked:
+    the export's measured choice (manifest `retrieval.k_factor`), else the build's. The file
+    holds the build's, written before the measurement chose (on the grown catalogue of
+    docs/benchmarks.md, 8 built and 16 chosen). A no-op for other indexes."""
+    refine = faiss.downcast_index(index)
+    if not isinstance(refine, faiss.IndexRefine):
+        return
+    chosen = manifest.retrieval.k_factor if manifest.retrieval is not None else None
+    built = manifest.index.params.get("k_factor")
+    refine.k_factor = float(chosen or built or FALLBACK_K_FACTOR)
+    log.info("refined fast scan: k_factor=%g (%s)", refine.k_factor,
+             "manifest" if chosen else "as built")
 
 
 def _set_nprobe(index: Any, manifest: art.Manifest) -> None:

@@ -30,7 +30,8 @@ the exact re-rank.
 An allow-list (`candidates` of a request) longer than `selector_min` ids is searched the same
 way, restricted to its rows by a FAISS id selector (`candidates_among`), so that C of them,
 not all, reach the exact re-rank; on an exact (Flat) index the C are the allowed rows nearest
-to the probes, as exhaustive search over the list would find them.
+to the probes, as exhaustive search over the list would find them (on a refined fast scan,
+pqfs, the list is searched in its exact part, so there too).
 """
 
 from __future__ import annotations
@@ -77,6 +78,9 @@ class Retriever:
         selector_min: int = 256,
     ) -> None:
         self.index = index
+        # Where an id selector runs: the index itself, or, for a refined fast scan (pqfs),
+        # its exact part, since FAISS's fast scan takes no search parameters.
+        self.selectable = _selectable(index)
         self.item_vecs = item_vecs
         self.keys = np.asarray(keys, np.float32)
         self.memories = np.asarray(memories, np.float32)
@@ -184,7 +188,7 @@ class Retriever:
             params = faiss.SearchParameters()  # the base type: HNSW keeps its own efSearch
             params.sel = selector  # `selector` outlives the call (faiss holds a raw pointer)
             try:
-                _, rows = self.index.search(q, k, params=params)  # [P, k]
+                _, rows = self.selectable.search(q, k, params=params)  # [P, k]
             except RuntimeError as exc:  # an index without selector support (some GPU ones)
                 log.warning("FAISS id selector refused (%s): scoring the whole list", exc)
                 out.append(np.asarray(allow, np.int64))
@@ -194,6 +198,15 @@ class Retriever:
 
 
 _NONE = np.zeros(0, np.int64)
+
+
+def _selectable(index: Any) -> Any:
+    """The index an allow-list is searched in: a refined index's exact one (over the same
+    rows), so that a long list on a pqfs version gets its exact nearest C, as on Flat."""
+    inner = faiss.downcast_index(index)
+    if isinstance(inner, faiss.IndexRefine):
+        return faiss.downcast_index(inner.refine_index)
+    return index
 
 
 def _interleave(rows: np.ndarray, seen: np.ndarray, n: int) -> np.ndarray:

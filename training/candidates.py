@@ -1,4 +1,4 @@
-"""Candidate count C and HNSW efSearch (IVF nprobe) chosen per artifact at export (issue 18).
+"""Candidate count C and efSearch (nprobe, k_factor) chosen per artifact at export (issue 18).
 
 Stage: a step of the export, after `scorer.onnx` and the FAISS index are written. Reads the
 exported tables, histories, scorer and index; returns the `RetrievalInfo` the manifest records
@@ -11,7 +11,8 @@ equals the exact distances restricted to them, so one exhaustive pass serves eve
 
 The rule: the smallest C on `C_GRID` that reaches the target at the largest efSearch, then the
 smallest efSearch reaching it at that C; on an IVF-PQ index (issue 21) nprobe takes
-efSearch's place, over powers of two up to nlist. C first, because the exact re-rank of a candidate
+efSearch's place, over powers of two up to nlist, and on a refined fast scan (pqfs) k_factor, the
+candidates re-ordered exactly per result. C first, because the exact re-rank of a candidate
 costs more than an HNSW step (docs/benchmarks.md "Serving": re-rank 26.6% of a request's CPU
 at C = 200, the whole FAISS search 13.2% at efSearch 256). Where no C reaches the target (an
 HNSW graph that misses items at every efSearch, as on the grown catalogues of
@@ -49,6 +50,7 @@ C_GRID: tuple[int, ...] = (10, 15, 20, 25, 30, 40, 50, 75, 100, 150, 200, 300, 5
 EF_GRID: tuple[int, ...] = (16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512, 768, 1024, 1536,
                            2048)
 NPROBE_GRID: tuple[int, ...] = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048)
+K_FACTOR_GRID: tuple[int, ...] = (1, 2, 4, 8, 16, 32, 64)
 N_USERS = 500
 # Exhaustive scoring costs users x items scorer evaluations (HLR, d 100, L 50, N 20: ~35 µs
 # each on the shared 2-core dev machine, 500 users x 20k items in 349 s): past this many the
@@ -151,11 +153,26 @@ def set_nprobe(index: Any, nprobe: int) -> None:
     faiss.extract_index_ivf(index).nprobe = nprobe
 
 
+def is_refined(index: Any) -> bool:
+    """A fast scan whose candidates are re-ordered by exact distance (pqfs, issue 18)."""
+    return isinstance(faiss.downcast_index(index), faiss.IndexRefine)
+
+
+def set_k_factor(index: Any, k_factor: int) -> None:
+    faiss.downcast_index(index).k_factor = float(k_factor)
+
+
+SETTERS: dict[str, Callable[[Any, int], None]] = {
+    "ef_search": set_ef_search, "nprobe": set_nprobe, "k_factor": set_k_factor}
+
+
 def search_knob(index: Any) -> tuple[str | None, list[int | None]]:
     """What trades search time for recall on `index`, and the grid to measure: efSearch
-    (HNSW), nprobe (IVF: powers of two up to nlist), nothing (Flat)."""
+    (HNSW), nprobe (IVF: powers of two up to nlist), k_factor (pqfs), nothing (Flat)."""
     if is_hnsw(index):
         return "ef_search", list(EF_GRID)
+    if is_refined(index):
+        return "k_factor", list(K_FACTOR_GRID)
     nlist = ivf_lists(index)
     if nlist is not None:
         return "nprobe", [p for p in NPROBE_GRID if p < nlist] + [nlist]
@@ -177,7 +194,7 @@ def choose_retrieval(session: ort.InferenceSession, index: Any, arrays: Artifact
     retriever = Retriever(index, arrays.items, arrays.keys, arrays.memories, 0, probes=probes)
     cs = sorted({min(c, n_items) for c in c_grid})
     knob, efs = search_knob(index)
-    setter = set_ef_search if knob == "ef_search" else set_nprobe
+    setter = SETTERS[knob or "ef_search"]
     curve: list[art.RecallPoint] = []
 
     def measure(c: int, value: int | None) -> float:
@@ -194,6 +211,7 @@ def choose_retrieval(session: ort.InferenceSession, index: Any, arrays: Artifact
     info = art.RetrievalInfo(n_candidates=best_c, probes=probes, k=k,
                              ef_search=best_value if knob == "ef_search" else None,
                              nprobe=best_value if knob == "nprobe" else None,
+                             k_factor=best_value if knob == "k_factor" else None,
                              target_recall=target, recall=recall, met=recall >= target,
                              users=len(users), curve=curve)
     log_choice(info)
@@ -234,13 +252,14 @@ def choose_for_version(vdir: Path, index: Any, l_max: int, **kwargs: Any) -> art
 
 def log_choice(info: art.RetrievalInfo) -> None:
     """The export log line: what was chosen, and the measurements that rule out less."""
-    ef = ("exact index" if info.ef_search is None and info.nprobe is None
-          else f"efSearch={info.ef_search}" if info.nprobe is None else f"nprobe={info.nprobe}")
+    ef = (f"nprobe={info.nprobe}" if info.nprobe is not None
+          else f"k_factor={info.k_factor}" if info.k_factor is not None
+          else "exact index" if info.ef_search is None else f"efSearch={info.ef_search}")
     if not info.met:
         largest = max(p.c for p in info.curve)
         log.warning("retrieval: no C up to %d reached recall@%d %.3f on %d users; recall "
-                    "plateaus at %.4f from C=%d, %s: the index limits it (a Flat index, or "
-                    "HNSW with a larger M or efConstruction, would do better); serving that",
+                    "plateaus at %.4f from C=%d, %s: the index limits it (a Flat or a refined "
+                    "fast-scan index, --index flat or pqfs, would do better)",
                     largest, info.k, info.target_recall, info.users, info.recall,
                     info.n_candidates, ef)
         return
@@ -248,11 +267,15 @@ def log_choice(info: art.RetrievalInfo) -> None:
     fewer = [p for p in info.curve if p.c < info.n_candidates]  # measured at the largest ef
     if fewer:
         why.append(f"C={fewer[-1].c} gave {fewer[-1].recall:.4f}")
-    lower = [p for p in info.curve if p.c == info.n_candidates and p.ef_search is not None
-             and info.ef_search is not None and p.ef_search < info.ef_search]
-    if lower:
-        why.append(f"efSearch={max(p.ef_search or 0 for p in lower)} gave "
-                   f"{max(lower, key=lambda p: p.ef_search or 0).recall:.4f}")
+    knob = next((name for name in ("ef_search", "nprobe", "k_factor")
+                 if getattr(info, name) is not None), None)
+    chosen = getattr(info, knob) if knob else None
+    lower = [p for p in info.curve if knob and p.c == info.n_candidates
+             and (v := getattr(p, knob)) is not None and v < chosen]
+    if knob and lower:
+        below = max(lower, key=lambda p: getattr(p, knob))
+        name = {"ef_search": "efSearch"}.get(knob, knob)
+        why.append(f"{name}={getattr(below, knob)} gave {below.recall:.4f}")
     log.info("retrieval: C=%d, %s: the smallest reaching recall@%d %.4f >= %.3f against "
              "exhaustive exact scoring on %d users (probes %s); %s", info.n_candidates, ef,
              info.k, info.recall, info.target_recall, info.users, info.probes,

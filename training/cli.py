@@ -154,7 +154,7 @@ def add_train_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser
 
 def _add_index_flags(p: argparse.ArgumentParser) -> None:
     """The export's index choice (issue 21); `train --export-to` and `export` share them."""
-    _add_config_flag(p, "index", choices=["auto", "flat", "hnsw", "ivfpq", "ivfpqfs"])
+    _add_config_flag(p, "index", choices=["auto", "flat", "hnsw", "ivfpq", "ivfpqfs", "pqfs"])
     _add_config_flag(p, "index-memory-mb", float, metavar="MB")
 
 

@@ -171,10 +171,12 @@ class TextConfig(_Section):
 class ExportConfig(_Section):
     """How a run becomes an artifact: the FAISS index (training/index_builder.py, issue 21)."""
 
-    index: Literal["auto", "flat", "hnsw", "ivfpq", "ivfpqfs"] = Field(
+    index: Literal["auto", "flat", "hnsw", "ivfpq", "ivfpqfs", "pqfs"] = Field(
         "auto", description="FAISS index kind; auto: flat for small catalogues, then hnsw, "
-        "then ivfpq (IVF-PQ), the first fitting --index-memory-mb; ivfpqfs: IVF-PQ with 4-bit "
-        "fast-scan codes (less search CPU, a copy in each worker)")
+        "then ivfpq (IVF-PQ), the first fitting --index-memory-mb, and pqfs where hnsw misses "
+        "the recall target; ivfpqfs: IVF-PQ with 4-bit fast-scan codes (less search CPU, a "
+        "copy in each worker); pqfs: 4-bit fast scan of every item, its best re-ordered "
+        "exactly (for probes an HNSW graph serves badly)")
     index_memory_mb: float | None = Field(
         None, gt=0, description="memory budget of the index in MB (shared by the workers); "
         "unset: flat up to 10k items, hnsw above")

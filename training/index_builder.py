@@ -15,19 +15,28 @@ Kinds and their memory (n items, d dims; what a worker maps, shared by every wor
             ("fast scan": 8.6x less search CPU than ivfpq at 1M items, nprobe 16, one
             thread; but FAISS reads its codes into each worker's memory, mapping nothing,
             and 4-bit codes rank candidates more coarsely: docs/benchmarks.md, issue 21)
+    pqfs    4-bit PQ of every item, SIMD-scanned,    (4·d + m/2)·n + codebooks
+            its best k·k_factor re-ordered by exact distance ("PQ<m>x4fs,RFlat", m = d/2;
+            issue 18). No graph and no lists, so probes that are not items are served as
+            well as items: on the grown 100k catalogue, where no HNSW reached recall@10 0.99
+            below efSearch 2,048, it reached 0.998 at C = 20 for 0.30 ms a query against
+            1.57 ms for exact search (docs/benchmarks.md, "Serving at the floor");
+            `training/candidates.py` picks k_factor as it picks nprobe.
 
 `auto` without a budget keeps the earlier rule (flat up to FLAT_MAX_ITEMS, HNSW above); with
 `memory_mb` it takes the first of flat (small catalogues), hnsw, ivfpq (the most bytes per
 vector that fit) whose estimate fits; ivfpqfs is only built when asked for, because the
-workers would each hold a copy of it. IVF-PQ trains its coarse quantiser and codebooks on a
-seeded sample (`TRAIN_PER_LIST` points a list), so that its build cost grows with the sample,
-not the catalogue, and adds the rest in chunks.
+workers would each hold a copy of it. pqfs is asked for, or taken by the export when the
+HNSW index `auto` built misses the recall target (`training/exporter.py`). IVF-PQ trains its
+coarse quantiser and codebooks on a seeded sample (`TRAIN_PER_LIST` points a list), so that
+its build cost grows with the sample, not the catalogue, and adds the rest in chunks.
 """
 
 from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import faiss
@@ -36,12 +45,12 @@ import numpy as np
 from models import artifact as art
 
 __all__ = ["FLAT_MAX_ITEMS", "HNSW_EF_CONSTRUCTION", "HNSW_EF_SEARCH", "HNSW_M", "INDEX_KINDS",
-           "IndexChoice", "IndexChoiceError", "build_index", "choose_index", "estimate_bytes",
-           "recall_vs_exact"]
+           "REFINE_K_FACTOR", "IndexChoice", "IndexChoiceError", "build_index", "choose_index",
+           "estimate_bytes", "recall_vs_exact"]
 
 log = logging.getLogger(__name__)
 
-INDEX_KINDS = ("auto", "flat", "hnsw", "ivfpq", "ivfpqfs")
+INDEX_KINDS = ("auto", "flat", "hnsw", "ivfpq", "ivfpqfs", "pqfs")
 # Exact search up to here; HNSW above. Exact search costs every item per query, HNSW about
 # the same at any size: on a 20k-item HLR catalogue (d 100, one core) a Flat search took
 # ~0.6 ms a query against ~0.1 ms for HNSW32 at the efSearch the export chose (24, recall@10
@@ -56,6 +65,9 @@ IVF_NPROBE = 16  # set before the measured choice of training/candidates.py
 TRAIN_PER_LIST = 64  # coarse-quantiser training points per IVF list (faiss wants >= 39)
 PQ_TRAIN_MIN = 256 * 40  # points for 8-bit PQ codebooks
 MIN_IVFPQ_ITEMS = 1000
+# pqfs: candidates re-ordered exactly = k x this, saved in the index file (written before the
+# export measures its own choice, which the manifest records and the service sets)
+REFINE_K_FACTOR = 8
 RECALL_C = 300  # the C of IndexInfo.recall_at_c (index vs exact search, not the served C)
 
 
@@ -67,11 +79,11 @@ class IndexChoiceError(ValueError):
 class IndexChoice:
     """The kind to build and its parameters, with the estimate that chose it."""
 
-    kind: str  # "flat", "hnsw", "ivfpq" or "ivfpqfs"
+    kind: str  # "flat", "hnsw", "ivfpq", "ivfpqfs" or "pqfs"
     estimate_bytes: int
     reason: str
     nlist: int = 0  # ivfpq
-    m: int = 0  # ivfpq(fs): PQ sub-quantisers (a byte each at nbits 8, half at 4)
+    m: int = 0  # ivfpq(fs), pqfs: PQ sub-quantisers (a byte each at nbits 8, half at 4)
     nbits: int = 8
 
 
@@ -92,6 +104,8 @@ def estimate_bytes(kind: str, n_items: int, dim: int, m: int = 0, nlist: int = 0
         return 4 * dim * n_items
     if kind == "hnsw":
         return int((4 * dim + 2.1 * 4 * HNSW_M + 16) * n_items)
+    if kind == "pqfs":
+        return 4 * dim * n_items + (m + 1) // 2 * n_items + 4 * dim * 16 + 1024
     if kind == "ivfpqfs":
         return (m + 1) // 2 * n_items + 8 * n_items + 4 * dim * nlist + 4 * dim * 16 + 1024
     return (m + 8) * n_items + 4 * dim * nlist + 4 * dim * 256 + 1024
@@ -124,6 +138,11 @@ def choose_index(kind: str, n_items: int, dim: int, memory_mb: float | None) -> 
 
     if kind in ("ivfpq", "ivfpqfs"):
         return ivfpq("asked for", kind)
+    if kind == "pqfs":
+        if n_items < MIN_IVFPQ_ITEMS:
+            raise IndexChoiceError(f"pqfs needs at least {MIN_IVFPQ_ITEMS} items to train on, "
+                                   f"the catalogue has {n_items}; use flat")
+        return _pqfs(n_items, dim, fits, "asked for")
     if kind in ("flat", "hnsw"):
         est = estimate_bytes(kind, n_items, dim)
         if not fits(est):
@@ -139,6 +158,19 @@ def choose_index(kind: str, n_items: int, dim: int, memory_mb: float | None) -> 
         return IndexChoice("hnsw", hnsw, f"{why}, {n_items} > {FLAT_MAX_ITEMS} items"
                            if n_items > FLAT_MAX_ITEMS else why)
     return ivfpq(f"auto: hnsw needs ~{hnsw / 2**20:.0f} MB > {memory_mb} MB")
+
+
+def _pqfs(n_items: int, dim: int, fits: Callable[[int], bool], reason: str) -> IndexChoice:
+    """PQ fast scan with exact refinement: two dims a code (m = d/2, the most codes d allows),
+    because refinement needs the 4-bit scan to keep the true neighbours within its k·k_factor
+    (at d = 100, m = 25 kept under 0.92 of them at any k_factor up to 16; m = 50, 0.998)."""
+    m = _pq_options(dim)[0]
+    est = estimate_bytes("pqfs", n_items, dim, m)
+    if not fits(est):
+        raise IndexChoiceError(f"a pqfs index over {n_items} items needs ~{est / 2**20:.0f} MB "
+                               f"(it keeps the float vectors); raise --index-memory-mb or use "
+                               f"ivfpq")
+    return IndexChoice("pqfs", est, reason, m=m, nbits=4)
 
 
 def build_index(items: np.ndarray, queries: np.ndarray | None = None,
@@ -169,6 +201,9 @@ def build_index(items: np.ndarray, queries: np.ndarray | None = None,
         index.hnsw.efSearch = HNSW_EF_SEARCH
         factory = f"HNSW{HNSW_M}"
         params = {"M": HNSW_M, "efConstruction": ef_construction, "efSearch": HNSW_EF_SEARCH}
+    elif choice.kind == "pqfs":
+        index, params = _build_pqfs(items, choice, faiss_metric, seed)
+        factory = f"PQ{choice.m}x4fs,RFlat"
     else:
         index, params = _build_ivfpq(items, choice, faiss_metric, seed)
         factory = (f"IVF{choice.nlist},PQ{choice.m}x{params['nbits']}"
@@ -203,6 +238,21 @@ def _build_ivfpq(items: np.ndarray, choice: IndexChoice, metric: int,
     faiss.extract_index_ivf(index).nprobe = min(IVF_NPROBE, choice.nlist)
     return index, {"nlist": choice.nlist, "m": choice.m, "nbits": nbits,
                    "nprobe": min(IVF_NPROBE, choice.nlist), "train_sample": sample_n}
+
+
+def _build_pqfs(items: np.ndarray, choice: IndexChoice, metric: int,
+                seed: int) -> tuple[faiss.Index, dict[str, int]]:
+    """"PQ<m>x4fs,RFlat": codebooks trained on a seeded sample, every item coded and kept."""
+    n_items, dim = items.shape
+    sample_n = min(n_items, max(PQ_TRAIN_MIN, 1 << 16))
+    rows = np.sort(np.random.default_rng(seed).choice(n_items, sample_n, replace=False))
+    index = faiss.index_factory(dim, f"PQ{choice.m}x4fs,RFlat", metric)
+    index.train(np.ascontiguousarray(items[rows]))
+    for start in range(0, n_items, 1 << 18):
+        index.add(items[start:start + (1 << 18)])
+    faiss.downcast_index(index).k_factor = REFINE_K_FACTOR
+    return index, {"m": choice.m, "nbits": 4, "k_factor": REFINE_K_FACTOR,
+                   "train_sample": sample_n}
 
 
 def recall_vs_exact(index: faiss.Index, items: np.ndarray, queries: np.ndarray, c: int,

@@ -19,6 +19,7 @@ from training import exporter
 from training.cli import main
 from training.index_builder import (
     FLAT_MAX_ITEMS,
+    REFINE_K_FACTOR,
     IndexChoiceError,
     choose_index,
     estimate_bytes,
@@ -182,3 +183,98 @@ def test_flat_manifest_stays_readable_by_the_previous_relrec(tmp_path: Path, pla
     assert "nprobe" not in raw["retrieval"]
     assert all("nprobe" not in point for point in raw["retrieval"]["curve"])
     assert art.read_manifest(vdir).retrieval.nprobe is None
+
+
+# -- pqfs: a refined fast scan of every item (issue 18) ---------------------------------------
+
+
+def test_pqfs_keeps_the_vectors_and_codes_two_dims_each() -> None:
+    n, d = 100_000, 100
+    chosen = choose_index("pqfs", n, d, None)
+    assert (chosen.kind, chosen.m, chosen.nbits) == ("pqfs", 50, 4)
+    # the float vectors (for the exact re-order) plus half a byte a code
+    assert chosen.estimate_bytes == pytest.approx((4 * d + 25) * n, rel=0.01)
+    assert choose_index("auto", n, d, None).kind == "hnsw"  # auto builds it only on a miss
+    with pytest.raises(IndexChoiceError, match="pqfs index over 100000 items needs"):
+        choose_index("pqfs", n, d, 10)
+    with pytest.raises(IndexChoiceError, match="pqfs needs at least"):
+        choose_index("pqfs", 500, d, None)
+
+
+def test_pqfs_export_measures_k_factor_and_the_service_sets_it(tmp_path: Path, planted) -> None:
+    """The index file keeps the k_factor it was built with (written before the choice): the
+    service must set the export's measured choice, as it sets nprobe."""
+    import faiss
+
+    from service.retriever import Retriever
+    from training.candidates import exact_distances, recall_at, sample_users
+
+    model, train = planted
+    vdir = exporter.export(model, train, tmp_path, index="pqfs")
+    manifest = art.read_manifest(vdir)
+    assert manifest.index.factory == f"PQ{DIM // 2}x4fs,RFlat"
+    retrieval = manifest.retrieval
+    assert retrieval is not None and retrieval.k_factor is not None
+    assert retrieval.ef_search is None and retrieval.nprobe is None
+    assert {p.k_factor for p in retrieval.curve} > {retrieval.k_factor}  # it was measured
+    raw = json.loads((vdir / art.MANIFEST).read_text())
+    assert raw["retrieval"]["k_factor"] == retrieval.k_factor and "nprobe" not in raw["retrieval"]
+    assert faiss.read_index(str(vdir / art.INDEX)).k_factor == REFINE_K_FACTOR  # as built
+    loaded = load_artifact(vdir)
+    assert faiss.downcast_index(loaded.index).k_factor == retrieval.k_factor
+    users = sample_users(loaded.arrays, manifest.l_max, 100, seed=1)
+    exact = exact_distances(loaded.session, users, loaded.n_items)
+    retriever = Retriever(loaded.index, loaded.arrays.items, loaded.arrays.keys,
+                          loaded.arrays.memories, loaded.n_candidates)
+    assert recall_at(retriever, users, exact, loaded.n_candidates) >= 0.99
+
+
+def test_pqfs_allow_lists_are_searched_exactly(tmp_path: Path, planted) -> None:
+    """A long allow-list goes through an id selector, which FAISS's fast scan refuses: it is
+    searched in the refined index's exact part, so the answer is Flat's, not the whole list."""
+    import faiss
+
+    from service.retriever import Retriever
+
+    model, train = planted
+    loaded = load_artifact(exporter.export(model, train, tmp_path, index="pqfs"))
+    arrays = loaded.arrays
+    flat = faiss.IndexFlatL2(DIM)
+    flat.add(np.ascontiguousarray(arrays.items, dtype=np.float32))
+    rng = np.random.default_rng(3)
+    users = np.ascontiguousarray(arrays.users[:20], dtype=np.float32)
+    hists = [rng.choice(N_ITEMS, 4, replace=False) for _ in range(20)]
+    allows = [np.sort(rng.choice(N_ITEMS, 1000, replace=False)) for _ in range(20)]
+    found = [Retriever(index, arrays.items, arrays.keys, arrays.memories, 20)
+             .candidates_among(users, hists, allows) for index in (loaded.index, flat)]
+    for refined, exact, allow in zip(*found, allows, strict=True):
+        assert len(refined) == 20 and np.isin(refined, allow).all()
+        np.testing.assert_array_equal(refined, exact)
+
+
+def test_auto_builds_pqfs_where_hnsw_caps_recall(tmp_path: Path, planted) -> None:
+    """`auto`'s second try, given an HNSW measurement that missed the target: the refined
+    fast scan is measured, written over the index file and recorded with why; a budget it
+    does not fit keeps HNSW."""
+    import faiss
+
+    model, train = planted
+    vdir = exporter.export(model, train, tmp_path, index="hnsw")
+    manifest = art.read_manifest(vdir)
+    missed = manifest.retrieval.model_copy(update={"recall": 0.5, "met": False})
+    tensors = {"items": read_items(vdir), "users": model.user_emb.weight.detach().numpy(),
+               "memories": np.zeros((0, DIM), np.float32)}
+    info, retrieval = exporter._refine_instead(vdir, tensors, None, manifest.index, missed,
+                                               manifest.l_max)
+    assert info.factory.endswith("x4fs,RFlat") and "HNSW capped recall@10 at 0.5000" in \
+        info.params["chosen"]
+    assert retrieval.k_factor is not None and retrieval.recall > 0.5
+    assert isinstance(faiss.read_index(str(vdir / art.INDEX)), faiss.IndexRefine)
+    kept = exporter._refine_instead(vdir, tensors, 0.01, manifest.index, missed, manifest.l_max)
+    assert kept == (manifest.index, missed)
+
+
+def read_items(vdir: Path) -> np.ndarray:
+    from models.artifact_arrays import read_arrays
+
+    return np.ascontiguousarray(read_arrays(vdir).items, dtype=np.float32)
