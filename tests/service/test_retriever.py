@@ -121,6 +121,34 @@ def test_candidates_exclude_seen_and_fill_up(
     assert len(everything[0]) == medium.n_items - len(seen[0])
 
 
+def test_refined_fast_scan_scales_only_the_probe_share(
+    medium: LoadedArtifact, users: dict[str, object]
+) -> None:
+    """pqfs: the fast scan's top (share x k_factor + seen slack) are re-ordered exactly. With
+    a k_factor covering the catalogue the candidates are exact search's, unsorted seen lists
+    and a heavy user included; at k_factor 1 only the slack is added, so fewer of them are."""
+    items = np.ascontiguousarray(medium.arrays.items, dtype=np.float32)
+    refined = faiss.index_factory(medium.dim, f"PQ{medium.dim // 2}x4fs,RFlat")
+    refined.train(items)
+    refined.add(items)
+    flat = faiss.IndexFlatL2(medium.dim)
+    flat.add(items)
+    vecs, hists = users["vecs"][:20], users["hists"][:20]  # type: ignore[index]
+    seen = [s[::-1].copy() for s in users["seen"][:20]]  # type: ignore[index]
+    seen[0] = np.arange(medium.n_items - 1, 0, -3)  # heavy, and descending
+    args = (medium.arrays.items, medium.arrays.keys, medium.arrays.memories, 20)
+    exact = Retriever(flat, *args).candidates(vecs, hists, seen)
+    refined.k_factor = float(medium.n_items)
+    wide = Retriever(refined, *args).candidates(vecs, hists, seen)
+    for got, want, s in zip(wide, exact, seen, strict=True):
+        np.testing.assert_array_equal(got, want)
+        assert not np.isin(got, s).any()
+    refined.k_factor = 1.0
+    narrow = Retriever(refined, *args).candidates(vecs, hists, seen)
+    same = np.mean([len(np.intersect1d(g, w)) / 20 for g, w in zip(narrow, exact, strict=True)])
+    assert same < 1.0
+
+
 def test_relation_weights_are_a_distribution(
     medium: LoadedArtifact, users: dict[str, object]
 ) -> None:
