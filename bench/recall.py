@@ -9,8 +9,8 @@ C candidates is the exhaustive distances restricted to them, tie-aware recall), 
 with another seed than the export's, so the recall at the chosen C is checked on users the
 choice never saw. `--hnsw` rebuilds an HNSW32 index over a Flat artifact's items to show the
 efSearch axis too (what the exporter builds above 50k items); `--flat` adds exact search over
-an HNSW artifact's items. Prints a markdown table and the
-manifest's choice with its recall on this sample.
+an HNSW artifact's items. On a refined fast scan (pqfs) the axis is `--k-factors`. Prints a
+markdown table and the manifest's choice with its recall on this sample.
 """
 
 from __future__ import annotations
@@ -59,29 +59,34 @@ def recall_at_chosen(artifact: Path, n_users: int = 200, n_candidates: int | Non
 
 
 def grid(loaded: Any, users: candidates.UserSample, exact: np.ndarray, index: Any,
-         cs: list[int], efs: list[int | None]) -> list[dict[str, Any]]:
+         cs: list[int], values: list[int | None], knob: str = "ef_search"
+         ) -> list[dict[str, Any]]:
+    """Recall@10 per C and per value of the index's knob (efSearch, or k_factor of pqfs)."""
     a = loaded.arrays
     retriever = Retriever(index, a.items, a.keys, a.memories, 0)
     rows = []
-    for ef in efs:
-        if ef is not None:
-            candidates.set_ef_search(index, ef)
+    for value in values:
+        if value is not None:
+            candidates.SETTERS[knob](index, value)
         for c in cs:
             t0 = time.perf_counter()
             r = candidates.recall_at(retriever, users, exact, min(c, loaded.n_items))
-            rows.append({"ef_search": ef, "C": c, "recall_at_10": r,
-                         "seconds": time.perf_counter() - t0})
+            rows.append({"ef_search": value if knob == "ef_search" else None,
+                         "k_factor": value if knob == "k_factor" else None, "C": c,
+                         "recall_at_10": r, "seconds": time.perf_counter() - t0})
     return rows
 
 
 def table(rows: list[dict[str, Any]], cs: list[int]) -> str:
-    efs = list(dict.fromkeys(r["ef_search"] for r in rows))
-    at = {(r["ef_search"], r["C"]): r["recall_at_10"] for r in rows}
+    keys = list(dict.fromkeys((r["ef_search"], r.get("k_factor")) for r in rows))
+    at = {(r["ef_search"], r.get("k_factor"), r["C"]): r["recall_at_10"] for r in rows}
     head = "| index | " + " | ".join(f"C = {c}" for c in cs) + " |"
     lines = [head, "|---|" + "---:|" * len(cs)]
-    for ef in efs:
-        name = "exact (Flat)" if ef is None else f"HNSW32 efSearch {ef}"
-        lines.append(f"| {name} | " + " | ".join(f"{at[(ef, c)]:.4f}" for c in cs) + " |")
+    for ef, kf in keys:
+        name = (f"HNSW32 efSearch {ef}" if ef is not None
+                else f"refined fast scan (pqfs), k_factor {kf}" if kf is not None
+                else "exact (Flat)")
+        lines.append(f"| {name} | " + " | ".join(f"{at[(ef, kf, c)]:.4f}" for c in cs) + " |")
     return "\n".join(lines)
 
 
@@ -91,6 +96,8 @@ def main() -> None:
     p.add_argument("--users", type=int, default=200)
     p.add_argument("--candidates", default="10,20,50,100,200,500")
     p.add_argument("--ef", default="16,32,64,128,256,512", help="efSearch values (HNSW)")
+    p.add_argument("--k-factors", default="1,4,16,32,64",
+                   help="k_factor values (a refined fast scan, pqfs)")
     p.add_argument("--hnsw", action="store_true", help="also an HNSW32 index over the items")
     p.add_argument("--flat", action="store_true",
                    help="also an exact index over an HNSW artifact's items (what the probe "
@@ -107,7 +114,14 @@ def main() -> None:
     cs = [int(x) for x in args.candidates.split(",")]
     efs = [int(x) for x in args.ef.split(",")]
     hnsw = candidates.is_hnsw(loaded.index)
-    rows = grid(loaded, users, exact, loaded.index, cs, efs if hnsw else [None])
+    refined = candidates.is_refined(loaded.index)
+    served_kf = faiss.downcast_index(loaded.index).k_factor if refined else None
+    if refined:
+        kfs = [int(x) for x in args.k_factors.split(",")]
+        rows = grid(loaded, users, exact, loaded.index, cs, kfs, "k_factor")
+        candidates.set_k_factor(loaded.index, served_kf)  # the grid moved it
+    else:
+        rows = grid(loaded, users, exact, loaded.index, cs, efs if hnsw else [None])
     if args.hnsw and not hnsw:
         rows += grid(loaded, users, exact, hnsw_over(loaded.arrays.items), cs, efs)
     if args.flat and hnsw:
@@ -126,14 +140,16 @@ def main() -> None:
           f"{platform.processor() or platform.machine()}")
     print(table(rows, cs))
     print(f"chosen at export: {chosen}" if chosen else "no choice recorded in the manifest")
-    ef = loaded.ef_search if hnsw else "none (exact index)"
-    print(f"recall@10 at the served C={loaded.n_candidates}, efSearch={ef} on this sample: "
+    knob = (f"efSearch={loaded.ef_search}" if hnsw else f"k_factor={served_kf:g}" if refined
+            else "exact index")
+    print(f"recall@10 at the served C={loaded.n_candidates}, {knob} on this sample: "
           f"{served:.4f}")
     if args.json:
         args.json.write_text(json.dumps({
             "artifact": loaded.version, "items": loaded.n_items, "users": len(users),
             "exact_s": t_exact, "grid": rows, "served": {
-                "C": loaded.n_candidates, "ef_search": loaded.ef_search, "recall_at_10": served},
+                "C": loaded.n_candidates, "ef_search": loaded.ef_search, "k_factor": served_kf,
+                "recall_at_10": served},
             "chosen": None if chosen is None else chosen.model_dump(mode="json")}, indent=2))
 
 
