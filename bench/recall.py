@@ -54,8 +54,13 @@ def recall_at_chosen(artifact: Path, n_users: int = 200, n_candidates: int | Non
     exact = candidates.exact_distances(loaded.session, users, loaded.n_items)
     retriever = Retriever(loaded.index, a.items, a.keys, a.memories, loaded.n_candidates)
     r = candidates.recall_at(retriever, users, exact, loaded.n_candidates)
-    return {"C": loaded.n_candidates, "ef_search": loaded.ef_search, "users": len(users),
-            "recall_at_10": r}
+    inner = faiss.downcast_index(loaded.index)
+    knob = (f"efSearch={loaded.ef_search}" if candidates.is_hnsw(loaded.index)
+            else f"k_factor={inner.k_factor:g}" if candidates.is_refined(loaded.index)
+            else f"nprobe={faiss.extract_index_ivf(inner).nprobe}"
+            if candidates.ivf_lists(loaded.index) is not None else "exact index")
+    return {"C": loaded.n_candidates, "ef_search": loaded.ef_search, "knob": knob,
+            "users": len(users), "recall_at_10": r}
 
 
 def grid(loaded: Any, users: candidates.UserSample, exact: np.ndarray, index: Any,

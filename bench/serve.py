@@ -341,7 +341,7 @@ def main() -> None:
             result["recall"][str(c)] = r
             print(
                 f"recall@10 at C={r['C']}{' (the served C)' if c == served_c else ''}, "
-                f"efSearch={r['ef_search']} against exhaustive exact scoring, {r['users']} "
+                f"{r['knob']} against exhaustive exact scoring, {r['users']} "
                 f"users: {r['recall_at_10']:.4f}"
             )
     if args.json:

@@ -225,7 +225,8 @@ def _selectable(index: Any) -> Any:
 
 def _interleave(rows: np.ndarray, seen: np.ndarray, n: int) -> np.ndarray:
     """Round robin over the probes' ranked lists `[P, k]`: rank 0 of every probe, then rank
-    1, ...; first occurrence wins; seen rows and FAISS pads (-1) are dropped. One probe (the default, `relation`) has no repeats to remove."""
+    1, ...; first occurrence wins; seen rows and FAISS pads (-1) are dropped. One probe (the
+    default, `relation`) has no repeats to remove."""
     flat = rows.T.reshape(-1)  # rank-major
     keep = flat >= 0
     if len(seen):
