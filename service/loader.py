@@ -234,7 +234,7 @@ def _set_k_factor(index: Any, manifest: art.Manifest) -> None:
     """Candidates a refined fast scan (pqfs, issue 18) re-orders exactly, per result asked:
     the export's measured choice (manifest `retrieval.k_factor`), else the build's. The file
     holds the build's, written before the measurement chose (on the grown catalogue of
-    docs/benchmarks.md, 8 built and 16 chosen). A no-op for other indexes."""
+    docs/benchmarks.md, 8 built and 32 chosen). A no-op for other indexes."""
     refine = faiss.downcast_index(index)
     if not isinstance(refine, faiss.IndexRefine):
         return

@@ -18,10 +18,10 @@ Kinds and their memory (n items, d dims; what a worker maps, shared by every wor
     pqfs    4-bit PQ of every item, SIMD-scanned,    (4·d + m/2)·n + codebooks
             its best k·k_factor re-ordered by exact distance ("PQ<m>x4fs,RFlat", m = d/2;
             issue 18). No graph and no lists, so probes that are not items are served as
-            well as items: on the grown 100k catalogue, where no HNSW reached recall@10 0.99
-            below efSearch 2,048, it reached 0.998 at C = 20 for 0.30 ms a query against
-            1.57 ms for exact search (docs/benchmarks.md, "Serving at the floor");
-            `training/candidates.py` picks k_factor as it picks nprobe.
+            well as items: on the grown 100k catalogue, where HNSW plateaued at recall@10
+            0.922, it served 0.997 at C = 20 and 2.09x the requests of exact search
+            (docs/benchmarks.md, "Serving at the floor"); `training/candidates.py` picks
+            k_factor as it picks nprobe.
 
 `auto` without a budget keeps the earlier rule (flat up to FLAT_MAX_ITEMS, HNSW above); with
 `memory_mb` it takes the first of flat (small catalogues), hnsw, ivfpq (the most bytes per
@@ -161,9 +161,10 @@ def choose_index(kind: str, n_items: int, dim: int, memory_mb: float | None) -> 
 
 
 def _pqfs(n_items: int, dim: int, fits: Callable[[int], bool], reason: str) -> IndexChoice:
-    """PQ fast scan with exact refinement: two dims a code (m = d/2, the most codes d allows),
-    because refinement needs the 4-bit scan to keep the true neighbours within its k·k_factor
-    (at d = 100, m = 25 kept under 0.92 of them at any k_factor up to 16; m = 50, 0.998)."""
+    """PQ fast scan with exact refinement: two dims a code (m = d/2, or the most codes of at
+    least two dims that d allows), because refinement needs the 4-bit scan to keep the true
+    neighbours within its k·k_factor (at d = 100, m = 25 kept under 0.92 of them at any
+    k_factor up to 16; m = 50, 0.998)."""
     m = _pq_options(dim)[0]
     est = estimate_bytes("pqfs", n_items, dim, m)
     if not fits(est):
