@@ -81,8 +81,7 @@ class Retriever:
         # Where an id selector runs: the index itself, or, for a refined fast scan (pqfs),
         # its exact part, since FAISS's fast scan takes no search parameters.
         self.selectable = _selectable(index)
-        inner = faiss.downcast_index(index)
-        self._refined = inner if isinstance(inner, faiss.IndexRefine) else None
+        self._refined = _refined(index)
         self.item_vecs = item_vecs
         self.keys = np.asarray(keys, np.float32)
         self.memories = np.asarray(memories, np.float32)
@@ -214,13 +213,20 @@ class Retriever:
 _NONE = np.zeros(0, np.int64)
 
 
+def _refined(index: Any) -> Any:
+    """The FAISS IndexRefine behind `index` (pqfs), or None: another FAISS kind, or an index
+    of relrec's own (the PUT-items overlay, Milvus) that only answers `search`."""
+    if not isinstance(index, faiss.Index):
+        return None
+    inner = faiss.downcast_index(index)
+    return inner if isinstance(inner, faiss.IndexRefine) else None
+
+
 def _selectable(index: Any) -> Any:
     """The index an allow-list is searched in: a refined index's exact one (over the same
     rows), so that a long list on a pqfs version gets its exact nearest C, as on Flat."""
-    inner = faiss.downcast_index(index)
-    if isinstance(inner, faiss.IndexRefine):
-        return faiss.downcast_index(inner.refine_index)
-    return index
+    refined = _refined(index)
+    return index if refined is None else faiss.downcast_index(refined.refine_index)
 
 
 def _interleave(rows: np.ndarray, seen: np.ndarray, n: int) -> np.ndarray:

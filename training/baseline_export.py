@@ -145,7 +145,7 @@ def _write_version(vdir: Path, version: str, created: datetime, fitted: dict[str
 def check_dot_parity(tensors: dict[str, np.ndarray], onnx_path: Path, seed: int = 0) -> float:
     """`scorer.onnx` against numpy's −⟨x_u, y_v⟩ on trained and random users and random
     candidates (out-of-range ones must be +inf); raises ParityError beyond rtol 1e-5."""
-    from training.exporter import PARITY_ATOL, PARITY_RTOL, ParityError
+    from training.exporter import PARITY_ATOL, PARITY_RTOL, ParityError, relative_error
 
     rng = np.random.default_rng(seed)
     users, items = tensors["users"], tensors["items"]
@@ -163,4 +163,4 @@ def check_dot_parity(tensors: dict[str, np.ndarray], onnx_path: Path, seed: int 
     if (diff > PARITY_ATOL + PARITY_RTOL * np.abs(want[ok])).any() or not np.isinf(got[~ok]).all():
         raise ParityError(f"scorer.onnx differs from −x·y (max abs diff {float(diff.max()):.3g});"
                           f" nothing was published")
-    return float((diff / np.maximum(np.abs(want[ok]), 1e-12)).max())
+    return relative_error(got[ok], want[ok])

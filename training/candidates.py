@@ -155,7 +155,8 @@ def set_nprobe(index: Any, nprobe: int) -> None:
 
 def is_refined(index: Any) -> bool:
     """A fast scan whose candidates are re-ordered by exact distance (pqfs, issue 18)."""
-    return isinstance(faiss.downcast_index(index), faiss.IndexRefine)
+    return (isinstance(index, faiss.Index)
+            and isinstance(faiss.downcast_index(index), faiss.IndexRefine))
 
 
 def set_k_factor(index: Any, k_factor: int) -> None:
