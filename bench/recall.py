@@ -31,7 +31,7 @@ sys.path.insert(0, str(ROOT))
 
 from models import artifact as art  # noqa: E402
 from service.loader import load_artifact  # noqa: E402
-from service.retriever import Retriever  # noqa: E402
+from service.retriever import Retriever, refined_index  # noqa: E402
 from training import candidates  # noqa: E402
 
 
@@ -54,11 +54,7 @@ def recall_at_chosen(artifact: Path, n_users: int = 200, n_candidates: int | Non
     exact = candidates.exact_distances(loaded.session, users, loaded.n_items)
     retriever = Retriever(loaded.index, a.items, a.keys, a.memories, loaded.n_candidates)
     r = candidates.recall_at(retriever, users, exact, loaded.n_candidates)
-    inner = faiss.downcast_index(loaded.index)
-    knob = (f"efSearch={loaded.ef_search}" if candidates.is_hnsw(loaded.index)
-            else f"k_factor={inner.k_factor:g}" if candidates.is_refined(loaded.index)
-            else f"nprobe={faiss.extract_index_ivf(inner).nprobe}"
-            if candidates.ivf_lists(loaded.index) is not None else "exact index")
+    knob = candidates.describe_knob(loaded.index, loaded.ef_search)
     return {"C": loaded.n_candidates, "ef_search": loaded.ef_search, "knob": knob,
             "users": len(users), "recall_at_10": r}
 
@@ -120,7 +116,7 @@ def main() -> None:
     efs = [int(x) for x in args.ef.split(",")]
     hnsw = candidates.is_hnsw(loaded.index)
     refined = candidates.is_refined(loaded.index)
-    served_kf = faiss.downcast_index(loaded.index).k_factor if refined else None
+    served_kf = refined_index(loaded.index).k_factor if refined else None
     if refined:
         kfs = [int(x) for x in args.k_factors.split(",")]
         rows = grid(loaded, users, exact, loaded.index, cs, kfs, "k_factor")
@@ -145,8 +141,7 @@ def main() -> None:
           f"{platform.processor() or platform.machine()}")
     print(table(rows, cs))
     print(f"chosen at export: {chosen}" if chosen else "no choice recorded in the manifest")
-    knob = (f"efSearch={loaded.ef_search}" if hnsw else f"k_factor={served_kf:g}" if refined
-            else "exact index")
+    knob = candidates.describe_knob(loaded.index, loaded.ef_search)
     print(f"recall@10 at the served C={loaded.n_candidates}, {knob} on this sample: "
           f"{served:.4f}")
     if args.json:

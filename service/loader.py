@@ -26,6 +26,7 @@ from models.artifact_arrays import read_arrays
 from models.scorer_io import ATTENTION, DISTANCES, INPUTS, empty_history, scorer_feed
 from service import accel
 from service.errors import ArtifactRejectedError
+from service.retriever import refined_index
 
 log = logging.getLogger(__name__)
 
@@ -235,8 +236,8 @@ def _set_k_factor(index: Any, manifest: art.Manifest) -> None:
     the export's measured choice (manifest `retrieval.k_factor`), else the build's. The file
     holds the build's, written before the measurement chose (on the grown catalogue of
     docs/benchmarks.md, 8 built and 32 chosen). A no-op for other indexes."""
-    refine = faiss.downcast_index(index)
-    if not isinstance(refine, faiss.IndexRefine):
+    refine = refined_index(index)
+    if refine is None:
         return
     chosen = manifest.retrieval.k_factor if manifest.retrieval is not None else None
     built = manifest.index.params.get("k_factor")

@@ -45,7 +45,7 @@ import numpy as np
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Padded", "ProbeKind", "Retriever", "pad_histories"]
+__all__ = ["Padded", "ProbeKind", "Retriever", "pad_histories", "refined_index"]
 
 ProbeKind = Literal["relation", "centroid", "user", "slots"]
 # Histories padded to one width: rows `[B, L]` int64 (pads: row 0) and mask `[B, L]` float32
@@ -81,7 +81,7 @@ class Retriever:
         # Where an id selector runs: the index itself, or, for a refined fast scan (pqfs),
         # its exact part, since FAISS's fast scan takes no search parameters.
         self.selectable = _selectable(index)
-        self._refined = _refined(index)
+        self._refined = refined_index(index)
         self.item_vecs = item_vecs
         self.keys = np.asarray(keys, np.float32)
         self.memories = np.asarray(memories, np.float32)
@@ -213,7 +213,7 @@ class Retriever:
 _NONE = np.zeros(0, np.int64)
 
 
-def _refined(index: Any) -> Any:
+def refined_index(index: Any) -> Any:
     """The FAISS IndexRefine behind `index` (pqfs), or None: another FAISS kind, or an index
     of relrec's own (the PUT-items overlay, Milvus) that only answers `search`."""
     if not isinstance(index, faiss.Index):
@@ -225,7 +225,7 @@ def _refined(index: Any) -> Any:
 def _selectable(index: Any) -> Any:
     """The index an allow-list is searched in: a refined index's exact one (over the same
     rows), so that a long list on a pqfs version gets its exact nearest C, as on Flat."""
-    refined = _refined(index)
+    refined = refined_index(index)
     return index if refined is None else faiss.downcast_index(refined.refine_index)
 
 

@@ -35,7 +35,7 @@ import onnxruntime as ort
 from models import artifact as art
 from models.artifact_arrays import ArtifactArrays, read_arrays, user_history
 from models.scorer_io import DISTANCES, scorer_feed
-from service.retriever import ProbeKind, Retriever
+from service.retriever import ProbeKind, Retriever, refined_index
 
 __all__ = ["C_GRID", "EF_GRID", "TARGET_RECALL", "UserSample", "choose_for_version",
            "choose_retrieval",
@@ -155,12 +155,25 @@ def set_nprobe(index: Any, nprobe: int) -> None:
 
 def is_refined(index: Any) -> bool:
     """A fast scan whose candidates are re-ordered by exact distance (pqfs, issue 18)."""
-    return (isinstance(index, faiss.Index)
-            and isinstance(faiss.downcast_index(index), faiss.IndexRefine))
+    return refined_index(index) is not None
 
 
 def set_k_factor(index: Any, k_factor: int) -> None:
-    faiss.downcast_index(index).k_factor = float(k_factor)
+    refined_index(index).k_factor = float(k_factor)
+
+
+def describe_knob(index: Any, ef_search: int | None = None) -> str:
+    """What the service searches `index` with, for a report line: "efSearch=24" (HNSW, as
+    set: `ef_search` where the caller tracks it), "k_factor=32", "nprobe=16" or "exact
+    index"."""
+    if is_hnsw(index):
+        ef = faiss.downcast_index(index).hnsw.efSearch if ef_search is None else ef_search
+        return f"efSearch={ef}"
+    if is_refined(index):
+        return f"k_factor={refined_index(index).k_factor:g}"
+    if ivf_lists(index) is not None:
+        return f"nprobe={faiss.extract_index_ivf(index).nprobe}"
+    return "exact index"
 
 
 SETTERS: dict[str, Callable[[Any, int], None]] = {
