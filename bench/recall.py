@@ -52,7 +52,8 @@ def recall_at_chosen(artifact: Path, n_users: int = 200, n_candidates: int | Non
     a = loaded.arrays
     users = candidates.sample_users(a, loaded.l_max, n_users, seed)
     exact = candidates.exact_distances(loaded.session, users, loaded.n_items)
-    retriever = Retriever(loaded.index, a.items, a.keys, a.memories, loaded.n_candidates)
+    retriever = Retriever(loaded.index, a.items, a.keys, a.memories, loaded.n_candidates,
+                          pools=loaded.pools)  # as served: pools where their bound holds
     r = candidates.recall_at(retriever, users, exact, loaded.n_candidates)
     knob = candidates.describe_knob(loaded.index, loaded.ef_search)
     return {"C": loaded.n_candidates, "ef_search": loaded.ef_search, "knob": knob,

@@ -20,6 +20,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from models.artifact_index import IndexInfo, RecallPoint, RetrievalInfo
+from models.artifact_pools import POOL_FILES, POOL_PROBES, POOL_RADIUS, POOL_ROWS, PoolsInfo
 from models.artifact_text import (
     SCORER_VECTORS,
     TEXT_ENCODER,
@@ -32,9 +33,9 @@ from models.durable import atomic_path, fsync_path
 
 __all__ = [
     "CURRENT", "FORMAT_VERSION", "HISTORY_INDPTR", "HISTORY_ITEMS", "ID_MAP_FILES", "INDEX",
-    "ITEM_IDMAP", "ITEM_IDS", "MANIFEST", "PAYLOAD_FILES", "POPULARITY", "SCORER", "TENSORS",
-    "USER_IDMAP", "USER_IDS",
-    "ArtifactError", "Counts", "FoldInInfo", "IndexInfo", "Manifest",
+    "ITEM_IDMAP", "ITEM_IDS", "MANIFEST", "PAYLOAD_FILES", "POOL_FILES", "POOL_PROBES",
+    "POOL_RADIUS", "POOL_ROWS", "POPULARITY", "SCORER", "TENSORS", "USER_IDMAP", "USER_IDS",
+    "ArtifactError", "Counts", "FoldInInfo", "IndexInfo", "Manifest", "PoolsInfo",
     "OnnxInfo", "RecallPoint", "RetrievalInfo", "SCORER_VECTORS", "TEXT_ENCODER",
     "TEXT_PROJECTION", "TOKENIZER", "TensorSpec", "TextItemsInfo", "TextModelInfo",
     "TrainingInfo",
@@ -170,6 +171,8 @@ class Manifest(BaseModel):
     training: TrainingInfo | None = None  # None: trained on the train split (before issue 16)
     # None (versions before issue 18, baselines): the service's fallback C and efSearch
     retrieval: RetrievalInfo | None = None
+    # None: no per-user candidate pools (versions before them, `--pools off`, baselines)
+    pools: PoolsInfo | None = None
 
     @property
     def kind(self) -> str:

@@ -27,6 +27,7 @@ from models.scorer_io import ATTENTION, DISTANCES, INPUTS, empty_history, scorer
 from service import accel
 from service.errors import ArtifactRejectedError
 from service.retriever import refined_index
+from service.user_pools import UserPools
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +67,7 @@ class LoadedArtifact:
     popular_rows: np.ndarray = field(repr=False)  # [V] item rows, most popular first
     n_candidates: int = FALLBACK_N_CANDIDATES  # C: the setting's, else the manifest's
     ef_search: int = FALLBACK_EF_SEARCH  # HNSW efSearch the index was set to
+    pools: UserPools | None = None  # per-user candidate pools (manifest `pools`), mapped
 
     @property
     def n_items(self) -> int:
@@ -112,6 +114,7 @@ def load_artifact(
         index = _open_index(path / INDEX_FILE, arrays.items, ef_search, use_gpu)
         _set_nprobe(index, manifest)
         _set_k_factor(index, manifest)
+    pools = _open_pools(path, manifest, arrays)
     loaded = LoadedArtifact(
         version=str(manifest.version or path.name),
         path=path,
@@ -124,6 +127,7 @@ def load_artifact(
         popular_rows=np.argsort(-np.asarray(arrays.popularity), kind="stable"),
         n_candidates=n_candidates,
         ef_search=ef_search,
+        pools=pools,
     )
     _smoke_test(loaded)
     log.info(
@@ -229,6 +233,22 @@ def _open_index(path: Path, items: np.ndarray, ef_search: int, use_gpu: bool | N
         except RuntimeError:
             log.info("%s has no efSearch parameter; searched as built", path.name)
     return accel.faiss_to_gpu(index, use_gpu)
+
+
+def _open_pools(path: Path, manifest: art.Manifest, arrays: Any) -> UserPools | None:
+    """The version's per-user candidate pools (training/pool_builder.py), mapped; None for a
+    version without them."""
+    if manifest.pools is None:
+        return None
+    try:
+        pools = UserPools.open(path, manifest.pools, len(arrays.users), len(arrays.items),
+                               arrays.items.shape[1])
+    except (OSError, ValueError) as exc:
+        raise ArtifactRejectedError(f"artifact {path.name}: its candidate pools are "
+                                    f"unreadable ({exc}); re-export the version") from exc
+    log.info("candidate pools: %d items for each of %d users (probes %s)", manifest.pools.k,
+             manifest.pools.users, manifest.pools.probes)
+    return pools
 
 
 def _set_k_factor(index: Any, manifest: art.Manifest) -> None:

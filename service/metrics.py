@@ -63,6 +63,13 @@ class Metrics:
         self.candidates_scored = Counter(
             "relrec_candidates_scored", "Candidates re-ranked by the exact scorer", registry=r
         )
+        self.pool_lookups = Counter(
+            "relrec_pool_lookups",
+            "Requests whose candidates came from the user's pool (served) or from the index "
+            "(searched: no pool, or its bound did not hold)",
+            ["outcome"],
+            registry=r,
+        )
         self.recommendations = Counter(
             "relrec_recommendations", "Recommendations answered, by source", ["source"], registry=r
         )

@@ -114,6 +114,7 @@ class _UserState:
     source: Source
     allow: np.ndarray | None = None  # item rows of `candidates`, None: the whole catalogue
     unknown: list[UnknownFilterId] = field(default_factory=list)  # filter ids not in version
+    row: int = -1  # the trained user's row (its vector, its candidate pool); -1: not trained
 
 
 class Recommender:
@@ -224,7 +225,8 @@ class Recommender:
             vec, source = np.asarray(t.users[user_row]), "personalized"
         elif len(hist):
             vec, source = self.fold_in.vector(hist), "history"
-        return _UserState(hist, seen, vec, source, allow, unknown)
+        return _UserState(hist, seen, vec, source, allow, unknown,
+                          user_row if source == "personalized" else -1)
 
     def _rows(self, item_ids: Sequence[str]) -> np.ndarray:
         """Rows of the ids this version knows, in order; unknown ids are dropped."""
@@ -288,7 +290,8 @@ class Recommender:
             pad = padded if len(group) == len(states) else (padded[0][group], padded[1][group])
             if group is free:
                 seen = [states[i].seen for i in group]
-                found = self.retriever.candidates(vecs, hists, seen, n, padded=pad)
+                found = self.retriever.candidates(vecs, hists, seen, n, padded=pad,
+                                                  user_rows=[states[i].row for i in group])
             else:
                 allows = [a for i in group if (a := states[i].allow) is not None]
                 found = self.retriever.candidates_among(vecs, hists, allows, n, padded=pad)

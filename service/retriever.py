@@ -32,16 +32,22 @@ way, restricted to its rows by a FAISS id selector (`candidates_among`), so that
 not all, reach the exact re-rank; on an exact (Flat) index the C are the allowed rows nearest
 to the probes, as exhaustive search over the list would find them (on a refined fast scan,
 pqfs, the list is searched in its exact part, so there too).
+
+With `pools` (`service/user_pools.py`), a trained user's candidates come from the user's
+stored pool whenever a bound proves them the catalogue's nearest (what exact search would
+return), and from the FAISS index otherwise.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Literal
 
 import faiss
 import numpy as np
+
+from service.user_pools import UserPools, member
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +82,8 @@ class Retriever:
         n_candidates: int,
         probes: ProbeKind = "relation",
         selector_min: int = 256,
+        pools: UserPools | None = None,
+        on_pool: Callable[[int, int], None] | None = None,
     ) -> None:
         self.index = index
         # Where an id selector runs: the index itself, or, for a refined fast scan (pqfs),
@@ -89,6 +97,9 @@ class Retriever:
         self.probes = probes if len(self.memories) else "user"
         self.n_items = int(item_vecs.shape[0])
         self.selector_min = selector_min  # allow-lists longer than this: an id selector
+        # Pools hold one probe's neighbours: used only with the probe set they were built for.
+        self.pools = pools if pools is not None and pools.probe_kind == self.probes else None
+        self.on_pool = on_pool or (lambda served, searched: None)  # requests per batch
         # The query parts that depend on no request, computed once per version.
         self._centroid: np.ndarray = (  # [d]; no memory: the probe is p_u, never this
             self.memories.mean(axis=0) if len(self.memories) else np.zeros(0, np.float32)
@@ -145,10 +156,27 @@ class Retriever:
         seen: Sequence[np.ndarray],  # B arrays of item rows to exclude
         n: int | None = None,
         padded: Padded | None = None,  # `hists` already padded, if the caller has them
+        user_rows: Sequence[int] | None = None,  # trained users' rows (-1: none), for pools
     ) -> list[np.ndarray]:
-        """Up to n unseen item rows per user, nearest first (probes interleaved by rank)."""
+        """Up to n unseen item rows per user, nearest first (probes interleaved by rank):
+        from the user's pool where it provably holds them, else by one FAISS search."""
         n = self.n_candidates if n is None else n
         queries = self.queries(user_vecs, hists, padded)  # [B, P, d]
+        seen = [np.sort(s) for s in seen]  # sorted already (np.unique): ~1 µs each
+        out: list[np.ndarray | None] = [None] * len(queries)
+        if self.pools is not None and user_rows is not None:
+            out = self.pools.candidates(self.item_vecs, user_rows, queries[:, 0], seen, n)
+        rest = [i for i, found in enumerate(out) if found is None]
+        self.on_pool(len(out) - len(rest), len(rest))
+        if rest:
+            found = self._searched(queries[rest], [seen[i] for i in rest], n)
+            for i, rows in zip(rest, found, strict=True):
+                out[i] = rows
+        return [rows if rows is not None else _NONE for rows in out]
+
+    def _searched(self, queries: np.ndarray, seen: Sequence[np.ndarray],
+                  n: int) -> list[np.ndarray]:
+        """`candidates` through the FAISS index, for queries `[B, P, d]`."""
         b, p, d = queries.shape
         per_probe = -(-n // p)
         # Seen items take places in a probe's list, so each asks for its share plus the
@@ -156,7 +184,7 @@ class Retriever:
         # not inflate k for everyone: at most two FAISS calls per batch.
         need = np.array([min(self.n_items, per_probe + len(s)) for s in seen])
         light = need <= min(self.n_items, 2 * per_probe)
-        out: list[np.ndarray] = [np.zeros(0, np.int64)] * b
+        out: list[np.ndarray] = [_NONE] * b
         for group in (np.flatnonzero(light), np.flatnonzero(~light)):
             if not len(group):
                 continue
@@ -231,21 +259,14 @@ def _selectable(index: Any) -> Any:
 
 def _interleave(rows: np.ndarray, seen: np.ndarray, n: int) -> np.ndarray:
     """Round robin over the probes' ranked lists `[P, k]`: rank 0 of every probe, then rank
-    1, ...; first occurrence wins; seen rows and FAISS pads (-1) are dropped. One probe (the
-    default, `relation`) has no repeats to remove."""
+    1, ...; first occurrence wins; seen rows (`seen` sorted) and FAISS pads (-1) are dropped.
+    One probe (the default, `relation`) has no repeats to remove."""
     flat = rows.T.reshape(-1)  # rank-major
     keep = flat >= 0
     if len(seen):
-        keep &= ~_member(flat, np.sort(seen))  # sorted already: ~1 µs
+        keep &= ~member(flat, seen)
     flat = flat[keep]
     if len(rows) > 1:
         _, first = np.unique(flat, return_index=True)
         flat = flat[np.sort(first)]
     return flat[:n].astype(np.int64)
-
-
-def _member(values: np.ndarray, sorted_set: np.ndarray) -> np.ndarray:
-    """`np.isin(values, sorted_set)` by binary search: 2.5 µs against numpy's 26 µs for 60
-    values in 42 (its table or sort methods allocate per call)."""
-    pos = np.minimum(np.searchsorted(sorted_set, values), len(sorted_set) - 1)
-    return sorted_set[pos] == values

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from pathlib import Path
+from typing import Any
 
 from service.errors import ArtifactRejectedError, NotReadyError
 from service.foldin import build_fold_in
@@ -29,6 +30,7 @@ from service.recommender import Recommender
 from service.retriever import Retriever
 from service.retriever_milvus import MilvusIndex, open_index
 from service.settings import Settings
+from service.user_pools import UserPools
 from service.versions import Engine, Readiness, Versions
 
 log = logging.getLogger(__name__)
@@ -132,6 +134,8 @@ class Runtime:
             artifact.n_candidates,
             probes=s.probes,
             selector_min=s.selector_min_candidates,
+            pools=_pools(artifact, parts.arrays, s.user_pools),
+            on_pool=self._observe_pools,
         )
         recommender = Recommender(
             parts.tables,
@@ -160,5 +164,19 @@ class Runtime:
                           artifact.dim, artifact.n_items, artifact.manifest.index.metric,
                           artifact.ef_search, prefix=s.milvus_collection_prefix)
 
+    def _observe_pools(self, served: int, searched: int) -> None:
+        if served:
+            self.metrics.pool_lookups.labels("served").inc(served)
+        if searched:
+            self.metrics.pool_lookups.labels("searched").inc(searched)
+
     def _observe_stage(self, stage: str, seconds: float) -> None:
         self.metrics.stage_seconds.labels(stage).observe(seconds)
+
+
+def _pools(artifact: LoadedArtifact, arrays: Any, enabled: bool) -> UserPools | None:
+    """The version's candidate pools, unless disabled or items were placed (PUT /items): a
+    placed item is in no pool, so the pools' bound would not cover it."""
+    if not enabled or arrays.items is not artifact.arrays.items:
+        return None
+    return artifact.pools

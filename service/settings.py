@@ -94,6 +94,9 @@ class Settings(BaseSettings):
     ef_search: int | None = Field(
         default=None, ge=1, le=100_000, description="HNSW efSearch; None: the manifest's"
     )
+    # A trained user's candidates from the pool the export stored for them, where a bound
+    # proves it holds exact search's answer (service/user_pools.py); false: always the index.
+    user_pools: bool = Field(default=True, description="serve candidates from user pools")
     # Where candidates come from (issue 21): "faiss", the artifact's own index mapped by every
     # worker; "milvus", the version's collection on a Milvus server, cluster or Lite file
     # (milvus_uri), published with `relrec publish-milvus` (service/retriever_milvus.py).

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -68,6 +68,7 @@ class UserSample:
     hist_mask: np.ndarray  # [B, L] float32
     hists: list[np.ndarray]  # B arrays: history newest first, at most L_max
     seen: list[np.ndarray]  # B arrays: every known item, excluded from the answer
+    rows: list[int] = field(default_factory=list)  # the users' rows (their candidate pools)
 
     def __len__(self) -> int:
         return len(self.vecs)
@@ -87,7 +88,7 @@ def sample_users(arrays: ArtifactArrays, l_max: int, n: int, seed: int = 0) -> U
         hist_mask[b, : len(hists[-1])] = 1.0
         seen.append(np.unique(h))
     vecs = np.ascontiguousarray(arrays.users[rows], dtype=np.float32)
-    return UserSample(vecs, hist_rows, hist_mask, hists, seen)
+    return UserSample(vecs, hist_rows, hist_mask, hists, seen, rows.tolist())
 
 
 def exact_distances(session: ort.InferenceSession, users: UserSample, n_items: int,
@@ -127,7 +128,8 @@ def recall_at(retriever: Retriever, users: UserSample, exact: np.ndarray, c: int
     hits = []
     for s in range(0, len(users), batch):
         sl = slice(s, s + batch)
-        cands = retriever.candidates(users.vecs[sl], users.hists[sl], users.seen[sl], c)
+        cands = retriever.candidates(users.vecs[sl], users.hists[sl], users.seen[sl], c,
+                                     user_rows=users.rows[sl] or None)
         hits += [tie_aware_recall(f, exact[s + b], k) for b, f in enumerate(cands)]
     return float(np.mean(hits)) if hits else 1.0
 

@@ -51,6 +51,7 @@ _FLAG_MAP = {
     "item_text": ("text", "item_text"), "text_encoder": ("text", "encoder"),
     "text_cache_dir": ("text", "cache_dir"), "review_encoder": ("text", "review_encoder"),
     "index": ("export", "index"), "index_memory_mb": ("export", "index_memory_mb"),
+    "pools": ("export", "pools"),
 }
 # Earlier spellings, still accepted (README commands and users' scripts) but hidden from --help.
 _OLD_FLAGS = {"n-memory": "memories", "l-max": "max-history", "text-cache-dir": "text-cache"}
@@ -156,6 +157,17 @@ def _add_index_flags(p: argparse.ArgumentParser) -> None:
     """The export's index choice (issue 21); `train --export-to` and `export` share them."""
     _add_config_flag(p, "index", choices=["auto", "flat", "hnsw", "ivfpq", "ivfpqfs", "pqfs"])
     _add_config_flag(p, "index-memory-mb", float, metavar="MB")
+    _add_config_flag(p, "pools", _pools_flag, metavar="auto|off|K")
+
+
+def _pools_flag(raw: str) -> str | int:
+    """`--pools`: auto, off, or a pool size K."""
+    if raw in ("auto", "off"):
+        return raw
+    try:
+        return int(raw)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected auto, off or a number, not {raw!r}") from None
 
 
 def parse_columns(raw: str) -> list[str] | dict[str, str]:
@@ -262,8 +274,8 @@ def cmd_tune(args: argparse.Namespace) -> int:
 def cmd_export(args: argparse.Namespace) -> int:
     from training.exporter import export_run
 
-    flags = {k: getattr(args, k) for k in ("index", "index_memory_mb")
-             if getattr(args, k) is not None}
+    flags = {k: getattr(args, k) for k in ("index", "index_memory_mb", "pools")
+             if getattr(args, k, None) is not None}
     try:
         ExportConfig.model_validate(flags)
     except ValueError as exc:

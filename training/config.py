@@ -180,6 +180,9 @@ class ExportConfig(_Section):
     index_memory_mb: float | None = Field(
         None, gt=0, description="memory budget of the index in MB (shared by the workers); "
         "unset: flat up to 10k items, hnsw above")
+    pools: Literal["auto", "off"] | Annotated[int, Field(ge=1, le=100_000)] = Field(
+        "auto", description="per-user candidate pools, K nearest unseen items a trained user, "
+        "served where provably exact; auto: 128 above 10k items, within budgets; off: none")
 
 
 class TrainConfig(_Section):

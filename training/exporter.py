@@ -48,6 +48,7 @@ from training.index_builder import (
     build_index,
 )
 from training.interactions import Interactions
+from training.pool_builder import build_pools, pool_size
 from training.run_dir import Run, TextItems, load_run
 from training.scorer_graph import export_onnx, externalize_table, io_spec
 from training.text.export import has_projection, text_model_files, write_text_model
@@ -81,6 +82,7 @@ def export_trained(run: Run, out_dir: str | Path, **kwargs: Any) -> Path:
     if run.baseline is not None:
         from training.baseline_export import export_baseline
 
+        kwargs.pop("pools", None)  # inner-product baselines: no pools (service/user_pools.py)
         return export_baseline(run, out_dir, **kwargs)
     if run.model is None:
         raise ExportError(f"a {run.config.get('algorithm', 'baseline')} run has no model to "
@@ -90,6 +92,7 @@ def export_trained(run: Run, out_dir: str | Path, **kwargs: Any) -> Path:
     kwargs.setdefault("index_memory_mb", chosen.get("index_memory_mb"))
     kwargs.setdefault("text_items", run.text_items)
     kwargs.setdefault("known", run.known)
+    kwargs.setdefault("pools", chosen.get("pools", "auto"))
     return export(run.model, run.train, out_dir, metrics=run.metrics, config=run.config,
                   **kwargs)
 
@@ -117,7 +120,7 @@ def export(model: RelationalModel, train: Interactions, out_dir: str | Path, *,
            index: str = "auto", parity_check: bool = True,
            ef_construction: int = HNSW_EF_CONSTRUCTION, index_memory_mb: float | None = None,
            text_items: TextItems | None = None, known: Interactions | None = None,
-           choose_retrieval: bool = True) -> Path:
+           choose_retrieval: bool = True, pools: str | int = "auto") -> Path:
     """Write a new artifact version of `model` under `out_dir` and make it current.
 
     `index` is "auto", "flat", "hnsw", "ivfpq", "ivfpqfs" or "pqfs" and `index_memory_mb`
@@ -132,6 +135,9 @@ def export(model: RelationalModel, train: Interactions, out_dir: str | Path, *,
     and so the seen set; without it, `train` does (a refit run's train is everything).
     `choose_retrieval` records in `manifest.retrieval` the cheapest C and efSearch reaching
     recall@10 0.995 (training/candidates.py); False leaves the service's fallback.
+    `pools` ("auto", "off" or K) stores each user's K nearest unseen items for the service
+    to serve from where provably exact (training/pool_builder.py; auto: above FLAT_MAX_ITEMS
+    items, within its budgets).
     """
     model = model.eval()
     text_info = None
@@ -154,7 +160,7 @@ def export(model: RelationalModel, train: Interactions, out_dir: str | Path, *,
     def write(tmp: Path, version: str, created: datetime) -> art.Manifest:
         return _write_version(tmp, version, created, model, train, metrics or {}, config,
                               (index, index_memory_mb), parity_check, ef_construction,
-                              text_info, known, choose_retrieval, text_model)
+                              text_info, known, choose_retrieval, text_model, pools)
 
     return publish(out_dir, train, content, write)
 
@@ -190,7 +196,8 @@ def _write_version(vdir: Path, version: str, created: datetime, model: Relationa
                    index: tuple[str, float | None], parity_check: bool,
                    ef_construction: int, text_info: art.TextItemsInfo | None,
                    known: Interactions | None, choose_retrieval: bool,
-                   text_model: TextItems | None = None) -> art.Manifest:
+                   text_model: TextItems | None = None,
+                   pools: str | int = "auto") -> art.Manifest:
     """Every file of the version, then the manifest with their checksums (last); with
     `text_model`, what places items from their text (training/text/export.py)."""
     tensors = _model_tensors(model)
@@ -213,7 +220,10 @@ def _write_version(vdir: Path, version: str, created: datetime, model: Relationa
                                                 model.config.l_max)
     text_model_info = (None if text_model is None
                        else write_text_model(vdir, text_model, graph))
-    names = [*art.PAYLOAD_FILES, *art.ID_MAP_FILES, *text_model_files(text_model_info)]
+    pool_k = pool_size(pools, model.n_users, model.n_items, model.config.dim)
+    pools_info = None if pool_k is None else build_pools(vdir, pool_k, model.config.l_max)
+    names = [*art.PAYLOAD_FILES, *art.ID_MAP_FILES, *text_model_files(text_model_info),
+             *(art.POOL_FILES if pools_info is not None else ())]
     files = {name: art.file_sha256(vdir / name) for name in names}
     manifest = art.Manifest(
         format_version=art.FORMAT_VERSION, version=version, relrec_version=relrec_version(),
@@ -225,7 +235,8 @@ def _write_version(vdir: Path, version: str, created: datetime, model: Relationa
         sizes={name: (vdir / name).stat().st_size for name in names},
         text_items=text_info, text_model=text_model_info,
         fold_in=art.FoldInInfo(method="hinge", params={"margin": float(model.config.margin)}),
-        training=training_info(metrics, known is not None), retrieval=retrieval)
+        training=training_info(metrics, known is not None), retrieval=retrieval,
+        pools=pools_info)
     art.write_manifest(vdir, manifest)
     return manifest
 
