@@ -11,10 +11,11 @@ serves them after `new` new interactions of two kinds:
   recommender's users mostly do), which then count as seen.
 
 Reported per (K, kind, new): the share of requests the pools answered (their bound held), the
-share of those whose candidates equal exact search's (a Flat index; 1.0 by construction, the
-check of the bound), and the CPU per request of `Retriever.candidates` with the pools against
-the artifact's own index alone, in micro-batches of `--batch`, alternated over `--rounds`
-rounds (median; this process's CPU clock, FAISS on one thread).
+share of those whose candidates are exact search's (a Flat index), up to ties at the C-th
+place (`same_neighbours`; 1.0 by construction, the check of the bound), and the CPU per
+request of `Retriever.candidates` with the pools against the artifact's own index alone, in
+micro-batches of `--batch`, alternated over `--rounds` rounds (median; this process's CPU
+clock, FAISS on one thread).
 """
 
 from __future__ import annotations
@@ -68,6 +69,18 @@ def requests(loaded: LoadedArtifact, exact: Retriever, kind: str, new: int,
     return vecs, hists, seen, rows
 
 
+def same_neighbours(items: np.ndarray, probe: np.ndarray, got: np.ndarray | None,
+                    want: np.ndarray) -> bool:
+    """Whether two candidate lists are the same neighbours up to ties: their distances to the
+    probe (float64), sorted, agree to 1e-6. Exact search in FAISS ranks by ‖q‖² − 2p·q + ‖p‖²
+    in float32, so of two items 1e-7 apart at the C-th place it may keep either."""
+    if got is None or len(got) != len(want):
+        return False
+    p = np.asarray(probe, np.float64)
+    d = [np.sort(np.linalg.norm(np.asarray(items[r], np.float64) - p, axis=1)) for r in (got, want)]
+    return bool(np.allclose(d[0], d[1], rtol=1e-6, atol=1e-7))
+
+
 def cpu_ms(retriever: Retriever, req: Requests, batch: int, pools: bool) -> float:
     vecs, hists, seen, rows = req
     start = time.process_time()
@@ -76,6 +89,28 @@ def cpu_ms(retriever: Retriever, req: Requests, batch: int, pools: bool) -> floa
         retriever.candidates(vecs[sl], hists[sl], seen[sl],
                              user_rows=rows[sl] if pools else None)
     return 1000 * (time.process_time() - start) / len(rows)
+
+
+def geometry(loaded: LoadedArtifact) -> str:
+    """Where the probes sit against the items: why no graph or list index serves them cheaply
+    (a probe's nearest items stand out little from the rest)."""
+    a = loaded.arrays
+    items = np.ascontiguousarray(a.items, dtype=np.float32)
+    retriever = Retriever(None, items, a.keys, a.memories, 0)
+    probes = retriever.queries(np.asarray(a.users, np.float32),
+                               [user_history(a, u)[: loaded.l_max] for u in range(len(a.users))])
+    flat = faiss.IndexFlatL2(items.shape[1])
+    flat.add(items)
+    d2, rows = flat.search(np.ascontiguousarray(probes[:, 0]), 20)
+    norm_p = np.linalg.norm(probes[:, 0], axis=1)
+    cos = np.einsum("bd,bd->b", probes[:, 0], items[rows[:, 0]]) / (
+        norm_p * np.linalg.norm(items[rows[:, 0]], axis=1))
+    med = np.median
+    return (f"geometry (medians over {len(probes)} users): item norm "
+            f"{med(np.linalg.norm(items, axis=1)):.3f}, probe norm {med(norm_p):.3f}, nearest "
+            f"item at {med(np.sqrt(d2[:, 0])):.3f} (cosine {med(cos):.3f}), 20th at "
+            f"{med(np.sqrt(d2[:, 19])):.3f}, a random item at "
+            f"{med(np.linalg.norm(items[:1000] - probes[0, 0], axis=1)):.3f}")
 
 
 def measure(loaded: LoadedArtifact, k: int, kinds: list[str], news: list[int], batch: int,
@@ -106,7 +141,8 @@ def measure(loaded: LoadedArtifact, k: int, kinds: list[str], news: list[int], b
             answered = pools.candidates(a.items, rows, exact.queries(vecs, hists)[:, 0], seen, c)
             want = exact.candidates(vecs, hists, seen)
             hits = [i for i, x in enumerate(answered) if x is not None]
-            same = [set(answered[i].tolist()) == set(want[i].tolist()) for i in hits]
+            probes = exact.queries(vecs, hists)[:, 0]
+            same = [same_neighbours(a.items, probes[i], answered[i], want[i]) for i in hits]
             times: dict[str, list[float]] = {"pools": [], "index": []}
             for _ in range(rounds):
                 times["pools"].append(cpu_ms(pooled, req, batch, True))
@@ -139,6 +175,7 @@ def main() -> None:
     print(f"artifact {loaded.version}: {loaded.n_items} items, {len(loaded.arrays.users)} "
           f"users, C {loaded.n_candidates}, index {loaded.manifest.index.factory}; "
           f"{platform.processor() or platform.machine()}")
+    print(geometry(loaded))
     rows = []
     for k in [int(x) for x in args.ks.split(",")]:
         rows += measure(loaded, k, args.kinds.split(","), [int(x) for x in args.new.split(",")],

@@ -133,9 +133,21 @@ def main() -> None:
     chosen = loaded.manifest.retrieval
     if hnsw:
         candidates.set_ef_search(loaded.index, loaded.ef_search)  # the grid moved it
+    a = loaded.arrays
     served = candidates.recall_at(
-        Retriever(loaded.index, loaded.arrays.items, loaded.arrays.keys, loaded.arrays.memories,
-                  loaded.n_candidates), users, exact, loaded.n_candidates)
+        Retriever(loaded.index, a.items, a.keys, a.memories, loaded.n_candidates),
+        candidates.UserSample(users.vecs, users.hist_rows, users.hist_mask, users.hists,
+                              users.seen), exact, loaded.n_candidates)  # no rows: no pools
+    pooled: dict[str, Any] | None = None
+    if loaded.pools is not None:  # as served: each user's pool where its bound holds
+        counts = [0, 0]
+        retriever = Retriever(loaded.index, a.items, a.keys, a.memories, loaded.n_candidates,
+                              pools=loaded.pools,
+                              on_pool=lambda hit, miss: counts.__setitem__(
+                                  slice(None), [counts[0] + hit, counts[1] + miss]))
+        pooled = {"recall_at_10": candidates.recall_at(retriever, users, exact,
+                                                       loaded.n_candidates),
+                  "served_from_pools": counts[0], "searched": counts[1]}
     print(f"artifact {loaded.version}: {loaded.manifest.kind}, {loaded.n_items} items, "
           f"{len(loaded.arrays.users)} users, index {loaded.manifest.index.factory}; "
           f"{len(users)} users (seed {args.seed}); exhaustive scoring {t_exact:.0f} s; "
@@ -144,13 +156,17 @@ def main() -> None:
     print(f"chosen at export: {chosen}" if chosen else "no choice recorded in the manifest")
     knob = candidates.describe_knob(loaded.index, loaded.ef_search)
     print(f"recall@10 at the served C={loaded.n_candidates}, {knob} on this sample: "
-          f"{served:.4f}")
+          f"{served:.4f} (the index alone)")
+    if pooled is not None:
+        print(f"  with the version's candidate pools (K={loaded.manifest.pools.k}), as served: "
+              f"{pooled['recall_at_10']:.4f}; {pooled['served_from_pools']} users answered "
+              f"from their pool, {pooled['searched']} through the index")
     if args.json:
         args.json.write_text(json.dumps({
             "artifact": loaded.version, "items": loaded.n_items, "users": len(users),
             "exact_s": t_exact, "grid": rows, "served": {
                 "C": loaded.n_candidates, "ef_search": loaded.ef_search, "k_factor": served_kf,
-                "recall_at_10": served},
+                "recall_at_10": served, "with_pools": pooled},
             "chosen": None if chosen is None else chosen.model_dump(mode="json")}, indent=2))
 
 

@@ -10,7 +10,7 @@ C are exactly the C nearest unseen items of the whole catalogue, what exact sear
 item would return (a Flat index), and no FAISS search is needed. Otherwise (the probe moved
 too far, or posted and excluded items used the pool up) the request goes through the index.
 
-Cost: K rows gathered and K distances a request (K = 128, d = 100: 13k multiply-adds) against
+Cost: K rows gathered and K distances a request (K = 256, d = 100: 26k multiply-adds) against
 a scan of every item's codes (docs/benchmarks.md, "Serving at the floor"). The bound is
 Euclidean (not squared) and keeps a float32 tolerance (`TOLERANCE`).
 """

@@ -182,7 +182,7 @@ class ExportConfig(_Section):
         "unset: flat up to 10k items, hnsw above")
     pools: Literal["auto", "off"] | Annotated[int, Field(ge=1, le=100_000)] = Field(
         "auto", description="per-user candidate pools, K nearest unseen items a trained user, "
-        "served where provably exact; auto: 128 above 10k items, within budgets; off: none")
+        "served where provably exact; auto: 256 above 10k items, within budgets; off: none")
 
 
 class TrainConfig(_Section):

@@ -40,11 +40,12 @@ __all__ = ["POOL_K", "POOL_MAX_BYTES", "POOL_MAX_WORK", "build_pools", "pool_siz
 
 log = logging.getLogger(__name__)
 
-# 128 items a user: on the grown 100k catalogue, 100% of trained users' requests were served
-# from the pool with their exported history, 99.1% after 5 random new interactions and 89.5%
-# after 20 (bench/pools.py; docs/benchmarks.md). 64 kept 91% after 5, 256 kept 98.6% after 20.
-POOL_K = 128
-POOL_MAX_BYTES = 512 * 2**20  # auto: no pools above (1M users at d 100 and K 128: 916 MB)
+# 256 items a user: on the grown 100k catalogue, every trained user's request was served from
+# the pool with the exported history, 100% after 5 random new interactions and 98.4% after
+# 20, 98.7% after taking 5 of their own recommendations (bench/pools.py; docs/benchmarks.md).
+# 128 kept 89.0% and 92.1% of those, 64 kept 40.2% and 67.6%.
+POOL_K = 256
+POOL_MAX_BYTES = 512 * 2**20  # auto: no pools above (360k users at d 100 and K 256)
 POOL_MAX_WORK = 1e12  # auto: no pools above U·V·d multiply-adds of exact search
 USER_CHUNK = 256  # probes searched at a time: a [256, V] float32 block of distances
 
