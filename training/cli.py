@@ -165,9 +165,12 @@ def _pools_flag(raw: str) -> str | int:
     if raw in ("auto", "off"):
         return raw
     try:
-        return int(raw)
+        k = int(raw)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected auto, off or a number, not {raw!r}") from None
+        k = 0
+    if k < 1:
+        raise argparse.ArgumentTypeError(f"expected auto, off or a pool size >= 1, not {raw!r}")
+    return k
 
 
 def parse_columns(raw: str) -> list[str] | dict[str, str]:

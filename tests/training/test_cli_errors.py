@@ -60,6 +60,16 @@ def test_a_device_that_is_not_one(sample_csv: Path, tmp_path: Path,
     assert "'gpu' is not a device" in one_error_line(capsys.readouterr().err, "train")
 
 
+@pytest.mark.parametrize("value", ["nope", "0", "-3"])
+def test_a_pool_size_that_is_not_one(value: str, tmp_path: Path,
+                                     capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exc:
+        main(["export", str(tmp_path / "run"), "--out", str(tmp_path / "a"), "--pools", value])
+    assert exc.value.code == 2
+    line = one_error_line(capsys.readouterr().err, "export")
+    assert "--pools" in line and "auto, off or a pool size" in line
+
+
 def test_serve_with_an_unknown_history_url(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["serve", "--history-url", "postgres://x"]) == 2
     line = one_error_line(capsys.readouterr().err, "serve")
