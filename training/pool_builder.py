@@ -47,7 +47,7 @@ log = logging.getLogger(__name__)
 POOL_K = 256
 POOL_MAX_BYTES = 512 * 2**20  # auto: no pools above (360k users at d 100 and K 256)
 POOL_MAX_WORK = 1e12  # auto: no pools above U·V·d multiply-adds of exact search
-USER_CHUNK = 256  # probes searched at a time: a [256, V] float32 block of distances
+BLOCK_BYTES = 64 * 2**20  # the [users, V] float32 block of distances searched at a time
 
 
 def pool_size(spec: str | int, n_users: int, n_items: int, dim: int,
@@ -92,7 +92,8 @@ def build_pools(vdir: Path, k: int, l_max: int, probes: ProbeKind = "relation") 
 def pool_tables(arrays: ArtifactArrays, k: int, l_max: int, probes: ProbeKind = "relation"
                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(rows `[U, k]` int32, probes `[U, d]` float32, radius `[U]` float32) by exact search of
-    every user's probe over every item, `USER_CHUNK` probes at a time."""
+    every user's probe over every item, as many probes at a time as `BLOCK_BYTES` of distances
+    hold (at most 256)."""
     n_users, dim = arrays.users.shape
     retriever = Retriever(None, arrays.items, arrays.keys, arrays.memories, 0, probes=probes)
     items = np.ascontiguousarray(arrays.items, dtype=np.float32)
@@ -100,8 +101,9 @@ def pool_tables(arrays: ArtifactArrays, k: int, l_max: int, probes: ProbeKind = 
     rows = np.full((n_users, k), -1, np.int32)
     probe_table = np.zeros((n_users, dim), np.float32)
     radius = np.full(n_users, np.inf, np.float32)
-    for start in range(0, n_users, USER_CHUNK):
-        users = np.arange(start, min(n_users, start + USER_CHUNK))
+    chunk = max(1, min(256, BLOCK_BYTES // (4 * max(1, len(items)))))
+    for start in range(0, n_users, chunk):
+        users = np.arange(start, min(n_users, start + chunk))
         probe = _probes(retriever, arrays, users, l_max)  # [B, d]
         sq = item_sq[None, :] - 2.0 * (probe @ items.T) + np.einsum("bd,bd->b", probe,
                                                                       probe)[:, None]  # [B, V]
