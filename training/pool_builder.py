@@ -45,7 +45,7 @@ log = logging.getLogger(__name__)
 # 20, 98.7% after taking 5 of their own recommendations (bench/pools.py; docs/benchmarks.md).
 # 128 kept 89.0% and 92.1% of those, 64 kept 40.2% and 67.6%.
 POOL_K = 256
-POOL_MAX_BYTES = 512 * 2**20  # auto: no pools above (360k users at d 100 and K 256)
+POOL_MAX_BYTES = 512 * 2**20  # auto: no pools above (~370k users at d 100 and K 256)
 POOL_MAX_WORK = 1e12  # auto: no pools above U·V·d multiply-adds of exact search
 BLOCK_BYTES = 64 * 2**20  # the [users, V] float32 block of distances searched at a time
 
