@@ -38,6 +38,7 @@ sys.path.insert(0, str(ROOT))
 from models import artifact as art  # noqa: E402
 from models.artifact_arrays import user_history  # noqa: E402
 from service.loader import LoadedArtifact, load_artifact  # noqa: E402
+from service.recommender import first_occurrences  # noqa: E402
 from service.retriever import Retriever  # noqa: E402
 from service.user_pools import UserPools  # noqa: E402
 from training.pool_builder import pool_tables  # noqa: E402
@@ -63,8 +64,7 @@ def requests(loaded: LoadedArtifact, exact: Retriever, kind: str, new: int,
     hists, seen = [], []
     for p, t in zip(posted, trained, strict=True):
         both = np.concatenate([np.asarray(p, np.int64), t])
-        _, first = np.unique(both, return_index=True)
-        hists.append(both[np.sort(first)][: loaded.l_max])
+        hists.append(first_occurrences(both)[: loaded.l_max])
         seen.append(np.unique(both))
     return vecs, hists, seen, rows
 
@@ -105,12 +105,13 @@ def geometry(loaded: LoadedArtifact) -> str:
     norm_p = np.linalg.norm(probes[:, 0], axis=1)
     cos = np.einsum("bd,bd->b", probes[:, 0], items[rows[:, 0]]) / (
         norm_p * np.linalg.norm(items[rows[:, 0]], axis=1))
+    other = np.random.default_rng(0).integers(0, len(items), len(probes))  # one a user
+    far = np.linalg.norm(items[other] - probes[:, 0], axis=1)
     med = np.median
     return (f"geometry (medians over {len(probes)} users): item norm "
             f"{med(np.linalg.norm(items, axis=1)):.3f}, probe norm {med(norm_p):.3f}, nearest "
             f"item at {med(np.sqrt(d2[:, 0])):.3f} (cosine {med(cos):.3f}), 20th at "
-            f"{med(np.sqrt(d2[:, 19])):.3f}, a random item at "
-            f"{med(np.linalg.norm(items[:1000] - probes[0, 0], axis=1)):.3f}")
+            f"{med(np.sqrt(d2[:, 19])):.3f}, a random item at {med(far):.3f}")
 
 
 def measure(loaded: LoadedArtifact, k: int, kinds: list[str], news: list[int], batch: int,
@@ -123,14 +124,7 @@ def measure(loaded: LoadedArtifact, k: int, kinds: list[str], news: list[int], b
     flat = faiss.IndexFlatL2(a.items.shape[1])
     flat.add(np.ascontiguousarray(a.items, dtype=np.float32))
     exact = Retriever(flat, a.items, a.keys, a.memories, c)
-    counts = [0, 0]
-
-    def on_pool(served: int, searched: int) -> None:
-        counts[0] += served
-        counts[1] += searched
-
-    pooled = Retriever(loaded.index, a.items, a.keys, a.memories, c, pools=pools,
-                       on_pool=on_pool)
+    pooled = Retriever(loaded.index, a.items, a.keys, a.memories, c, pools=pools)
     out = []
     for kind in kinds:
         for new in news:
@@ -138,10 +132,10 @@ def measure(loaded: LoadedArtifact, k: int, kinds: list[str], news: list[int], b
                 continue
             req = requests(loaded, exact, kind, new)
             vecs, hists, seen, rows = req
-            answered = pools.candidates(a.items, rows, exact.queries(vecs, hists)[:, 0], seen, c)
+            probes = exact.queries(vecs, hists)[:, 0]
+            answered = pools.candidates(a.items, rows, probes, seen, c)
             want = exact.candidates(vecs, hists, seen)
             hits = [i for i, x in enumerate(answered) if x is not None]
-            probes = exact.queries(vecs, hists)[:, 0]
             same = [same_neighbours(a.items, probes[i], answered[i], want[i]) for i in hits]
             times: dict[str, list[float]] = {"pools": [], "index": []}
             for _ in range(rounds):

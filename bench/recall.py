@@ -32,6 +32,7 @@ sys.path.insert(0, str(ROOT))
 from models import artifact as art  # noqa: E402
 from service.loader import load_artifact  # noqa: E402
 from service.retriever import Retriever, refined_index  # noqa: E402
+from service.user_pools import PoolTally  # noqa: E402
 from training import candidates  # noqa: E402
 
 
@@ -134,20 +135,17 @@ def main() -> None:
     if hnsw:
         candidates.set_ef_search(loaded.index, loaded.ef_search)  # the grid moved it
     a = loaded.arrays
-    served = candidates.recall_at(
-        Retriever(loaded.index, a.items, a.keys, a.memories, loaded.n_candidates),
-        candidates.UserSample(users.vecs, users.hist_rows, users.hist_mask, users.hists,
-                              users.seen), exact, loaded.n_candidates)  # no rows: no pools
+    served = candidates.recall_at(  # the index alone: this Retriever has no pools
+        Retriever(loaded.index, a.items, a.keys, a.memories, loaded.n_candidates), users,
+        exact, loaded.n_candidates)
     pooled: dict[str, Any] | None = None
     if loaded.pools is not None:  # as served: each user's pool where its bound holds
-        counts = [0, 0]
+        tally = PoolTally()
         retriever = Retriever(loaded.index, a.items, a.keys, a.memories, loaded.n_candidates,
-                              pools=loaded.pools,
-                              on_pool=lambda hit, miss: counts.__setitem__(
-                                  slice(None), [counts[0] + hit, counts[1] + miss]))
+                              pools=loaded.pools, on_pool=tally)
         pooled = {"recall_at_10": candidates.recall_at(retriever, users, exact,
                                                        loaded.n_candidates),
-                  "served_from_pools": counts[0], "searched": counts[1]}
+                  "served_from_pools": tally.served, "searched": tally.searched}
     print(f"artifact {loaded.version}: {loaded.manifest.kind}, {loaded.n_items} items, "
           f"{len(loaded.arrays.users)} users, index {loaded.manifest.index.factory}; "
           f"{len(users)} users (seed {args.seed}); exhaustive scoring {t_exact:.0f} s; "

@@ -39,7 +39,7 @@ from service.schemas import (
     UnknownFilterId,
 )
 
-__all__ = ["Query", "Recommender", "StageObserver", "Tables", "to_score"]
+__all__ = ["Query", "Recommender", "StageObserver", "Tables", "first_occurrences", "to_score"]
 
 StageObserver = Callable[[str, float], None]
 
@@ -208,8 +208,7 @@ class Recommender:
         trained = t.history(user_row) if user_row >= 0 else np.empty(0, np.int64)
         both = np.concatenate([posted, trained])
         # First occurrence wins: posted (newest) before training history, both newest first.
-        _, first = np.unique(both, return_index=True)
-        hist = both[np.sort(first)][: t.l_max]
+        hist = first_occurrences(both)[: t.l_max]
         unknown: list[UnknownFilterId] = []
         excluded = self._filter_rows(q.exclude, "exclude", unknown)
         # Negative feedback is never history, and its items are never recommended again.
@@ -217,7 +216,7 @@ class Recommender:
                                          t.hidden_rows]))
         allow = None
         if q.candidates is not None:
-            allow = _first_occurrences(self._filter_rows(q.candidates, "candidates", unknown))
+            allow = first_occurrences(self._filter_rows(q.candidates, "candidates", unknown))
             allow = allow[~np.isin(allow, seen)]
         vec: np.ndarray | None = None
         source: Source = "popular"
@@ -369,7 +368,8 @@ def _scored_item(t: Tables, row: int, distance: float,
                            because=because)
 
 
-def _first_occurrences(rows: np.ndarray) -> np.ndarray:
-    """`rows` without repeats, in their first order (a client may list an id twice)."""
+def first_occurrences(rows: np.ndarray) -> np.ndarray:
+    """`rows` without repeats, in their first order: a history merged newest first (posted
+    before trained), or a list a client gave with an id twice."""
     _, first = np.unique(rows, return_index=True)
     return rows[np.sort(first)]

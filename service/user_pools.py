@@ -25,7 +25,7 @@ import numpy as np
 
 from models import artifact as art
 
-__all__ = ["TOLERANCE", "UserPools", "member"]
+__all__ = ["TOLERANCE", "PoolTally", "UserPools", "member"]
 
 # Slack on the bound, relative to 1 + R: the builder ranks by ‖q‖² − 2p·q + ‖p‖² in float32,
 # whose error is ~1e-7 of the distances here; 1e-4 leaves a wide margin and costs nothing
@@ -81,6 +81,19 @@ class UserPools:
         for j, i in enumerate(have.tolist()):
             out[i] = _certified(pools[j], dist[j], seen[i], n, float(bound[j]))
         return out
+
+
+@dataclass
+class PoolTally:
+    """An `on_pool` callback of the Retriever that keeps count: requests answered from their
+    pool and through the index (benches and tests; the service counts in /metrics)."""
+
+    served: int = 0
+    searched: int = 0
+
+    def __call__(self, served: int, searched: int) -> None:
+        self.served += served
+        self.searched += searched
 
 
 def _certified(pool: np.ndarray, dist: np.ndarray, seen: np.ndarray, n: int,

@@ -20,7 +20,9 @@ from models.artifact_arrays import user_history
 from service.app import create_app
 from service.errors import ArtifactRejectedError
 from service.loader import LoadedArtifact, load_artifact
+from service.recommender import first_occurrences
 from service.retriever import Retriever
+from service.user_pools import PoolTally
 from tests.service.conftest import make_settings
 from training.exporter import export_run
 
@@ -45,19 +47,14 @@ def exact_index(items: np.ndarray) -> faiss.Index:
     return index
 
 
-def counted(loaded: LoadedArtifact, pools: bool) -> tuple[Retriever, list[int]]:
-    """A Retriever over exact search, with or without the version's pools, and its counts
-    [served from pools, searched]."""
-    counts = [0, 0]
-
-    def on_pool(served: int, searched: int) -> None:
-        counts[0] += served
-        counts[1] += searched
-
+def counted(loaded: LoadedArtifact, pools: bool) -> tuple[Retriever, PoolTally]:
+    """A Retriever over exact search, with or without the version's pools, and its tally of
+    requests served from pools and searched."""
+    tally = PoolTally()
     a = loaded.arrays
     retriever = Retriever(exact_index(a.items), a.items, a.keys, a.memories, C,
-                          pools=loaded.pools if pools else None, on_pool=on_pool)
-    return retriever, counts
+                          pools=loaded.pools if pools else None, on_pool=tally)
+    return retriever, tally
 
 
 def requests(loaded: LoadedArtifact, new: int, seed: int = 0
@@ -71,8 +68,7 @@ def requests(loaded: LoadedArtifact, new: int, seed: int = 0
         trained = user_history(a, u)
         posted = rng.choice(loaded.n_items, new, replace=False)
         both = np.concatenate([posted, trained])
-        _, first = np.unique(both, return_index=True)
-        hists.append(both[np.sort(first)][: loaded.l_max])
+        hists.append(first_occurrences(both)[: loaded.l_max])
         seen.append(np.unique(both))
     return np.asarray(a.users, np.float32), hists, seen, rows
 
@@ -97,9 +93,9 @@ def test_pools_give_exact_searchs_candidates(pooled: LoadedArtifact, new: int) -
     got = with_pools.candidates(vecs, hists, seen, C, user_rows=rows)
     want = without.candidates(vecs, hists, seen, C)
     assert_same_neighbours(pooled, without.queries(vecs, hists)[:, 0], got, want)
-    assert counts[0] > 0  # the pools did answer
+    assert counts.served > 0  # the pools did answer
     if new == 0:  # the exported histories: the stored probes, every pool answers
-        assert counts == [len(rows), 0]
+        assert (counts.served, counts.searched) == (len(rows), 0)
 
 
 def test_a_pool_the_bound_does_not_cover_goes_through_the_index(pooled: LoadedArtifact) -> None:
@@ -111,14 +107,14 @@ def test_a_pool_the_bound_does_not_cover_goes_through_the_index(pooled: LoadedAr
     got = retriever.candidates(vecs[:3], hists[:3], seen[:3], C, user_rows=[0, -1, 2])
     want = counted(pooled, pools=False)[0].candidates(vecs[:3], hists[:3], seen[:3], C)
     assert_same_neighbours(pooled, retriever.queries(vecs[:3], hists[:3])[:, 0], got, want)
-    assert counts == [1, 2]
+    assert (counts.served, counts.searched) == (1, 2)
     # a probe far from the stored one (another user's vector): the bound fails, the index
     # answers
-    counts[:] = [0, 0]
+    counts.served = counts.searched = 0
     far = retriever.candidates(vecs[5:6], hists[:1], seen[:1], C, user_rows=[0])
     near = counted(pooled, pools=False)[0].candidates(vecs[5:6], hists[:1], seen[:1], C)
     assert sorted(far[0].tolist()) == sorted(near[0].tolist())
-    assert counts == [0, 1]
+    assert (counts.served, counts.searched) == (0, 1)
 
 
 def test_pools_of_another_probe_set_are_not_used(pooled: LoadedArtifact) -> None:
